@@ -1,0 +1,105 @@
+"""Where each architecture keeps what the method touches: one small table, one generic fallback.
+
+Every entry answers the same questions: where the text decoder's layers are, which submodule of a layer is
+its self-attention, which submodule of that is the output projection whose input holds the per-head
+outputs O_h, and which config fields hold the image (and video) token ids. Layers are counted from 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    decoder: str = ""  # dotted path from the top model to the text decoder; "" means model.get_decoder()
+    layers: str = "layers"
+    attention: str = "self_attn"
+    out_proj: str = "o_proj"
+    image_token: tuple[str, ...] = ("image_token_id", "image_token_index")
+    video_token: tuple[str, ...] = ("video_token_id", "video_token_index")
+
+
+GENERIC = ArchSpec()
+
+# Keyed by `model.config.model_type`. Most HF vision-language models follow the generic layout.
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "qwen2_vl": GENERIC,
+    "qwen2_5_vl": GENERIC,
+    "qwen3_vl": GENERIC,
+    "llava": GENERIC,
+    "llava_next": GENERIC,
+    "llava_onevision": GENERIC,
+    "idefics3": ArchSpec(decoder="model.text_model"),
+    "smolvlm": ArchSpec(decoder="model.text_model"),
+    "gemma3": GENERIC,
+    # Kimi-VL (trust_remote_code): DeepSeek-V3 decoder under `language_model.model`; its attention is MLA,
+    # whose o_proj input is [..., heads * v_head_dim], so rescaling works as for any other entry.
+    "kimi_vl": ArchSpec(decoder="language_model.model", image_token=("media_placeholder_token_id",)),
+}
+
+
+@dataclass
+class ModelLayout:
+    """The resolved places of one loaded model."""
+
+    model_type: str
+    attentions: list[nn.Module]
+    out_projs: list[nn.Module]
+    num_heads: int
+    head_dim: int
+    text_configs: list = field(repr=False)  # config objects the decoder reads its attention implementation from
+    image_token_id: int
+    video_token_id: int | None
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.out_projs)
+
+
+def _get(obj, dotted: str):
+    for name in filter(None, dotted.split(".")):
+        obj = getattr(obj, name)
+    return obj
+
+
+def _token_id(config, names: tuple[str, ...]) -> int | None:
+    for cfg in (config, getattr(config, "text_config", None)):
+        for name in names:
+            value = getattr(cfg, name, None) if cfg is not None else None
+            if isinstance(value, int):
+                return value
+    return None
+
+
+def locate(model: nn.Module) -> ModelLayout:
+    """Resolve the layout of `model`, or raise ValueError saying what is missing and how to add it."""
+    model_type = getattr(model.config, "model_type", type(model).__name__)
+    spec = ARCHITECTURES.get(model_type, GENERIC)
+    hint = (f"functional_heads does not know the layout of model_type '{model_type}'. Add an ArchSpec to "
+            "functional_heads.architectures.ARCHITECTURES naming it.")
+    try:
+        decoder = _get(model, spec.decoder) if spec.decoder else model.get_decoder()
+        layers = list(_get(decoder, spec.layers))
+        attentions = [_get(layer, spec.attention) for layer in layers]
+        out_projs = [_get(attn, spec.out_proj) for attn in attentions]
+    except (AttributeError, TypeError) as err:
+        raise ValueError(f"{hint} Could not find the decoder layers' attention output projection "
+                         f"(decoder='{spec.decoder or 'get_decoder()'}', layers='{spec.layers}', "
+                         f"attention='{spec.attention}', out_proj='{spec.out_proj}'): {err}") from None
+    if not layers:
+        raise ValueError(f"{hint} The decoder has no layers under '{spec.layers}'.")
+    text_config = getattr(decoder, "config", None) or model.config.get_text_config()
+    num_heads = getattr(text_config, "num_attention_heads", None)
+    in_features = getattr(out_projs[0], "in_features", None)
+    if not isinstance(num_heads, int) or not in_features or in_features % num_heads:
+        raise ValueError(f"{hint} Cannot split the {spec.out_proj} input ({in_features} features) into "
+                         f"num_attention_heads={num_heads} heads.")
+    image_token_id = _token_id(model.config, spec.image_token)
+    if image_token_id is None:
+        raise ValueError(f"{hint} None of the config fields {spec.image_token} holds the image token id.")
+    configs = {id(c): c for c in [text_config] + [getattr(a, "config", text_config) for a in attentions]}
+    return ModelLayout(model_type, attentions, out_projs, num_heads, in_features // num_heads,
+                       list(configs.values()), image_token_id, _token_id(model.config, spec.video_token))

@@ -1,0 +1,77 @@
+"""Settings of the method, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class RescaleConfig:
+    """Functional head identification and class-conditioned rescaling (arXiv 2510.10285).
+
+    Layers are counted from 0. A head (l, h) with visual attention ratio S_v at query position i* is a
+    perception head if l <= perc_last_layer and S_v >= tau_perc, and a reasoning head if
+    l >= reas_first_layer and S_v <= tau_reas. Their outputs are multiplied by g_perc and g_reas.
+    """
+
+    perc_last_layer: int
+    reas_first_layer: int
+    tau_perc: float
+    tau_reas: float
+    g_perc: float = 1.0
+    g_reas: float = 1.0
+    query_offset: int = -1  # i*: -1 is the last prompt token, -2 the one before, ...
+    include_video: bool = False  # count video tokens as visual tokens too
+    per_token: bool = False  # divide S_v by the number of visual tokens (off in the paper)
+
+    def __post_init__(self):
+        _check(self.perc_last_layer, "perc_last_layer", "an integer >= 0", lambda v: isinstance(v, int) and v >= 0)
+        _check(self.reas_first_layer, "reas_first_layer", "an integer >= 0", lambda v: isinstance(v, int) and v >= 0)
+        for name in ("tau_perc", "tau_reas"):
+            _check(getattr(self, name), name, "a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1)
+        if self.tau_reas >= self.tau_perc:
+            raise ValueError(f"tau_reas={self.tau_reas} must be < tau_perc={self.tau_perc}: a head cannot be "
+                             "both image-heavy and text-heavy.")
+        for name in ("g_perc", "g_reas"):
+            _check(getattr(self, name), name, "a number > 0 (the paper uses >= 1)", lambda v: _number(v) and v > 0)
+        _check(self.query_offset, "query_offset", "an integer <= -1", lambda v: isinstance(v, int) and v <= -1)
+
+    def check_layers(self, num_layers: int) -> None:
+        """Raise if a layer bound lies outside a model of `num_layers` layers."""
+        for name in ("perc_last_layer", "reas_first_layer"):
+            if getattr(self, name) >= num_layers:
+                raise ValueError(f"{name}={getattr(self, name)} is outside the model: allowed range is "
+                                 f"0..{num_layers - 1} (layers are counted from 0).")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "RescaleConfig":
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset '{name}'. Known presets: {', '.join(sorted(PRESETS))}.")
+        return replace(PRESETS[name], **overrides)
+
+    def probe_options(self) -> dict:
+        """The keyword arguments of `visual_attention_ratios` that this config sets."""
+        return {"query_offset": self.query_offset, "include_video": self.include_video, "per_token": self.per_token}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RescaleConfig":
+        return cls(**data)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check(value, name: str, allowed: str, ok) -> None:
+    if not ok(value):
+        raise ValueError(f"{name}={value!r} is invalid: it must be {allowed}.")
+
+
+PRESETS = {
+    # The paper's published Ocean-R1-7B settings (METHOD.md); it does not say whether layers count from 0.
+    "ocean-r1": RescaleConfig(perc_last_layer=7, reas_first_layer=3, tau_perc=0.22, tau_reas=0.01,
+                              g_perc=1.16, g_reas=1.30),
+}

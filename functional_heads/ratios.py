@@ -1,0 +1,177 @@
+"""Visual attention ratios S_v(l, h): how much of head h's attention in layer l, at query position i*,
+falls on the image tokens.
+
+The model runs with its usual attention kernel; a thin attention function registered with transformers'
+`AttentionInterface` wraps that kernel and, beside it, computes only the attention row of i* (one row per
+head, never the full matrix). Its `AttentionMaskInterface` entry hands out the wrapped kernel's own masks,
+so causal, padding and sliding-window masks reach the row exactly as they reach the kernel.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .architectures import ModelLayout, locate
+
+PROBE = "functional_heads_probe"
+_WRAPPABLE = ("sdpa", "eager")  # others (flash, flex) are probed through sdpa: same outputs, known masks
+
+
+@dataclass
+class Probe:
+    """What the probe attention function needs for one forward pass over a batch of prompts."""
+
+    layer_of: dict[int, int]  # id(attention module) -> layer index
+    query_index: torch.Tensor  # [batch] position of i* in each prompt
+    visual: torch.Tensor  # [batch, seq] True at visual tokens
+    per_token: bool
+    base: str  # the wrapped attention implementation
+    on_layer: Callable[[int, torch.Tensor], None]  # receives (layer, S_v [batch, heads] float32)
+
+
+_active: ContextVar[Probe | None] = ContextVar("functional_heads_probe", default=None)
+
+
+def _base_attention(name: str, module) -> Callable:
+    if name == "eager":  # transformers keeps each model's eager kernel in its modeling module
+        return sys.modules[type(module).__module__].eager_attention_forward
+    return ALL_ATTENTION_FUNCTIONS[name]
+
+
+def _probe_attention(module, query, key, value, attention_mask, **kwargs):
+    probe = _active.get()
+    if probe is None:
+        raise RuntimeError(f"attn_implementation '{PROBE}' is only valid inside functional_heads probes.")
+    output = _base_attention(probe.base, module)(module, query, key, value, attention_mask, **kwargs)
+    layer = probe.layer_of.get(id(module))
+    if layer is not None and query.shape[2] == probe.visual.shape[1]:  # the prompt's prefill, not a decode step
+        scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
+        row = query_row_attention(query, key, attention_mask, probe.query_index, scaling, kwargs.get("softcap"))
+        ratios = (row * probe.visual[:, None, :].to(row.dtype)).sum(-1)
+        if probe.per_token:
+            ratios = ratios / probe.visual.sum(-1, keepdim=True).to(row.dtype)
+        probe.on_layer(layer, ratios)
+    return output
+
+
+def _probe_mask(*args, **kwargs):
+    return ALL_MASK_ATTENTION_FUNCTIONS[_active.get().base](*args, **kwargs)
+
+
+AttentionInterface.register(PROBE, _probe_attention)
+AttentionMaskInterface.register(PROBE, _probe_mask)
+
+
+def query_row_attention(query, key, attention_mask, rows, scaling, softcap=None) -> torch.Tensor:
+    """Post-softmax attention of query position rows[b] over all keys: float32 [batch, heads, keys].
+
+    query [batch, heads, q_len, dim]; key [batch, kv_heads, kv_len, dim] (grouped-query keys are shared by
+    consecutive heads, as `repeat_kv` does); attention_mask as the wrapped kernel receives it.
+    """
+    batch, heads, q_len, dim = query.shape
+    kv_heads, kv_len = key.shape[1], key.shape[2]
+    q = query[torch.arange(batch, device=query.device), :, rows.to(query.device)].float()  # [b, heads, dim]
+    q = q.view(batch, kv_heads, heads // kv_heads, dim)
+    scores = torch.einsum("bkgd,bkjd->bkgj", q, key.float()).reshape(batch, heads, kv_len) * scaling
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores + _mask_row(attention_mask, rows, batch, q_len, kv_len, scores.device)
+    return torch.softmax(scores, dim=-1)
+
+
+def _mask_row(mask, rows, batch, q_len, kv_len, device) -> torch.Tensor:
+    """Additive float32 mask [batch, 1 or heads, kv_len] of row `rows[b]` of the kernel's mask."""
+    rows = rows.to(device)
+    if mask is None:  # the kernel was told to be causal: keys up to the query's own position
+        keys = torch.arange(kv_len, device=device)
+        allowed = keys[None, :] <= (rows[:, None] + kv_len - q_len)
+        return torch.where(allowed, 0.0, float("-inf"))[:, None, :]
+    if mask.dim() != 4:
+        raise ValueError(f"Unexpected attention mask of shape {tuple(mask.shape)} for the probe.")
+    mask = mask.expand(batch, -1, -1, -1)[torch.arange(batch, device=device), :, rows, :kv_len]
+    if mask.dtype == torch.bool:
+        return torch.where(mask, 0.0, float("-inf"))
+    return mask.float()
+
+
+def query_positions(attention_mask: torch.Tensor | None, input_ids: torch.Tensor, offset: int = -1) -> torch.Tensor:
+    """Index of i* in each row: `offset` counted from the end of the non-padding tokens (-1 is the last)."""
+    real = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).bool()
+    last = input_ids.shape[1] - 1 - real.flip(-1).int().argmax(-1)  # last real token, left or right padded
+    index = last + 1 + offset
+    valid = real.any(-1) & (index >= 0) & real.gather(1, index.clamp(min=0)[:, None]).squeeze(1)
+    if not valid.all():
+        raise ValueError(f"query_offset={offset} points before the start or into the padding of prompt(s) "
+                         f"{(~valid).nonzero().flatten().tolist()}; use an offset within every prompt.")
+    return index
+
+
+def visual_token_mask(input_ids: torch.Tensor, layout: ModelLayout, include_video: bool = False) -> torch.Tensor:
+    ids = [layout.image_token_id] + ([layout.video_token_id] if include_video and layout.video_token_id else [])
+    visual = torch.isin(input_ids, torch.tensor(ids, device=input_ids.device))
+    missing = (~visual.any(-1)).nonzero().flatten().tolist()
+    if missing:
+        raise ValueError(f"Prompt(s) {missing} of the batch hold no visual token (token ids {ids}). Pass inputs made "
+                         "by the model's processor with an image, whose image placeholder is expanded into tokens.")
+    return visual
+
+
+def _probe_base(layout: ModelLayout) -> str:
+    current = layout.text_configs[0]._attn_implementation
+    return current if current in _WRAPPABLE else "sdpa"
+
+
+@contextmanager
+def probing(model, input_ids, attention_mask, on_layer, *, query_offset: int = -1, include_video: bool = False,
+            per_token: bool = False, layout: ModelLayout | None = None) -> Iterator[Probe]:
+    """Within the block, every prefill of these prompts reports S_v per layer to `on_layer(layer, ratios)`."""
+    layout = layout or locate(model)
+    probe = Probe(layer_of={id(a): i for i, a in enumerate(layout.attentions)},
+                  query_index=query_positions(attention_mask, input_ids, query_offset),
+                  visual=visual_token_mask(input_ids, layout, include_video),
+                  per_token=per_token, base=_probe_base(layout), on_layer=on_layer)
+    saved = [(cfg, cfg._attn_implementation_internal) for cfg in layout.text_configs]
+    token = _active.set(probe)
+    try:
+        for cfg, _ in saved:
+            cfg._attn_implementation_internal = PROBE
+        yield probe
+    finally:
+        for cfg, implementation in saved:
+            cfg._attn_implementation_internal = implementation
+        _active.reset(token)
+
+
+@torch.no_grad()
+def visual_attention_ratios(model, inputs: dict, *, query_offset: int = -1, include_video: bool = False,
+                            per_token: bool = False) -> torch.Tensor:
+    """S_v for every layer and head at i* of each prompt: float32 [batch, layers, heads].
+
+    `inputs` is what the model's processor returns. i* is the last prompt token by default (query_offset=-1);
+    visual tokens are the image tokens (and video tokens with include_video); per_token divides S_v by the
+    number of visual tokens (the paper uses raw sums). `RescaleConfig.probe_options()` gives these.
+    """
+    layout = locate(model)
+    ratios = torch.full((inputs["input_ids"].shape[0], layout.num_layers, layout.num_heads), float("nan"))
+
+    def record(layer, values):
+        ratios[:, layer] = values.float().cpu()
+
+    with probing(model, inputs["input_ids"], inputs.get("attention_mask"), record, query_offset=query_offset,
+                 include_video=include_video, per_token=per_token, layout=layout):
+        model(**inputs, use_cache=False, logits_to_keep=1)
+    if ratios.isnan().any():
+        missing = sorted(set(ratios.isnan().any(-1).any(0).nonzero().flatten().tolist()))
+        raise RuntimeError(f"No attention was recorded for layers {missing}: this model's attention does not go "
+                           "through transformers' AttentionInterface (remote code?), so ratios cannot be probed.")
+    return ratios
+

@@ -1,0 +1,161 @@
+"""Tiny random-weight vision-language models of the real architectures, built from configs (no download).
+
+`build(arch)` returns a `Tiny` with the model in float32 eval mode and `inputs(...)`, which returns what
+the model's processor would: input_ids holding the right number of image tokens, attention_mask,
+pixel_values and the architecture's extra image fields, for a batch of prompts of different lengths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import transformers as tf
+
+VOCAB = 320
+IMAGE, VIDEO, V_START, V_END, BOI, EOI = 300, 301, 302, 303, 304, 305
+TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=4096, pad_token_id=0,
+            bos_token_id=1, eos_token_id=2)
+QWEN_ROPE = {"rope_type": "default", "mrope_section": [2, 2, 4], "rope_theta": 10000.0}
+
+
+@dataclass
+class Tiny:
+    arch: str
+    model: torch.nn.Module
+    tokens_per_image: int
+    image_fields: Callable[[int], dict]  # n_images -> pixel tensors and extra fields
+
+    def inputs(self, prompt_lens=(5, 9), images_per_prompt=1, padding_side="left", seed=0, text_after=3):
+        """Prompts of `prompt_lens` text tokens, then the image(s), then `text_after` text tokens."""
+        gen = torch.Generator().manual_seed(seed)
+        rows = []
+        for n in prompt_lens:
+            ids = torch.randint(10, 290, (n,), generator=gen).tolist()
+            for _ in range(images_per_prompt):
+                ids += [V_START] + [IMAGE] * self.tokens_per_image + [V_END]
+            ids += torch.randint(10, 290, (text_after,), generator=gen).tolist()
+            rows.append(ids)
+        width = max(map(len, rows))
+        input_ids = torch.zeros(len(rows), width, dtype=torch.long)
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for b, ids in enumerate(rows):
+            span = slice(width - len(ids), width) if padding_side == "left" else slice(0, len(ids))
+            input_ids[b, span] = torch.tensor(ids)
+            mask[b, span] = 1
+        out = {"input_ids": input_ids, "attention_mask": mask}
+        torch.manual_seed(seed)
+        out.update(self.image_fields(len(rows) * images_per_prompt, len(rows)))
+        type_ids = (input_ids == IMAGE).long()
+        if self.arch.startswith("qwen"):
+            out["mm_token_type_ids"] = type_ids
+        if self.arch == "gemma3":
+            out["token_type_ids"] = type_ids
+        return out
+
+
+def _qwen(config_cls, model_cls, vision, grid=4):
+    cfg = config_cls(text_config={**TEXT, "rope_parameters": QWEN_ROPE}, vision_config=vision,
+                     image_token_id=IMAGE, video_token_id=VIDEO, vision_start_token_id=V_START,
+                     vision_end_token_id=V_END)
+    patch = vision["patch_size"]
+
+    def fields(n_images, _batch):
+        return {"pixel_values": torch.randn(n_images * grid * grid, 3 * 2 * patch * patch),
+                "image_grid_thw": torch.tensor([[1, grid, grid]] * n_images)}
+
+    return model_cls(cfg), grid * grid // 4, fields
+
+
+def _qwen2_vl():
+    vision = dict(depth=2, embed_dim=32, hidden_size=64, mlp_ratio=2, num_heads=2, patch_size=2,
+                  spatial_merge_size=2, temporal_patch_size=2, in_chans=3)
+    return _qwen(tf.Qwen2VLConfig, tf.Qwen2VLForConditionalGeneration, vision)
+
+
+def _qwen2_5_vl():
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=2, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=64, window_size=8, fullatt_block_indexes=[1], in_chans=3)
+    return _qwen(tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration, vision)
+
+
+def _qwen3_vl():
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=2, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=64, num_position_embeddings=64,
+                  deepstack_visual_indexes=[0])
+    text = {**TEXT, "head_dim": 16, "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3],
+                                                        "mrope_interleaved": True, "rope_theta": 10000.0}}
+    cfg = tf.Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=IMAGE, video_token_id=VIDEO,
+                           vision_start_token_id=V_START, vision_end_token_id=V_END)
+
+    def fields(n_images, _batch):
+        return {"pixel_values": torch.randn(n_images * 16, 3 * 2 * 2 * 2),
+                "image_grid_thw": torch.tensor([[1, 4, 4]] * n_images)}
+
+    return tf.Qwen3VLForConditionalGeneration(cfg), 4, fields
+
+
+CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=8,
+            patch_size=2, projection_dim=32)
+
+
+def _llava():
+    cfg = tf.LlavaConfig(vision_config={**CLIP, "model_type": "clip_vision_model"},
+                         text_config={**TEXT, "model_type": "llama"}, image_token_index=IMAGE,
+                         vision_feature_select_strategy="default", vision_feature_layer=-1)
+    return tf.LlavaForConditionalGeneration(cfg), 16, lambda n, _b: {"pixel_values": torch.randn(n, 3, 8, 8)}
+
+
+def _llava_onevision():
+    cfg = tf.LlavaOnevisionConfig(vision_config={**CLIP, "model_type": "siglip_vision_model"},
+                                  text_config={**TEXT, "model_type": "qwen2"}, image_token_index=IMAGE,
+                                  video_token_index=VIDEO, image_grid_pinpoints=[[8, 8]],
+                                  vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9")
+    model = tf.LlavaOnevisionForConditionalGeneration(cfg)
+
+    def fields(n_images, _batch):
+        return {"pixel_values": torch.randn(n_images, 2, 3, 8, 8), "image_sizes": torch.tensor([[8, 8]] * n_images)}
+
+    with torch.no_grad():  # the anyres layout decides the count: ask the model once
+        feats = model.model.get_image_features(**fields(1, 1), vision_feature_layer=-1,
+                                               vision_feature_select_strategy="full")
+    feats = getattr(feats, "pooler_output", feats)
+    return model, sum(f.shape[0] for f in feats), fields
+
+
+def _idefics3():
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=8,
+                  patch_size=2)
+    cfg = tf.Idefics3Config(vision_config=vision, text_config={**TEXT, "model_type": "llama"},
+                            image_token_id=IMAGE, scale_factor=2)
+
+    def fields(n_images, batch):
+        per = n_images // batch
+        return {"pixel_values": torch.randn(batch, per, 3, 8, 8),
+                "pixel_attention_mask": torch.ones(batch, per, 8, 8, dtype=torch.bool)}
+
+    return tf.Idefics3ForConditionalGeneration(cfg), 4, fields
+
+
+def _gemma3():
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=8,
+                  patch_size=2, model_type="siglip_vision_model")
+    text = {**TEXT, "model_type": "gemma3_text", "head_dim": 16, "sliding_window": 8,
+            "layer_types": ["sliding_attention", "full_attention"] * 2}
+    cfg = tf.Gemma3Config(vision_config=vision, text_config=text, image_token_index=IMAGE, boi_token_index=BOI,
+                          eoi_token_index=EOI, mm_tokens_per_image=4)
+    return tf.Gemma3ForConditionalGeneration(cfg), 4, lambda n, _b: {"pixel_values": torch.randn(n, 3, 8, 8)}
+
+
+BUILDERS = {"qwen2_vl": _qwen2_vl, "qwen2_5_vl": _qwen2_5_vl, "qwen3_vl": _qwen3_vl, "llava": _llava,
+            "llava_onevision": _llava_onevision, "idefics3": _idefics3, "gemma3": _gemma3}
+ARCHS = tuple(BUILDERS)
+
+
+def build(arch: str, seed: int = 0, attn_implementation: str = "sdpa") -> Tiny:
+    torch.manual_seed(seed)
+    model, n_tokens, fields = BUILDERS[arch]()
+    model.set_attn_implementation(attn_implementation)
+    return Tiny(arch, model.float().eval(), n_tokens, fields)
