@@ -1,8 +1,13 @@
 """functional-heads: training-free functional head identification and class-conditioned rescaling for
-vision-language models (arXiv 2510.10285)."""
+vision-language models (arXiv 2510.10285). Layers are counted from 0."""
 
-from .architectures import ARCHITECTURES, ArchSpec, locate
+from .architectures import ARCHITECTURES, ArchSpec, ModelLayout, locate
 from .config import PRESETS, RescaleConfig
+from .dynamic import dynamic
+from .heads import HeadMap, calibrate, identify_heads
 from .ratios import visual_attention_ratios
+from .rescale import fold, is_folded, rescale, unfold
 
 __version__ = "0.1.0"
+__all__ = ["ARCHITECTURES", "ArchSpec", "ModelLayout", "locate", "PRESETS", "RescaleConfig", "dynamic", "HeadMap",
+           "calibrate", "identify_heads", "visual_attention_ratios", "fold", "is_folded", "rescale", "unfold"]

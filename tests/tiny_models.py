@@ -26,17 +26,23 @@ class Tiny:
     arch: str
     model: torch.nn.Module
     tokens_per_image: int
-    image_fields: Callable[[int], dict]  # n_images -> pixel tensors and extra fields
+    image_fields: Callable[[int], dict]  # n_images -> pixel tensors and extra fields of one prompt
+    stack_images: bool = False  # Idefics3 keeps images as [batch, images, ...]; the others concatenate
 
-    def inputs(self, prompt_lens=(5, 9), images_per_prompt=1, padding_side="left", seed=0, text_after=3):
-        """Prompts of `prompt_lens` text tokens, then the image(s), then `text_after` text tokens."""
-        gen = torch.Generator().manual_seed(seed)
-        rows = []
-        for n in prompt_lens:
-            ids = torch.randint(10, 290, (n,), generator=gen).tolist()
+    def inputs(self, prompt_lens=(5, 9), images_per_prompt=1, padding_side="left", samples=None, text_after=3):
+        """Prompts of `prompt_lens` text tokens, then the image(s), then `text_after` text tokens.
+
+        Prompt i is drawn from seed `samples[i]` (default i), so a batch and its single rows hold the same data.
+        """
+        samples = range(len(prompt_lens)) if samples is None else samples
+        rows, fields = [], []
+        for n, sample in zip(prompt_lens, samples):
+            torch.manual_seed(1000 + sample)
+            fields.append(self.image_fields(images_per_prompt))
+            ids = torch.randint(10, 290, (n,)).tolist()
             for _ in range(images_per_prompt):
                 ids += [V_START] + [IMAGE] * self.tokens_per_image + [V_END]
-            ids += torch.randint(10, 290, (text_after,), generator=gen).tolist()
+            ids += torch.randint(10, 290, (text_after,)).tolist()
             rows.append(ids)
         width = max(map(len, rows))
         input_ids = torch.zeros(len(rows), width, dtype=torch.long)
@@ -46,8 +52,8 @@ class Tiny:
             input_ids[b, span] = torch.tensor(ids)
             mask[b, span] = 1
         out = {"input_ids": input_ids, "attention_mask": mask}
-        torch.manual_seed(seed)
-        out.update(self.image_fields(len(rows) * images_per_prompt, len(rows)))
+        join = torch.stack if self.stack_images else torch.cat
+        out.update({key: join([f[key] for f in fields]) for key in fields[0]})
         type_ids = (input_ids == IMAGE).long()
         if self.arch.startswith("qwen"):
             out["mm_token_type_ids"] = type_ids
@@ -62,7 +68,7 @@ def _qwen(config_cls, model_cls, vision, grid=4):
                      vision_end_token_id=V_END)
     patch = vision["patch_size"]
 
-    def fields(n_images, _batch):
+    def fields(n_images):
         return {"pixel_values": torch.randn(n_images * grid * grid, 3 * 2 * patch * patch),
                 "image_grid_thw": torch.tensor([[1, grid, grid]] * n_images)}
 
@@ -90,7 +96,7 @@ def _qwen3_vl():
     cfg = tf.Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=IMAGE, video_token_id=VIDEO,
                            vision_start_token_id=V_START, vision_end_token_id=V_END)
 
-    def fields(n_images, _batch):
+    def fields(n_images):
         return {"pixel_values": torch.randn(n_images * 16, 3 * 2 * 2 * 2),
                 "image_grid_thw": torch.tensor([[1, 4, 4]] * n_images)}
 
@@ -105,7 +111,7 @@ def _llava():
     cfg = tf.LlavaConfig(vision_config={**CLIP, "model_type": "clip_vision_model"},
                          text_config={**TEXT, "model_type": "llama"}, image_token_index=IMAGE,
                          vision_feature_select_strategy="default", vision_feature_layer=-1)
-    return tf.LlavaForConditionalGeneration(cfg), 16, lambda n, _b: {"pixel_values": torch.randn(n, 3, 8, 8)}
+    return tf.LlavaForConditionalGeneration(cfg), 16, lambda n: {"pixel_values": torch.randn(n, 3, 8, 8)}
 
 
 def _llava_onevision():
@@ -115,11 +121,11 @@ def _llava_onevision():
                                   vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9")
     model = tf.LlavaOnevisionForConditionalGeneration(cfg)
 
-    def fields(n_images, _batch):
+    def fields(n_images):
         return {"pixel_values": torch.randn(n_images, 2, 3, 8, 8), "image_sizes": torch.tensor([[8, 8]] * n_images)}
 
     with torch.no_grad():  # the anyres layout decides the count: ask the model once
-        feats = model.model.get_image_features(**fields(1, 1), vision_feature_layer=-1,
+        feats = model.model.get_image_features(**fields(1), vision_feature_layer=-1,
                                                vision_feature_select_strategy="full")
     feats = getattr(feats, "pooler_output", feats)
     return model, sum(f.shape[0] for f in feats), fields
@@ -131,10 +137,9 @@ def _idefics3():
     cfg = tf.Idefics3Config(vision_config=vision, text_config={**TEXT, "model_type": "llama"},
                             image_token_id=IMAGE, scale_factor=2)
 
-    def fields(n_images, batch):
-        per = n_images // batch
-        return {"pixel_values": torch.randn(batch, per, 3, 8, 8),
-                "pixel_attention_mask": torch.ones(batch, per, 8, 8, dtype=torch.bool)}
+    def fields(n_images):
+        return {"pixel_values": torch.randn(n_images, 3, 8, 8),
+                "pixel_attention_mask": torch.ones(n_images, 8, 8, dtype=torch.bool)}
 
     return tf.Idefics3ForConditionalGeneration(cfg), 4, fields
 
@@ -146,7 +151,7 @@ def _gemma3():
             "layer_types": ["sliding_attention", "full_attention"] * 2}
     cfg = tf.Gemma3Config(vision_config=vision, text_config=text, image_token_index=IMAGE, boi_token_index=BOI,
                           eoi_token_index=EOI, mm_tokens_per_image=4)
-    return tf.Gemma3ForConditionalGeneration(cfg), 4, lambda n, _b: {"pixel_values": torch.randn(n, 3, 8, 8)}
+    return tf.Gemma3ForConditionalGeneration(cfg), 4, lambda n: {"pixel_values": torch.randn(n, 3, 8, 8)}
 
 
 BUILDERS = {"qwen2_vl": _qwen2_vl, "qwen2_5_vl": _qwen2_5_vl, "qwen3_vl": _qwen3_vl, "llava": _llava,
@@ -158,4 +163,4 @@ def build(arch: str, seed: int = 0, attn_implementation: str = "sdpa") -> Tiny:
     torch.manual_seed(seed)
     model, n_tokens, fields = BUILDERS[arch]()
     model.set_attn_implementation(attn_implementation)
-    return Tiny(arch, model.float().eval(), n_tokens, fields)
+    return Tiny(arch, model.float().eval(), n_tokens, fields, stack_images=arch == "idefics3")

@@ -1,0 +1,128 @@
+"""Functional head identification: which heads are perception heads and which are reasoning heads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from .architectures import ModelLayout, locate
+from .config import RescaleConfig
+from .ratios import visual_attention_ratios
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class HeadMap:
+    """Perception and reasoning heads of one model, and the gains they get.
+
+    Masks are bool [layers, heads] for a static map, or [batch, layers, heads] for per-input maps.
+    `ratios` holds the S_v they were picked from (the calibration mean for a static map).
+    """
+
+    perception: torch.Tensor
+    reasoning: torch.Tensor
+    config: RescaleConfig
+    model_type: str | None = None
+    ratios: torch.Tensor | None = None
+    num_samples: int | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return self.perception.shape[-2]
+
+    @property
+    def num_heads(self) -> int:
+        return self.perception.shape[-1]
+
+    @property
+    def gains(self) -> torch.Tensor:
+        """float32 gains, shaped like the masks: g_perc, g_reas or 1."""
+        gains = torch.ones(self.perception.shape)
+        gains[self.perception] = self.config.g_perc
+        gains[self.reasoning] = self.config.g_reas
+        return gains
+
+    @property
+    def share_selected(self) -> float:
+        return (self.perception | self.reasoning).float().mean().item()
+
+    def per_layer_counts(self) -> list[tuple[int, int]]:
+        """(perception, reasoning) head counts per layer of a static map."""
+        self._require_static("per_layer_counts")
+        return list(zip(self.perception.sum(-1).tolist(), self.reasoning.sum(-1).tolist()))
+
+    def check_fits(self, layout: ModelLayout) -> None:
+        if (self.num_layers, self.num_heads) != (layout.num_layers, layout.num_heads):
+            raise ValueError(f"This head map was made for a model of {self.num_layers} layers x {self.num_heads} "
+                             f"heads ({self.model_type or 'unknown type'}), but the model has {layout.num_layers} "
+                             f"layers x {layout.num_heads} heads ({layout.model_type}). Calibrate on this model.")
+
+    def save(self, path: str | Path) -> None:
+        self._require_static("save")
+        data = {"format_version": FORMAT_VERSION, "model_type": self.model_type, "num_layers": self.num_layers,
+                "num_heads": self.num_heads, "config": self.config.to_dict(), "num_samples": self.num_samples,
+                "perception_heads": self.perception.nonzero().tolist(),
+                "reasoning_heads": self.reasoning.nonzero().tolist(),
+                "ratios": None if self.ratios is None else [[round(v, 6) for v in row] for row in self.ratios.tolist()]}
+        Path(path).write_text(json.dumps(data, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "HeadMap":
+        try:
+            data = json.loads(Path(path).read_text())
+            shape = (data["num_layers"], data["num_heads"])
+            masks = [torch.zeros(shape, dtype=torch.bool) for _ in range(2)]
+            for mask, key in zip(masks, ("perception_heads", "reasoning_heads")):
+                for layer, head in data[key]:
+                    mask[layer, head] = True
+            ratios = torch.tensor(data["ratios"]) if data.get("ratios") is not None else None
+            return cls(masks[0], masks[1], RescaleConfig.from_dict(data["config"]), data.get("model_type"), ratios,
+                       data.get("num_samples"))
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+            raise ValueError(f"{path} is not a readable functional-heads head map: {err}") from None
+
+    def _require_static(self, what: str) -> None:
+        if self.perception.dim() != 2:
+            raise ValueError(f"{what} needs a static head map [layers, heads]; this one is per input "
+                             f"{tuple(self.perception.shape)}.")
+
+
+def identify_heads(ratios: torch.Tensor, config: RescaleConfig, model_type: str | None = None) -> HeadMap:
+    """Apply the rules of the paper to S_v [layers, heads] or [batch, layers, heads]."""
+    if ratios.dim() not in (2, 3):
+        raise ValueError(f"ratios must be [layers, heads] or [batch, layers, heads], got {tuple(ratios.shape)}.")
+    config.check_layers(ratios.shape[-2])
+    perception, reasoning = classify(ratios, torch.arange(ratios.shape[-2])[:, None], config)
+    return HeadMap(perception, reasoning, config, model_type, ratios)
+
+
+def classify(ratios: torch.Tensor, layer: torch.Tensor | int, config: RescaleConfig):
+    """(perception, reasoning) masks of heads with ratios S_v in `layer` (broadcast against ratios)."""
+    layer = torch.as_tensor(layer)
+    perception = (layer <= config.perc_last_layer) & (ratios >= config.tau_perc)
+    reasoning = (layer >= config.reas_first_layer) & (ratios <= config.tau_reas)
+    return perception, reasoning
+
+
+def calibrate(model, batches: Iterable[dict], config: RescaleConfig, progress: bool = False) -> HeadMap:
+    """Static head map from the mean S_v over a calibration set (an iterable of processor outputs)."""
+    layout = locate(model)
+    total, count = torch.zeros(layout.num_layers, layout.num_heads, dtype=torch.float64), 0
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="calibrating", unit="batch")
+    for inputs in batches:
+        ratios = visual_attention_ratios(model, inputs, **config.probe_options())
+        total += ratios.double().sum(0)
+        count += ratios.shape[0]
+    if count == 0:
+        raise ValueError("calibrate got no calibration batches.")
+    heads = identify_heads((total / count).float(), config, layout.model_type)
+    heads.num_samples = count
+    return heads

@@ -1,0 +1,152 @@
+"""Class-conditioned rescaling: multiply each head's output O_h by its gain before the output projection.
+
+`rescale` does it with forward pre-hooks on every layer's o_proj (static [layers, heads] or per-input
+[batch, layers, heads] gains) and always removes them; `fold` bakes static gains into the o_proj weight
+columns (same outputs, zero cost) and `unfold` restores the original columns exactly.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+from .architectures import ModelLayout, locate
+from .heads import HeadMap
+
+_FOLD_ATTR = "_functional_heads_fold"
+
+
+def gains_for(heads: HeadMap | torch.Tensor, layout: ModelLayout) -> torch.Tensor:
+    """Gains of a head map or a raw tensor, checked against the model: [layers, heads] or [batch, layers, heads]."""
+    if isinstance(heads, HeadMap):
+        heads.check_fits(layout)
+        return heads.gains
+    gains = torch.as_tensor(heads, dtype=torch.float32)
+    if gains.dim() not in (2, 3) or tuple(gains.shape[-2:]) != (layout.num_layers, layout.num_heads):
+        raise ValueError(f"gains must be [layers, heads] or [batch, layers, heads] with layers={layout.num_layers} "
+                         f"and heads={layout.num_heads}, got {tuple(gains.shape)}.")
+    if not torch.isfinite(gains).all() or (gains <= 0).any():
+        raise ValueError("gains must be finite and > 0.")
+    return gains
+
+
+def scale_heads(x: torch.Tensor, gains: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """x [batch, ..., heads*dim] times gains [heads] or [batch, heads], head by head."""
+    shaped = x.view(*x.shape[:-1], num_heads, -1)
+    if gains.dim() == 2:  # per input; generate() may have expanded the batch (beams, several returns)
+        if x.shape[0] != gains.shape[0]:
+            if x.shape[0] % gains.shape[0]:
+                raise ValueError(f"Per-input gains for {gains.shape[0]} inputs cannot serve a batch of {x.shape[0]}.")
+            gains = gains.repeat_interleave(x.shape[0] // gains.shape[0], dim=0)
+        gains = gains.view(gains.shape[0], *([1] * (x.dim() - 2)), num_heads)
+    return (shaped * gains[..., None]).view(x.shape)
+
+
+class HeadScaler:
+    """Forward pre-hooks on the o_proj of each layer; `set_gains` may change the gains between passes."""
+
+    def __init__(self, model: nn.Module, gains: torch.Tensor | None = None, layout: ModelLayout | None = None):
+        self.layout = layout or locate(model)
+        self._gains: torch.Tensor | None = None
+        self._cast: dict[tuple, torch.Tensor] = {}
+        self._handles = [proj.register_forward_pre_hook(self._hook(layer))
+                         for layer, proj in enumerate(self.layout.out_projs)]
+        if gains is not None:
+            self.set_gains(gains)
+
+    def set_gains(self, gains: torch.Tensor | None) -> None:
+        self._gains = None if gains is None else gains_for(gains, self.layout).clone()
+        self._cast.clear()
+
+    def set_layer_gains(self, layer: int, gains: torch.Tensor) -> None:
+        """Replace one layer's gains ([heads], or [batch, heads] when the scaler holds per-input gains)."""
+        self._gains[..., layer, :] = gains
+        self._cast = {key: value for key, value in self._cast.items() if key[0] != layer}
+
+    def _hook(self, layer: int):
+        def hook(module, args):
+            if self._gains is None:
+                return None
+            x = args[0]
+            key = (layer, x.device, x.dtype)
+            if key not in self._cast:  # follow each layer's device and dtype (device_map, bf16)
+                gains = self._gains[..., layer, :]
+                self._cast[key] = gains.to(device=x.device, dtype=x.dtype) if (gains != 1).any() else None
+            if self._cast[key] is None:  # all ones: leave the layer untouched
+                return None
+            return (scale_heads(x, self._cast[key], self.layout.num_heads), *args[1:])
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+@contextmanager
+def rescale(model: nn.Module, heads: HeadMap | torch.Tensor) -> Iterator[HeadScaler]:
+    """Within the block the model runs with the gains of `heads`; the hooks are removed on exit, also on error."""
+    scaler = HeadScaler(model, gains_for(heads, locate(model)))
+    try:
+        yield scaler
+    finally:
+        scaler.remove()
+
+
+@dataclass
+class _Fold:
+    gains: torch.Tensor  # [heads] applied to this o_proj
+    heads: list[int]
+    original: torch.Tensor  # the original weight columns of those heads
+
+
+def fold(model: nn.Module, heads: HeadMap | torch.Tensor) -> None:
+    """Scale the o_proj weight columns of each head by its gain, in place. Folding the same map again does
+    nothing; folding another map over a folded model raises (unfold first)."""
+    layout = locate(model)
+    gains = gains_for(heads, layout)
+    if gains.dim() != 2:
+        raise ValueError("fold needs static gains [layers, heads]; per-input gains only work with rescale().")
+    for layer, proj in enumerate(layout.out_projs):
+        weight = getattr(proj, "weight", None)
+        if not isinstance(proj, nn.Linear) or not isinstance(weight, torch.Tensor) or not weight.is_floating_point() \
+                or type(weight) not in (torch.Tensor, nn.Parameter):
+            raise ValueError(f"Layer {layer}'s o_proj ({type(proj).__name__}, weight "
+                             f"{getattr(weight, 'dtype', 'not a tensor')}) is quantized or not a plain Linear, so its "
+                             "weights cannot be folded. Use `with fh.rescale(model, heads):` (hooks) instead.")
+    for layer, proj in enumerate(layout.out_projs):
+        previous = getattr(proj, _FOLD_ATTR, None)
+        if previous is not None and not torch.equal(previous.gains, gains[layer]):
+            raise ValueError(f"Layer {layer} is already folded with other gains. Call fh.unfold(model) first.")
+    for layer, proj in enumerate(layout.out_projs):
+        if getattr(proj, _FOLD_ATTR, None) is not None:
+            continue  # same gains already folded: idempotent
+        _fold_layer(proj, gains[layer], layout.head_dim)
+
+
+@torch.no_grad()
+def _fold_layer(proj: nn.Linear, gains: torch.Tensor, head_dim: int) -> None:
+    heads = (gains != 1).nonzero().flatten().tolist()
+    columns = proj.weight.view(proj.out_features, -1, head_dim)  # [out, heads, head_dim]
+    original = columns[:, heads].clone()
+    columns[:, heads] = (original.float() * gains[heads].to(original.device)[None, :, None]).to(original.dtype)
+    setattr(proj, _FOLD_ATTR, _Fold(gains.clone(), heads, original))
+
+
+@torch.no_grad()
+def unfold(model: nn.Module) -> None:
+    """Restore the o_proj weights that `fold` changed (exactly: the original columns were kept)."""
+    for proj in locate(model).out_projs:
+        record = getattr(proj, _FOLD_ATTR, None)
+        if record is not None:
+            proj.weight.view(proj.out_features, -1, record.original.shape[-1])[:, record.heads] = record.original
+            delattr(proj, _FOLD_ATTR)
+
+
+def is_folded(model: nn.Module) -> bool:
+    return any(getattr(proj, _FOLD_ATTR, None) is not None for proj in locate(model).out_projs)
