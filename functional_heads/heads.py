@@ -109,20 +109,22 @@ def classify(ratios: torch.Tensor, layer: torch.Tensor | int, config: RescaleCon
     return perception, reasoning
 
 
-def calibrate(model, batches: Iterable[dict], config: RescaleConfig, progress: bool = False) -> HeadMap:
-    """Static head map from the mean S_v over a calibration set (an iterable of processor outputs)."""
+def calibrate(model, batches: Iterable[dict], config: RescaleConfig, progress: bool = False,
+              total: int | None = None) -> HeadMap:
+    """Static head map from the mean S_v over a calibration set (an iterable of processor outputs;
+    `total` batches, if known, for the progress bar)."""
     layout = locate(model)
-    total, count = torch.zeros(layout.num_layers, layout.num_heads, dtype=torch.float64), 0
+    ratio_sum, count = torch.zeros(layout.num_layers, layout.num_heads, dtype=torch.float64), 0
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc="calibrating", unit="batch")
+        batches = tqdm(batches, desc="calibrating", unit="batch", total=total)
     for inputs in batches:
         ratios = visual_attention_ratios(model, inputs, **config.probe_options())
-        total += ratios.double().sum(0)
+        ratio_sum += ratios.double().sum(0)
         count += ratios.shape[0]
     if count == 0:
         raise ValueError("calibrate got no calibration batches.")
-    heads = identify_heads((total / count).float(), config, layout.model_type)
+    heads = identify_heads((ratio_sum / count).float(), config, layout.model_type)
     heads.num_samples = count
     return heads

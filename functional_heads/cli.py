@@ -1,0 +1,131 @@
+"""`fheads`: calibrate a head map, inspect it, export a folded model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Functional head identification and class-conditioned rescaling (arXiv 2510.10285).")
+console = Console()
+
+_WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _config(preset, perc_last_layer, reas_first_layer, tau_perc, tau_reas, g_perc, g_reas):
+    from .config import RescaleConfig
+
+    overrides = {k: v for k, v in dict(perc_last_layer=perc_last_layer, reas_first_layer=reas_first_layer,
+                                       tau_perc=tau_perc, tau_reas=tau_reas, g_perc=g_perc,
+                                       g_reas=g_reas).items() if v is not None}
+    if preset:
+        return RescaleConfig.preset(preset, **overrides)
+    missing = {"perc_last_layer", "reas_first_layer", "tau_perc", "tau_reas"} - overrides.keys()
+    if missing:
+        raise ValueError(f"Give --preset or all of: {', '.join('--' + m.replace('_', '-') for m in sorted(missing))}.")
+    return RescaleConfig(**overrides)
+
+
+@app.command()
+def calibrate(model: Path = typer.Option(..., help="Local model folder."),
+              data: Path = typer.Option(..., help="JSONL with 'image' (path relative to the file) and 'prompt'."),
+              out: Path = typer.Option(Path("heads.json"), help="Where to write the head map."),
+              preset: Optional[str] = typer.Option(None, help="Named settings, e.g. ocean-r1; flags below override."),
+              perc_last_layer: Optional[int] = None, reas_first_layer: Optional[int] = None,
+              tau_perc: Optional[float] = None, tau_reas: Optional[float] = None,
+              g_perc: Optional[float] = None, g_reas: Optional[float] = None,
+              batch_size: int = typer.Option(4, min=1), limit: Optional[int] = typer.Option(None, min=1),
+              dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+              device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
+    """Measure S_v on calibration prompts and write the static head map (mean S_v over the prompts)."""
+    from .heads import calibrate as calibrate_heads
+    from .loading import batches_of_prompts, load_model, load_processor, read_prompts
+
+    try:
+        cfg = _config(preset, perc_last_layer, reas_first_layer, tau_perc, tau_reas, g_perc, g_reas)
+        rows = read_prompts(data)[:limit]
+        processor = load_processor(model)
+        vlm = load_model(model, dtype=dtype, device_map=device_map)
+        heads = calibrate_heads(vlm, _to_device(batches_of_prompts(processor, rows, batch_size), vlm), cfg,
+                                progress=True, total=-(-len(rows) // batch_size))
+    except ValueError as err:
+        _fail(str(err))
+    heads.save(out)
+    console.print(f"wrote {out}: {int(heads.perception.sum())} perception and {int(heads.reasoning.sum())} reasoning "
+                  f"heads ({heads.share_selected:.1%} of {heads.num_layers * heads.num_heads}) from {heads.num_samples} "
+                  "prompts")
+
+
+def _to_device(batches, model):
+    device = next(model.parameters()).device
+    for batch in batches:
+        yield {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+@app.command()
+def inspect(heads: Path = typer.Argument(..., help="A head map written by `fheads calibrate`.")):
+    """Print a head map: heads per layer, mean S_v per layer, share of heads selected."""
+    from .heads import HeadMap
+
+    try:
+        head_map = HeadMap.load(heads)
+    except ValueError as err:
+        _fail(str(err))
+    cfg = head_map.config
+    table = Table(title=f"{heads} ({head_map.model_type or 'unknown model'}, {head_map.num_layers} layers x "
+                        f"{head_map.num_heads} heads, layers from 0)")
+    for column in ("layer", "perception", "reasoning", "mean S_v", "perception heads", "reasoning heads"):
+        table.add_column(column, justify="right" if column in ("layer", "perception", "reasoning", "mean S_v") else "left")
+    for layer, (n_perc, n_reas) in enumerate(head_map.per_layer_counts()):
+        mean = "" if head_map.ratios is None else f"{head_map.ratios[layer].mean():.3f}"
+        table.add_row(str(layer), str(n_perc), str(n_reas), mean,
+                      " ".join(map(str, head_map.perception[layer].nonzero().flatten().tolist())),
+                      " ".join(map(str, head_map.reasoning[layer].nonzero().flatten().tolist())))
+    console.print(table)
+    total = head_map.num_layers * head_map.num_heads
+    console.print(f"perception: {int(head_map.perception.sum())} heads (layers <= {cfg.perc_last_layer}, "
+                  f"S_v >= {cfg.tau_perc}, gain {cfg.g_perc}); reasoning: {int(head_map.reasoning.sum())} heads "
+                  f"(layers >= {cfg.reas_first_layer}, S_v <= {cfg.tau_reas}, gain {cfg.g_reas}); selected "
+                  f"{int((head_map.perception | head_map.reasoning).sum())}/{total} = {head_map.share_selected:.1%}",
+                  soft_wrap=True)
+
+
+@app.command()
+def export(model: Path = typer.Option(..., help="Local model folder."),
+           heads: Path = typer.Option(..., help="Head map from `fheads calibrate`."),
+           out: Path = typer.Option(..., help="Folder for the folded model."),
+           dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16.")):
+    """Fold the head map's gains into the o_proj weights and save a model that plain transformers loads."""
+    from .heads import HeadMap
+    from .loading import load_model
+    from .rescale import fold
+
+    try:
+        head_map = HeadMap.load(heads)
+        vlm = load_model(model, dtype=dtype)
+        fold(vlm, head_map)
+    except ValueError as err:
+        _fail(str(err))
+    vlm.save_pretrained(out)
+    for file in Path(model).iterdir():  # processor, tokenizer and chat template travel unchanged
+        if file.is_file() and file.name not in _WEIGHT_FILES and file.suffix not in (".safetensors", ".bin", ".pt"):
+            shutil.copy2(file, out / file.name)
+    shutil.copy2(heads, out / "functional_heads.json")
+    console.print(f"wrote {out}: o_proj columns of {int((head_map.gains != 1).sum())} heads scaled; it loads with "
+                  "plain transformers. The head map is kept as functional_heads.json.")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,107 @@
+"""Loading a model and its processor from a local folder, and turning images and prompts into inputs.
+
+Nothing is downloaded: paths must be local folders, as `save_pretrained` writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import transformers
+from PIL import Image
+
+
+def _local_folder(path: str | Path) -> Path:
+    folder = Path(path)
+    if not (folder / "config.json").is_file() and not (folder / "tokenizer_config.json").is_file():
+        raise ValueError(f"{path} is not a local model folder (no config.json). functional-heads never downloads: "
+                         "pass the folder a checkpoint was saved or downloaded to.")
+    return folder
+
+
+def load_model(path: str | Path, dtype: str | torch.dtype = "auto", device_map: str | dict | None = None,
+               trust_remote_code: bool = False, **kwargs):
+    """A vision-language model from a local folder, in eval mode."""
+    folder = _local_folder(path)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(
+        folder, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, **kwargs)
+    return model.eval()
+
+
+def load_processor(path: str | Path, trust_remote_code: bool = False):
+    """The model's processor. Without torchvision, transformers 5.x cannot build the video processor that
+    Qwen-VL-style processors ask for (transformers issue #48558), so we build the processor for images only."""
+    folder = _local_folder(path)
+    try:
+        return transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except ImportError as err:
+        if "orchvision" not in str(err):
+            raise
+    return _image_only_processor(folder)
+
+
+def _image_only_processor(folder: Path):
+    name = None
+    for config in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
+        if (folder / config).is_file():
+            name = name or json.loads((folder / config).read_text()).get("processor_class")
+    cls = getattr(transformers, name or "", None)
+    if cls is None:
+        raise ValueError(f"Cannot tell the processor class of {folder} (processor_class={name}).")
+
+    class ImageOnlyProcessor(cls):
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument_name == "video_processor" and argument is None:
+                return None
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    ImageOnlyProcessor.__name__ = cls.__name__
+    template = folder / "chat_template.jinja"
+    return ImageOnlyProcessor(image_processor=transformers.AutoImageProcessor.from_pretrained(folder),
+                              tokenizer=transformers.AutoTokenizer.from_pretrained(folder), video_processor=None,
+                              chat_template=template.read_text() if template.is_file() else None)
+
+
+def prompt_inputs(processor, images: Sequence[Image.Image], prompts: Sequence[str], system: str | None = None) -> dict:
+    """Processor inputs for one image and one user prompt per row, through the model's chat template,
+    left-padded so that batched generation continues every row from its last token."""
+    texts = []
+    for prompt in prompts:
+        messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]})
+        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True))
+    nested = [[image] for image in images]  # one list per prompt: the layout every processor accepts
+    return dict(processor(images=nested, text=texts, return_tensors="pt", padding=True, padding_side="left"))
+
+
+def read_prompts(path: str | Path) -> list[dict]:
+    """Rows of a JSONL file with `image` (a path, relative to the file) and `prompt` (or `question`)."""
+    path = Path(path)
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            image = (path.parent / row["image"]).resolve()
+            prompt = row.get("prompt", row.get("question"))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{number}: expected a JSON object with 'image' and 'prompt' ({err}).") from None
+        if not isinstance(prompt, str) or not image.is_file():
+            raise ValueError(f"{path}:{number}: " + ("no 'prompt' text" if not isinstance(prompt, str)
+                                                     else f"image {image} does not exist"))
+        rows.append({"image": image, "prompt": prompt})
+    if not rows:
+        raise ValueError(f"{path} holds no rows.")
+    return rows
+
+
+def batches_of_prompts(processor, rows: list[dict], batch_size: int):
+    """Processor inputs for `rows` (from read_prompts), `batch_size` at a time."""
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        images = [Image.open(row["image"]).convert("RGB") for row in chunk]
+        yield prompt_inputs(processor, images, [row["prompt"] for row in chunk])

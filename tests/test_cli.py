@@ -1,0 +1,85 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import functional_heads as fh
+from functional_heads.cli import app
+from functional_heads.loading import load_model, load_processor, prompt_inputs
+
+runner = CliRunner()
+SETTINGS = ["--perc-last-layer", "1", "--reas-first-layer", "2", "--tau-perc", "0.5", "--tau-reas", "0.4",
+            "--g-perc", "1.5", "--g-reas", "1.3"]
+
+
+def images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def calib_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calib")
+    with open(folder / "calib.jsonl", "w") as f:
+        for i, image in enumerate(images(5)):
+            image.save(folder / f"{i}.png")
+            f.write(json.dumps({"image": f"{i}.png", "prompt": "how many red shapes are there ?"}) + "\n")
+    return folder / "calib.jsonl"
+
+
+def test_calibrate_inspect_export(qwen_folder, calib_file, tmp_path):
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(calib_file), "--out",
+                                 str(tmp_path / "heads.json"), "--batch-size", "2", *SETTINGS])
+    assert result.exit_code == 0, result.output
+    heads = fh.HeadMap.load(tmp_path / "heads.json")
+    assert heads.num_samples == 5 and heads.model_type == "qwen2_5_vl"
+    assert heads.perception.any(), "random tiny models attend to the image well over 0.5 in shallow layers"
+
+    model, processor = load_model(qwen_folder), load_processor(qwen_folder)
+    rows = [json.loads(line) for line in calib_file.read_text().splitlines()]
+    inputs = prompt_inputs(processor, [Image.open(calib_file.parent / r["image"]) for r in rows],
+                           [r["prompt"] for r in rows])
+    expected = fh.calibrate(model, [inputs], heads.config)
+    torch.testing.assert_close(heads.ratios, expected.ratios, atol=1e-5, rtol=0)
+
+    result = runner.invoke(app, ["inspect", str(tmp_path / "heads.json")])
+    assert result.exit_code == 0, result.output
+    n_perc = int(heads.perception.sum())
+    assert f"perception: {n_perc} heads" in result.output and "selected" in result.output
+
+    result = runner.invoke(app, ["export", "--model", str(qwen_folder), "--heads", str(tmp_path / "heads.json"),
+                                 "--out", str(tmp_path / "folded")])
+    assert result.exit_code == 0, result.output
+    torch.save(inputs, tmp_path / "inputs.pt")
+    plain = ("import sys, torch, transformers; assert 'functional_heads' not in sys.modules; "
+             f"m = transformers.AutoModelForImageTextToText.from_pretrained(r'{tmp_path / 'folded'}').eval(); "
+             f"x = torch.load(r'{tmp_path / 'inputs.pt'}'); "
+             f"torch.save(m(**x).logits.detach(), r'{tmp_path / 'logits.pt'}'); "
+             "assert 'functional_heads' not in sys.modules")
+    subprocess.run([sys.executable, "-c", plain], check=True, capture_output=True)
+    with torch.no_grad(), fh.rescale(model, heads):
+        rescaled = model(**inputs).logits
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), rescaled, atol=1e-5, rtol=0)
+    assert (tmp_path / "folded" / "functional_heads.json").is_file()
+    assert (tmp_path / "folded" / "tokenizer.json").is_file()
+
+
+def test_clear_errors(qwen_folder, calib_file, tmp_path):
+    result = runner.invoke(app, ["calibrate", "--model", str(tmp_path), "--data", str(calib_file), *SETTINGS])
+    assert result.exit_code == 2 and "not a local model folder" in result.output
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(calib_file)])
+    assert result.exit_code == 2 and "--preset or all of" in result.output
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(calib_file),
+                                 "--preset", "ocean-r1"])
+    assert result.exit_code == 2 and "perc_last_layer=7 is outside the model" in result.output
+    (tmp_path / "bad.jsonl").write_text('{"image": "missing.png", "prompt": "hi"}\n')
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(tmp_path / "bad.jsonl"),
+                                 *SETTINGS])
+    assert result.exit_code == 2 and "bad.jsonl:1" in result.output and "does not exist" in result.output
+    result = runner.invoke(app, ["inspect", str(calib_file)])
+    assert result.exit_code == 2 and "not a readable functional-heads head map" in result.output

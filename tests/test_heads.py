@@ -1,0 +1,88 @@
+import json
+
+import pytest
+import torch
+
+import functional_heads as fh
+
+CFG = fh.RescaleConfig(perc_last_layer=1, reas_first_layer=2, tau_perc=0.5, tau_reas=0.1, g_perc=1.2, g_reas=1.4)
+
+
+def hand_ratios():
+    return torch.tensor([[0.6, 0.4, 0.05, 0.5],   # layer 0: heads 0, 3 perception (>= 0.5); 0.05 is too shallow
+                         [0.2, 0.9, 0.5, 0.49],   # layer 1: heads 1, 2 perception
+                         [0.7, 0.1, 0.11, 0.0],   # layer 2: heads 1, 3 reasoning (<= 0.1); 0.7 is too deep
+                         [0.05, 0.3, 0.02, 0.8]])  # layer 3: heads 0, 2 reasoning
+
+
+def test_rules_of_the_paper_on_hand_made_ratios():
+    heads = fh.identify_heads(hand_ratios(), CFG, "qwen2_5_vl")
+    assert heads.perception.nonzero().tolist() == [[0, 0], [0, 3], [1, 1], [1, 2]]
+    assert heads.reasoning.nonzero().tolist() == [[2, 1], [2, 3], [3, 0], [3, 2]]
+    gains = heads.gains
+    assert gains[0, 0] == pytest.approx(1.2) and gains[2, 1] == pytest.approx(1.4) and gains[0, 1] == 1.0
+    assert heads.share_selected == 0.5
+    assert heads.per_layer_counts() == [(2, 0), (2, 0), (0, 2), (0, 2)]
+
+
+def test_overlapping_bands_keep_classes_disjoint():
+    cfg = fh.RescaleConfig(perc_last_layer=3, reas_first_layer=0, tau_perc=0.5, tau_reas=0.1)
+    heads = fh.identify_heads(hand_ratios(), cfg)
+    assert not (heads.perception & heads.reasoning).any()
+    assert int(heads.perception.sum()) == 6 and int(heads.reasoning.sum()) == 5
+
+
+def test_per_input_ratios_give_per_input_maps():
+    ratios = torch.stack([hand_ratios(), 1 - hand_ratios()])
+    heads = fh.identify_heads(ratios, CFG)
+    assert heads.perception.shape == (2, 4, 4)
+    assert torch.equal(heads.perception[0], fh.identify_heads(hand_ratios(), CFG).perception)
+    with pytest.raises(ValueError, match="static head map"):
+        heads.save("x.json")
+
+
+def test_layer_bound_outside_the_ratios():
+    with pytest.raises(ValueError, match="reas_first_layer=5 is outside the model"):
+        fh.identify_heads(hand_ratios(), fh.RescaleConfig(1, 5, 0.5, 0.1))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    heads = fh.identify_heads(hand_ratios(), CFG, "qwen2_5_vl")
+    heads.num_samples = 12
+    heads.save(tmp_path / "heads.json")
+    loaded = fh.HeadMap.load(tmp_path / "heads.json")
+    assert torch.equal(loaded.perception, heads.perception) and torch.equal(loaded.reasoning, heads.reasoning)
+    assert loaded.config == CFG and loaded.model_type == "qwen2_5_vl" and loaded.num_samples == 12
+    torch.testing.assert_close(loaded.ratios, hand_ratios())
+    data = json.loads((tmp_path / "heads.json").read_text())
+    assert data["perception_heads"] == [[0, 0], [0, 3], [1, 1], [1, 2]]
+
+
+def test_loading_garbage_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.json").write_text('{"num_layers": 2}')
+    with pytest.raises(ValueError, match="not a readable functional-heads head map"):
+        fh.HeadMap.load(tmp_path / "bad.json")
+
+
+def test_map_of_another_shape_is_refused(tiny, tmp_path):
+    heads = fh.identify_heads(torch.rand(6, 4), fh.RescaleConfig(1, 2, 0.5, 0.1, 1.2, 1.2), "qwen2_5_vl")
+    heads.save(tmp_path / "heads.json")
+    model = tiny("qwen2_5_vl").model
+    with pytest.raises(ValueError, match="made for a model of 6 layers x 4 heads .* has 4 layers x 4 heads"):
+        with fh.rescale(model, fh.HeadMap.load(tmp_path / "heads.json")):
+            pass
+    with pytest.raises(ValueError, match="made for a model of 6 layers"):
+        fh.fold(model, heads)
+
+
+def test_calibrate_averages_ratios_over_batches(tiny):
+    t = tiny("llava")
+    batches = [t.inputs(prompt_lens=(5, 9)), t.inputs(prompt_lens=(7,), samples=[2])]
+    ratios = torch.cat([fh.visual_attention_ratios(t.model, b) for b in batches])
+    cfg = fh.RescaleConfig(1, 2, tau_perc=float(ratios.mean().item()), tau_reas=0.0)
+    heads = fh.calibrate(t.model, iter(batches), cfg)
+    torch.testing.assert_close(heads.ratios, ratios.mean(0))
+    assert heads.num_samples == 3 and heads.model_type == "llava"
+    assert torch.equal(heads.perception, fh.identify_heads(ratios.mean(0), cfg).perception)
+    with pytest.raises(ValueError, match="no calibration batches"):
+        fh.calibrate(t.model, [], cfg)

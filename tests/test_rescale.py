@@ -1,0 +1,160 @@
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+import functional_heads as fh
+from functional_heads.architectures import locate
+from tiny_models import ARCHS
+
+
+def logits(model, inputs):
+    with torch.no_grad():
+        return model(**inputs).logits
+
+
+def some_gains(layout, seed=0, batch=None):
+    gen = torch.Generator().manual_seed(seed)
+    shape = (layout.num_layers, layout.num_heads) if batch is None else (batch, layout.num_layers, layout.num_heads)
+    picked = torch.rand(shape, generator=gen) < 0.4
+    return torch.where(picked, 1.0 + torch.rand(shape, generator=gen), torch.ones(shape))
+
+
+def record_out_proj_input(model, layer, inputs):
+    seen = []
+    handle = locate(model).out_projs[layer].register_forward_pre_hook(lambda m, a: seen.append(a[0].clone()))
+    try:
+        logits(model, inputs)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def test_hooks_scale_each_heads_slice_of_the_out_proj_input(tiny):
+    t = tiny("qwen2_5_vl")
+    layout = locate(t.model)
+    inputs = t.inputs()
+    gains = torch.ones(layout.num_layers, layout.num_heads)
+    gains[3] = torch.tensor([1.5, 1.0, 2.0, 1.0])  # last layer only: its input is the same with and without
+    plain = record_out_proj_input(t.model, 3, inputs)
+    with fh.rescale(t.model, gains):
+        scaled = record_out_proj_input(t.model, 3, inputs)
+    expected = (plain.view(*plain.shape[:-1], 4, -1) * gains[3][:, None]).view(plain.shape)
+    torch.testing.assert_close(scaled, expected)
+    assert not torch.equal(scaled, plain)
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_per_input_gains_in_a_batch_equal_single_rows(tiny, padding_side):
+    t = tiny("qwen2_5_vl")
+    gains = some_gains(locate(t.model), batch=2)
+    with fh.rescale(t.model, gains):
+        batched = logits(t.model, t.inputs(padding_side=padding_side))
+        mask = t.inputs(padding_side=padding_side)["attention_mask"].bool()
+    for b in range(2):
+        single_inputs = t.inputs(prompt_lens=((5, 9)[b],), samples=[b], padding_side=padding_side)
+        with fh.rescale(t.model, gains[b]):
+            single = logits(t.model, single_inputs)
+        torch.testing.assert_close(batched[b][mask[b]], single[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fold_equals_hooks_and_unfold_restores(tiny, arch):
+    t = tiny(arch)
+    inputs = t.inputs()
+    gains = some_gains(locate(t.model))
+    weights = [p.weight.detach().clone() for p in locate(t.model).out_projs]
+    vanilla = logits(t.model, inputs)
+    with fh.rescale(t.model, gains):
+        hooked = logits(t.model, inputs)
+    fh.fold(t.model, gains)
+    try:
+        assert fh.is_folded(t.model)
+        torch.testing.assert_close(logits(t.model, inputs), hooked, atol=1e-5, rtol=0)
+        assert (hooked - vanilla).abs().max() > 1e-3
+    finally:
+        fh.unfold(t.model)
+    assert not fh.is_folded(t.model)
+    assert all(torch.equal(p.weight, w) for p, w in zip(locate(t.model).out_projs, weights))
+    torch.testing.assert_close(logits(t.model, inputs), vanilla, atol=0, rtol=0)
+
+
+def test_folding_twice_is_idempotent_and_another_map_is_refused(tiny):
+    t = tiny("llava")
+    layout = locate(t.model)
+    gains = some_gains(layout)
+    fh.fold(t.model, gains)
+    try:
+        once = [p.weight.detach().clone() for p in layout.out_projs]
+        fh.fold(t.model, gains)
+        assert all(torch.equal(p.weight, w) for p, w in zip(layout.out_projs, once))
+        with pytest.raises(ValueError, match="already folded with other gains.*unfold"):
+            fh.fold(t.model, some_gains(layout, seed=1))
+        assert all(torch.equal(p.weight, w) for p, w in zip(layout.out_projs, once))
+    finally:
+        fh.unfold(t.model)
+    with pytest.raises(ValueError, match="fold needs static gains"):
+        fh.fold(t.model, some_gains(layout, batch=2))
+
+
+def test_hooks_are_removed_when_the_block_raises(tiny):
+    t = tiny("gemma3")
+    inputs = t.inputs()
+    vanilla = logits(t.model, inputs)
+    with pytest.raises(RuntimeError, match="inside"):
+        with fh.rescale(t.model, some_gains(locate(t.model))):
+            assert any(p._forward_pre_hooks for p in locate(t.model).out_projs)
+            raise RuntimeError("inside")
+    assert not any(p._forward_pre_hooks for p in locate(t.model).out_projs)
+    torch.testing.assert_close(logits(t.model, inputs), vanilla, atol=0, rtol=0)
+
+
+def test_bad_gains_are_clear_errors(tiny):
+    model = tiny("llava").model
+    with pytest.raises(ValueError, match=r"gains must be \[layers, heads\].*layers=4 and heads=4, got \(3, 4\)"):
+        fh.rescale(model, torch.ones(3, 4)).__enter__()
+    with pytest.raises(ValueError, match="finite and > 0"):
+        fh.rescale(model, -torch.ones(4, 4)).__enter__()
+
+
+def test_bfloat16_model_gets_gains_in_its_dtype(tiny):
+    t = tiny("qwen2_5_vl")
+    model = copy.deepcopy(t.model).to(torch.bfloat16)
+    inputs = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in t.inputs().items()}
+    gains = some_gains(locate(model))
+    with fh.rescale(model, gains):
+        hooked = logits(model, inputs)
+    assert hooked.dtype == torch.bfloat16
+    fh.fold(model, gains)
+    folded = logits(model, inputs)
+    torch.testing.assert_close(folded.float(), hooked.float(), atol=0.1, rtol=0.05)  # bf16 rounding of W_O vs x
+    weights = [p.weight.detach().clone() for p in locate(model).out_projs]
+    fh.unfold(model)
+    fh.fold(model, gains)
+    assert all(torch.equal(p.weight, w) for p, w in zip(locate(model).out_projs, weights))
+
+
+def test_quantized_out_proj_cannot_be_folded_but_hooks_work(tiny):
+    t = tiny("llava")
+    model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(t.model), {nn.Linear}, dtype=torch.qint8)
+    inputs = t.inputs()
+    gains = some_gains(locate(model))
+    with pytest.raises(ValueError, match="quantized or not a plain Linear.*fh.rescale"):
+        fh.fold(model, gains)
+    vanilla = logits(model, inputs)
+    with fh.rescale(model, gains):
+        hooked = logits(model, inputs)
+    assert (hooked - vanilla).abs().max() > 1e-3
+
+
+def test_generate_with_expanded_batch_uses_each_inputs_gains(tiny):
+    t = tiny("qwen2_5_vl")
+    inputs = t.inputs()
+    gains = some_gains(locate(t.model))
+    kwargs = dict(max_new_tokens=4, do_sample=False, num_beams=2, num_return_sequences=2)
+    with fh.rescale(t.model, gains):
+        static = t.model.generate(**inputs, **kwargs)
+    with fh.rescale(t.model, gains.expand(2, -1, -1)):
+        per_input = t.model.generate(**inputs, **kwargs)
+    assert torch.equal(static, per_input) and static.shape[0] == 4
