@@ -1,0 +1,209 @@
+"""Overhead of functional-heads against vanilla, measured in the same run on the same model.
+
+Part 1, generation: a random-weight Qwen2.5-VL (12 layers x 512 hidden, 8 heads), one image, greedy
+128 new tokens. Each figure is the median over --repeats runs of (method time / vanilla time), methods
+interleaved so that drift hits all of them alike. Targets: folded 1.00, hooks <= 1.02,
+dynamic <= 1 + prefill share (two-pass probes the prompt once more).
+
+Part 2, measuring S_v: the probe (one attention row per head, model's sdpa kernel) against the eager
+reference (output_attentions=True, full matrices), prompt lengths 512, 2048, 4096: time, and peak memory
+above the resident set before the call (Linux VmHWM, reset first), each in a fresh process.
+
+    python benchmarks/overhead.py [--repeats 5] [--lengths 512 2048 4096] [--new-tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import transformers as tf
+
+import functional_heads as fh
+
+IMAGE, V_START, V_END = 1000, 1001, 1002
+GRID = 16  # 16x16 patches of 14 px -> 64 image tokens
+
+
+def build_model(attn: str = "sdpa"):
+    torch.manual_seed(0)
+    text = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=12, num_attention_heads=8,
+                num_key_value_heads=2, vocab_size=1024, max_position_embeddings=8192, pad_token_id=0,
+                bos_token_id=1, eos_token_id=2,
+                rope_parameters={"rope_type": "default", "mrope_section": [8, 12, 12], "rope_theta": 1e6})
+    vision = dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=4, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=512, window_size=112,
+                  fullatt_block_indexes=[1], in_chans=3)
+    cfg = tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=IMAGE, video_token_id=1003,
+                              vision_start_token_id=V_START, vision_end_token_id=V_END)
+    model = tf.Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    model.set_attn_implementation(attn)
+    return model
+
+
+def make_inputs(prompt_len: int, seed: int = 0) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    n_image = GRID * GRID // 4
+    before = 8
+    after = prompt_len - before - n_image - 2
+    ids = torch.cat([torch.randint(10, 1000, (before,), generator=gen), torch.tensor([V_START]),
+                     torch.full((n_image,), IMAGE), torch.tensor([V_END]),
+                     torch.randint(10, 1000, (after,), generator=gen)])[None]
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": (ids == IMAGE).long(),
+            "pixel_values": torch.randn(GRID * GRID, 3 * 2 * 14 * 14, generator=gen),
+            "image_grid_thw": torch.tensor([[1, GRID, GRID]])}
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def generation_overhead(model, repeats: int, new_tokens: int, prompt_len: int) -> dict:
+    inputs = make_inputs(prompt_len)
+    layout = fh.locate(model)
+    ratios = fh.visual_attention_ratios(model, inputs)[0]
+    # Thresholds at quantiles of this prompt's S_v: about 6% of heads, as the paper finds best.
+    low, high = torch.quantile(ratios.flatten(), torch.tensor([0.08, 0.92])).tolist()
+    cfg = fh.RescaleConfig(perc_last_layer=5, reas_first_layer=6, tau_perc=high, tau_reas=low, g_perc=1.16,
+                           g_reas=1.3)
+    heads = fh.identify_heads(ratios, cfg)
+    generate = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+
+    def vanilla():
+        model.generate(**inputs, **generate)
+
+    def hooks():
+        with fh.rescale(model, heads):
+            model.generate(**inputs, **generate)
+
+    def folded():
+        fh.fold(model, heads)
+        try:
+            start = time.perf_counter()
+            model.generate(**inputs, **generate)
+            return time.perf_counter() - start  # the one-off fold is not part of a generation
+        finally:
+            fh.unfold(model)
+
+    def dynamic(mode):
+        def run():
+            with fh.dynamic(model, cfg, mode=mode):
+                model.generate(**inputs, **generate)
+        return run
+
+    def prefill():
+        with torch.no_grad():
+            model(**inputs, logits_to_keep=1)
+
+    methods = {"vanilla": vanilla, "folded": folded, "hooks": hooks, "dynamic two-pass": dynamic("two-pass"),
+               "dynamic single-pass": dynamic("single-pass"), "prefill only": prefill}
+    for fn in methods.values():  # warm-up
+        fn()
+    times = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            seconds = fn() if name == "folded" else None
+            times[name].append(seconds if seconds is not None else timed(fn))
+    ratios_to_vanilla = {name: statistics.median(t / v for t, v in zip(times[name], times["vanilla"]))
+                         for name in methods}
+    return {"times": {k: statistics.median(v) for k, v in times.items()}, "ratios": ratios_to_vanilla,
+            "heads": int((heads.perception | heads.reasoning).sum()), "total_heads": layout.num_layers * layout.num_heads}
+
+
+def _peak_kib() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1])
+    return 0
+
+
+def _rss_kib() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1])
+    return 0
+
+
+def _measure(fn) -> tuple[float, float]:
+    """Seconds and peak memory (MiB above the resident set before the call) of fn()."""
+    with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
+        f.write("5")
+    before = _rss_kib()
+    seconds = timed(fn)
+    return seconds, (_peak_kib() - before) / 1024
+
+
+def _one_measurement(method: str, length: int) -> dict:
+    """Runs in its own process, so that earlier allocations cannot hide this one's peak."""
+    model = build_model("sdpa" if method == "probe" else "eager")
+    warm = make_inputs(128)
+    inputs = make_inputs(length)
+
+    def probe(x):
+        return fh.visual_attention_ratios(model, x)
+
+    def eager(x):
+        out = model(**x, output_attentions=True, logits_to_keep=1)
+        visual = x["input_ids"][0] == IMAGE
+        return torch.stack([a[0, :, -1][:, visual].sum(-1) for a in out.attentions])
+
+    fn = probe if method == "probe" else eager
+    fn(warm)  # warm-up on a short prompt
+    seconds, mib = _measure(lambda: fn(inputs))
+    return {"method": method, "length": length, "seconds": seconds, "mib": mib}
+
+
+def probe_versus_eager(lengths: list[int]) -> list[dict]:
+    rows = []
+    for length in lengths:
+        row = {"length": length}
+        for method in ("probe", "eager"):
+            out = subprocess.run([sys.executable, __file__, "--child", method, str(length)], check=True,
+                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            result = json.loads(out)
+            row[f"{method}_s"], row[f"{method}_mib"] = result["seconds"], result["mib"]
+        rows.append(row)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prompt-len", type=int, default=160)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 4096])
+    parser.add_argument("--child", nargs=2, metavar=("METHOD", "LENGTH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    if args.child:
+        print(json.dumps(_one_measurement(args.child[0], int(args.child[1]))))
+        return
+    print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"transformers {tf.__version__}")
+    gen = generation_overhead(build_model(), args.repeats, args.new_tokens, args.prompt_len)
+    prefill_share = gen["ratios"]["prefill only"]
+    print(f"\nGeneration: random Qwen2.5-VL 12 layers x 512 hidden, prompt {args.prompt_len} tokens (64 image), "
+          f"greedy {args.new_tokens} new tokens, median of {args.repeats}; {gen['heads']}/{gen['total_heads']} "
+          f"heads rescaled; vanilla {gen['times']['vanilla']:.2f} s")
+    print("| method | ratio to vanilla | target |\n|---|---|---|")
+    targets = {"folded": "1.00", "hooks": "<= 1.02", "dynamic two-pass": f"<= {1 + prefill_share:.3f}",
+               "dynamic single-pass": f"<= {1 + prefill_share:.3f}", "prefill only": "(prefill share)"}
+    for name, target in targets.items():
+        print(f"| {name} | {gen['ratios'][name]:.3f} | {target} |")
+    print("\nMeasuring S_v: probe (sdpa + one attention row) vs eager output_attentions=True")
+    print("| prompt tokens | probe s | eager s | time ratio | probe peak MiB | eager peak MiB |\n|---|---|---|---|---|---|")
+    for row in probe_versus_eager(args.lengths):
+        print(f"| {row['length']} | {row['probe_s']:.2f} | {row['eager_s']:.2f} | {row['probe_s'] / row['eager_s']:.2f} "
+              f"| {row['probe_mib']:.0f} | {row['eager_mib']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
