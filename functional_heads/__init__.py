@@ -5,9 +5,10 @@ from .architectures import ARCHITECTURES, ArchSpec, ModelLayout, locate
 from .config import PRESETS, RescaleConfig
 from .dynamic import dynamic
 from .heads import HeadMap, calibrate, identify_heads
+from .loading import load_model, load_processor, prompt_inputs
 from .ratios import visual_attention_ratios
 from .rescale import fold, is_folded, rescale, unfold
 
 __version__ = "0.1.0"
 __all__ = ["ARCHITECTURES", "ArchSpec", "ModelLayout", "locate", "PRESETS", "RescaleConfig", "dynamic", "HeadMap",
-           "calibrate", "identify_heads", "visual_attention_ratios", "fold", "is_folded", "rescale", "unfold"]
+           "calibrate", "identify_heads", "load_model", "load_processor", "prompt_inputs", "visual_attention_ratios", "fold", "is_folded", "rescale", "unfold"]

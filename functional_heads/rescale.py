@@ -34,51 +34,59 @@ def gains_for(heads: HeadMap | torch.Tensor, layout: ModelLayout) -> torch.Tenso
     return gains
 
 
-def scale_heads(x: torch.Tensor, gains: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """x [batch, ..., heads*dim] times gains [heads] or [batch, heads], head by head."""
-    shaped = x.view(*x.shape[:-1], num_heads, -1)
-    if gains.dim() == 2:  # per input; generate() may have expanded the batch (beams, several returns)
-        if x.shape[0] != gains.shape[0]:
-            if x.shape[0] % gains.shape[0]:
-                raise ValueError(f"Per-input gains for {gains.shape[0]} inputs cannot serve a batch of {x.shape[0]}.")
-            gains = gains.repeat_interleave(x.shape[0] // gains.shape[0], dim=0)
-        gains = gains.view(gains.shape[0], *([1] * (x.dim() - 2)), num_heads)
-    return (shaped * gains[..., None]).view(x.shape)
+def head_scale(gains: torch.Tensor, head_dim: int, x: torch.Tensor) -> torch.Tensor | None:
+    """The multiplier of an o_proj input x [batch, seq, heads*dim] for one layer's gains ([heads] or
+    [batch, heads]): each gain repeated over its head's slice, in x's device and dtype; None if all are 1."""
+    if bool((gains == 1).all()):
+        return None
+    scale = gains.repeat_interleave(head_dim, dim=-1)
+    if scale.dim() == 2:  # per input: broadcast over the sequence
+        scale = scale.view(scale.shape[0], *([1] * (x.dim() - 2)), scale.shape[-1])
+    return scale.to(device=x.device, dtype=x.dtype)
 
 
 class HeadScaler:
-    """Forward pre-hooks on the o_proj of each layer; `set_gains` may change the gains between passes."""
+    """Forward pre-hooks on the o_proj of each layer; `set_gains` may change the gains between passes.
+
+    Given fixed gains, only layers with a gain other than 1 get a hook (nothing runs elsewhere); without
+    gains, every layer gets one, ready for `set_gains` and `set_layer_gains`. A hook costs one multiply.
+    """
 
     def __init__(self, model: nn.Module, gains: torch.Tensor | None = None, layout: ModelLayout | None = None):
         self.layout = layout or locate(model)
         self._gains: torch.Tensor | None = None
-        self._cast: dict[tuple, torch.Tensor] = {}
-        self._handles = [proj.register_forward_pre_hook(self._hook(layer))
-                         for layer, proj in enumerate(self.layout.out_projs)]
+        self._scales: dict[int, torch.Tensor | None] = {}
         if gains is not None:
             self.set_gains(gains)
+        layers = range(self.layout.num_layers) if gains is None else \
+            (self._gains != 1).reshape(-1, *self._gains.shape[-2:]).any(0).any(-1).nonzero().flatten().tolist()
+        self._handles = [self.layout.out_projs[layer].register_forward_pre_hook(self._hook(layer)) for layer in layers]
 
     def set_gains(self, gains: torch.Tensor | None) -> None:
         self._gains = None if gains is None else gains_for(gains, self.layout).clone()
-        self._cast.clear()
+        self._scales.clear()
 
     def set_layer_gains(self, layer: int, gains: torch.Tensor) -> None:
         """Replace one layer's gains ([heads], or [batch, heads] when the scaler holds per-input gains)."""
         self._gains[..., layer, :] = gains
-        self._cast = {key: value for key, value in self._cast.items() if key[0] != layer}
+        self._scales.pop(layer, None)
 
     def _hook(self, layer: int):
         def hook(module, args):
             if self._gains is None:
                 return None
             x = args[0]
-            key = (layer, x.device, x.dtype)
-            if key not in self._cast:  # follow each layer's device and dtype (device_map, bf16)
-                gains = self._gains[..., layer, :]
-                self._cast[key] = gains.to(device=x.device, dtype=x.dtype) if (gains != 1).any() else None
-            if self._cast[key] is None:  # all ones: leave the layer untouched
+            scale = self._scales.get(layer, x)  # x marks "not cast yet"
+            if scale is x or (scale is not None and (scale.dtype != x.dtype or scale.device != x.device)):
+                # follow each layer's device and dtype (device_map, bf16)
+                scale = self._scales[layer] = head_scale(self._gains[..., layer, :], self.layout.head_dim, x)
+            if scale is None:
                 return None
-            return (scale_heads(x, self._cast[key], self.layout.num_heads), *args[1:])
+            if scale.dim() > 1 and scale.shape[0] != x.shape[0]:  # generate() expanded the batch (beams, returns)
+                if x.shape[0] % scale.shape[0]:
+                    raise ValueError(f"Per-input gains for {scale.shape[0]} inputs cannot serve a batch of {x.shape[0]}.")
+                scale = scale.repeat_interleave(x.shape[0] // scale.shape[0], dim=0)
+            return (x * scale, *args[1:])
 
         return hook
 

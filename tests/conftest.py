@@ -6,6 +6,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import tiny_models  # noqa: E402
+from functional_heads.testing import save_tiny_qwen2_5_vl  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -23,4 +24,4 @@ def tiny():
 
 @pytest.fixture(scope="session")
 def qwen_folder(tmp_path_factory):
-    return tiny_models.save_qwen2_5_vl_with_processor(tmp_path_factory.mktemp("tiny_qwen2_5_vl"))
+    return save_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny_qwen2_5_vl"))

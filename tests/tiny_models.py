@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 import transformers as tf
 
+
 VOCAB = 320
 IMAGE, VIDEO, V_START, V_END, BOI, EOI = 300, 301, 302, 303, 304, 305
 TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
@@ -165,42 +166,3 @@ def build(arch: str, seed: int = 0, attn_implementation: str = "sdpa") -> Tiny:
     model.set_attn_implementation(attn_implementation)
     return Tiny(arch, model.float().eval(), n_tokens, fields, stack_images=arch == "idefics3")
 
-
-SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-           "<|image_pad|>", "<|video_pad|>"]
-WORDS = ["user", "assistant", "how", "many", "red", "blue", "shapes", "are", "there", "?", "yes", "no", "one", "two"]
-CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|> {{ m['role'] }} {% for c in m['content'] %}"
-                 "{% if c['type'] == 'image' %}<|vision_start|> <|image_pad|> <|vision_end|> {% else %}"
-                 "{{ c['text'] }} {% endif %}{% endfor %}<|im_end|> {% endfor %}"
-                 "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}")
-
-
-def save_qwen2_5_vl_with_processor(folder, seed: int = 0):
-    """A tiny Qwen2.5-VL and a word-level processor saved as a real checkpoint folder (16x16 images -> 16 tokens)."""
-    import json
-
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {word: i for i, word in enumerate(SPECIAL + WORDS)}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = tf.PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                              "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"})
-    fast.save_pretrained(folder)
-    image_processor = tf.Qwen2VLImageProcessorPil(patch_size=2, merge_size=2, temporal_patch_size=2,
-                                                  min_pixels=16 * 16, max_pixels=16 * 16)
-    image_processor.save_pretrained(folder)
-    (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE)
-    (folder / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2_5_VLProcessor"}))
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=2, spatial_merge_size=2,
-                  temporal_patch_size=2, out_hidden_size=64, window_size=8, fullatt_block_indexes=[1], in_chans=3)
-    text = {**TEXT, "vocab_size": len(vocab), "rope_parameters": QWEN_ROPE, "pad_token_id": 0, "bos_token_id": 1,
-            "eos_token_id": 2}
-    cfg = tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=vocab["<|image_pad|>"],
-                              video_token_id=vocab["<|video_pad|>"], vision_start_token_id=vocab["<|vision_start|>"],
-                              vision_end_token_id=vocab["<|vision_end|>"])
-    torch.manual_seed(seed)
-    tf.Qwen2_5_VLForConditionalGeneration(cfg).save_pretrained(folder)
-    return folder
