@@ -168,12 +168,13 @@ def _one_measurement(method: str, length: int) -> dict:
     return {"method": method, "length": length, "seconds": seconds, "mib": mib}
 
 
-def probe_versus_eager(lengths: list[int]) -> list[dict]:
+def probe_versus_eager(lengths: list[int], threads: int | None) -> list[dict]:
     rows = []
     for length in lengths:
         row = {"length": length}
         for method in ("probe", "eager"):
-            out = subprocess.run([sys.executable, __file__, "--child", method, str(length)], check=True,
+            command = [sys.executable, __file__, "--child", method, str(length)]
+            out = subprocess.run(command + (["--threads", str(threads)] if threads else []), check=True,
                                  capture_output=True, text=True).stdout.strip().splitlines()[-1]
             result = json.loads(out)
             row[f"{method}_s"], row[f"{method}_mib"] = result["seconds"], result["mib"]
@@ -202,7 +203,7 @@ def main():
     if "generation" in args.parts:
         print_generation(generation_overhead(build_model(), args.repeats, args.new_tokens, args.prompt_len), args)
     if "probe" in args.parts:
-        print_probe(probe_versus_eager(args.lengths))
+        print_probe(probe_versus_eager(args.lengths, args.threads))
 
 
 def print_generation(gen: dict, args) -> None:
