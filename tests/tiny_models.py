@@ -19,7 +19,18 @@ IMAGE, VIDEO, V_START, V_END, BOI, EOI = 300, 301, 302, 303, 304, 305
 TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=4096, pad_token_id=0,
             bos_token_id=1, eos_token_id=2)
-QWEN_ROPE = {"rope_type": "default", "mrope_section": [2, 2, 4], "rope_theta": 10000.0}
+V5 = int(tf.__version__.split(".")[0]) >= 5
+
+
+def rope(**parameters) -> dict:
+    """Rotary settings under the config names of the installed transformers (4.57 or 5.x)."""
+    parameters = {"rope_type": "default", **parameters}
+    if V5:
+        return {"rope_parameters": {**parameters, "rope_theta": 10000.0}}
+    return {"rope_scaling": {**parameters, "type": parameters["rope_type"]}, "rope_theta": 10000.0}
+
+
+QWEN_ROPE = rope(mrope_section=[2, 2, 4])
 
 
 @dataclass
@@ -56,7 +67,7 @@ class Tiny:
         join = torch.stack if self.stack_images else torch.cat
         out.update({key: join([f[key] for f in fields]) for key in fields[0]})
         type_ids = (input_ids == IMAGE).long()
-        if self.arch.startswith("qwen"):
+        if self.arch.startswith("qwen") and V5:  # the 5.x processors return it; 4.57 knows no such input
             out["mm_token_type_ids"] = type_ids
         if self.arch == "gemma3":
             out["token_type_ids"] = type_ids
@@ -64,7 +75,7 @@ class Tiny:
 
 
 def _qwen(config_cls, model_cls, vision, grid=4):
-    cfg = config_cls(text_config={**TEXT, "rope_parameters": QWEN_ROPE}, vision_config=vision,
+    cfg = config_cls(text_config={**TEXT, **QWEN_ROPE}, vision_config=vision,
                      image_token_id=IMAGE, video_token_id=VIDEO, vision_start_token_id=V_START,
                      vision_end_token_id=V_END)
     patch = vision["patch_size"]
@@ -92,8 +103,7 @@ def _qwen3_vl():
     vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=2, spatial_merge_size=2,
                   temporal_patch_size=2, out_hidden_size=64, num_position_embeddings=64,
                   deepstack_visual_indexes=[0])
-    text = {**TEXT, "head_dim": 16, "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3],
-                                                        "mrope_interleaved": True, "rope_theta": 10000.0}}
+    text = {**TEXT, "head_dim": 16, **rope(mrope_section=[2, 3, 3], mrope_interleaved=True)}
     cfg = tf.Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=IMAGE, video_token_id=VIDEO,
                            vision_start_token_id=V_START, vision_end_token_id=V_END)
 
