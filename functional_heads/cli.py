@@ -127,5 +127,37 @@ def export(model: Path = typer.Option(..., help="Local model folder."),
                   "plain transformers. The head map is kept as functional_heads.json.")
 
 
+@app.command()
+def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json and the figures here."),
+         limit: Optional[int] = typer.Option(None, min=7, help="Only the first N test items (quick look)."),
+         batch_size: int = typer.Option(64, min=1)):
+    """The method end to end on the bundled model and the shapes benchmark (about 3 minutes on 2 cores)."""
+    from .demo import markdown, run_demo
+
+    report = run_demo(out=out, limit=limit, batch_size=batch_size)
+    console.print(markdown(report), soft_wrap=True)
+    if out is not None:
+        console.print(f"wrote {out}/demo.md, demo.json, heads.json, ratios_heatmap.png, ratios_by_layer.png")
+
+
+data_app = typer.Typer(help="Benchmark data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("shapes")
+def data_shapes(out: Path = typer.Option(..., help="Folder for the images and the JSONL files."),
+                split: list[str] = typer.Option(["calib", "dev", "test"], help="Splits to write (repeatable)."),
+                n: Optional[int] = typer.Option(None, min=1, help="Items per split (default: the split's size).")):
+    """Write the synthetic shapes benchmark: PNG images and one JSONL file per split."""
+    from .evaluation import shapes
+
+    try:
+        for name in split:
+            path = shapes.write_split(name, out, n if n is not None or name != "train" else 10000)
+            console.print(f"wrote {path}")
+    except ValueError as err:
+        _fail(str(err))
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,165 @@
+"""Train the bundled model: a tiny Qwen2.5-VL reasoning model on the `shapes` training split, from scratch.
+
+    python training/train_shapes_model.py --out functional_heads/bundled/shapes-r1-tiny
+
+Seeded; the loss is on the answer tokens only (chain of thought, answer, end of turn). Training items
+whose content appears in the calib, dev or test split are skipped. Writes the model, its word-level
+processor, `training_log.jsonl` (loss, dev accuracy) and `loss_curve.png` to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+import transformers as tf
+
+from functional_heads.evaluation import shapes
+from functional_heads.evaluation.runner import answer
+from functional_heads.loading import load_processor
+from functional_heads.wordlevel import qwen2_5_vl_config, save_word_level_processor
+
+PATCH = 8
+
+
+def training_batches(processor, batch_size: int):
+    """Endless batches of train items; labels are -100 except on the answer and its end-of-turn token."""
+    skip = shapes.eval_keys()
+    stream = shapes.items("train", n=None, exclude=skip)
+    think = processor.tokenizer.convert_tokens_to_ids("<think>")
+    while True:
+        chunk = [next(stream) for _ in range(batch_size)]
+        prompts = [processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": it.question}]}],
+            add_generation_prompt=True) for it in chunk]
+        texts = [p + it.target + " <|im_end|>" for p, it in zip(prompts, chunk)]
+        batch = processor(images=[[it.scene.render()] for it in chunk], text=texts, return_tensors="pt",
+                          padding=True, padding_side="right")
+        labels = batch["input_ids"].clone()
+        # the answer starts at its <think> tag (the processor expands the image placeholder, so count from it)
+        starts = (batch["input_ids"] == think).int().argmax(-1)
+        labels[torch.arange(labels.shape[1])[None, :] < starts[:, None]] = -100
+        labels[batch["attention_mask"] == 0] = -100
+        yield {**batch, "labels": labels}
+
+
+def mrope_section(head_dim: int) -> list[int]:
+    """Temporal, height, width shares of the rotary frequencies (head_dim / 2 in all), as Qwen2.5-VL splits them."""
+    half = head_dim // 2
+    temporal, height = half // 4, (half * 3) // 8
+    return [temporal, height, half - temporal - height]
+
+
+def dev_accuracy(model, processor, n: int) -> dict:
+    items = list(shapes.items("dev"))[:n]
+    model.eval()
+    outputs, _ = answer(model, processor, [it.scene.render() for it in items], [it.question for it in items],
+                        batch_size=64, max_new_tokens=48)
+    model.train()
+    outcomes = [shapes.score(it, out) for it, out in zip(items, outputs)]
+    rate = lambda kind: sum(o.error == kind for o in outcomes) / len(outcomes)  # noqa: E731
+    return {"dev_accuracy": sum(o.correct for o in outcomes) / len(outcomes), "dev_perceptual": rate("perceptual"),
+            "dev_drift": rate("drift"), "dev_malformed": rate("malformed")}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=9000)
+    parser.add_argument("--minutes", type=float, default=90.0, help="safety cap on wall-clock time")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--vision-width", type=int, default=128)
+    parser.add_argument("--vision-depth", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    vocab = save_word_level_processor(args.out, shapes.vocabulary() + ["user", "assistant"], image_size=shapes.SIZE,
+                                      patch_size=PATCH)
+    head_dim = args.hidden // args.heads
+    config = qwen2_5_vl_config(vocab, hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.heads,
+                               intermediate=3 * args.hidden, vision_width=args.vision_width,
+                               vision_depth=args.vision_depth, vision_heads=4, patch_size=PATCH,
+                               mrope_section=mrope_section(head_dim))
+    model = tf.Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = vocab["<|im_end|>"]
+    model.generation_config.pad_token_id = vocab["<pad>"]
+    processor = load_processor(args.out)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{n_params / 1e6:.2f} M parameters; training {args.steps} steps of {args.batch_size}", flush=True)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = 200
+    log = open(args.out / "training_log.jsonl", "w")
+    batches = training_batches(processor, args.batch_size)
+    start, step = time.time(), 0
+    budget = args.minutes * 60
+    model.train()
+    while step < args.steps and time.time() - start < budget:
+        progress = step / args.steps  # by steps, not time: a rerun takes the same path on any machine
+        lr = args.lr * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = model(**next(batches)).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        record = {"step": step, "seconds": round(time.time() - start, 1), "loss": round(loss.item(), 4),
+                  "lr": round(lr, 6)}
+        if step % args.eval_every == 0:
+            record.update(dev_accuracy(model, processor, 140))
+            print(json.dumps(record), flush=True)
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+    record = {"step": step, "seconds": round(time.time() - start, 1), **dev_accuracy(model, processor, 420)}
+    print(json.dumps(record), flush=True)
+    log.write(json.dumps({**record, "final": True}) + "\n")
+    log.close()
+    model.save_pretrained(args.out)
+    (args.out / "training_args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
+    plot_loss(args.out)
+
+
+def plot_loss(folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in open(folder / "training_log.jsonl")]
+    steps = [r["step"] for r in rows if "loss" in r]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    smooth = [sum(losses[max(0, i - 49):i + 1]) / len(losses[max(0, i - 49):i + 1]) for i in range(len(losses))]
+    evals = [r for r in rows if "dev_accuracy" in r and "loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(steps, losses, alpha=0.25, label="loss")
+    ax.plot(steps, smooth, label="loss (mean of 50 steps)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss on answer tokens")
+    ax.set_yscale("log")
+    if evals:
+        twin = ax.twinx()
+        twin.plot([r["step"] for r in evals], [r["dev_accuracy"] for r in evals], "o-", color="C2",
+                  label="dev accuracy (140 items)")
+        twin.set_ylabel("dev accuracy")
+        twin.set_ylim(0, 1)
+    fig.legend(loc="upper center", ncol=3, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / "loss_curve.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
