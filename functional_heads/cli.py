@@ -129,12 +129,16 @@ def export(model: Path = typer.Option(..., help="Local model folder."),
 
 @app.command()
 def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json and the figures here."),
+         model: Optional[Path] = typer.Option(None, help="A shapes model folder with settings.json (default: bundled)."),
          limit: Optional[int] = typer.Option(None, min=7, help="Only the first N test items (quick look)."),
          batch_size: int = typer.Option(64, min=1)):
     """The method end to end on the bundled model and the shapes benchmark (about 3 minutes on 2 cores)."""
     from .demo import markdown, run_demo
 
-    report = run_demo(out=out, limit=limit, batch_size=batch_size)
+    try:
+        report = run_demo(out=out, model_path=model, limit=limit, batch_size=batch_size)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
     console.print(markdown(report), soft_wrap=True)
     if out is not None:
         console.print(f"wrote {out}/demo.md, demo.json, heads.json, ratios_heatmap.png, ratios_by_layer.png")

@@ -56,9 +56,10 @@ def _probe_attention(module, query, key, value, attention_mask, **kwargs):
     if layer is not None and query.shape[2] == probe.visual.shape[1]:  # the prompt's prefill, not a decode step
         scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
         row = query_row_attention(query, key, attention_mask, probe.query_index, scaling, kwargs.get("softcap"))
-        ratios = (row * probe.visual[:, None, :].to(row.dtype)).sum(-1)
+        visual = probe.visual.to(device=row.device, dtype=row.dtype)  # layers may sit on other devices
+        ratios = (row * visual[:, None, :]).sum(-1)
         if probe.per_token:
-            ratios = ratios / probe.visual.sum(-1, keepdim=True).to(row.dtype)
+            ratios = ratios / visual.sum(-1, keepdim=True)
         probe.on_layer(layer, ratios)
     return output
 
