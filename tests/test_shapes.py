@@ -93,16 +93,18 @@ def scene_with(*objects):
 
 
 SUM = shapes.Item("x", "test", "sum", scene_with((0, "red", "circle"), (4, "red", "square"), (8, "blue", "circle")),
-                  "how many red or blue shapes are there ?", "red : 2 . blue : 1 . 2 + 1 = 3", "3")
+                  "how many red or blue shapes are there ?", "red : r1c1 r2c2 = 2 . blue : r3c3 = 1 . 2 + 1 = 3", "3")
+RED, BLUE = "red : r1c1 r2c2 = 2", "blue : r3c3 = 1"
 
 
 @pytest.mark.parametrize("output, correct, error", [
-    ("<think> red : 2 . blue : 1 . 2 + 1 = 3 </think> <answer> 3 </answer>", True, None),
-    ("<think> red : 3 . blue : 1 . 3 + 1 = 4 </think> <answer> 4 </answer>", False, "perceptual"),
-    ("<think> red : 2 . blue : 1 . 2 + 1 = 4 </think> <answer> 4 </answer>", False, "drift"),
-    ("<think> red : 2 . blue : 1 . 2 + 1 = 3 </think> <answer> 5 </answer>", False, "drift"),  # contradicts its chain
-    ("<think> red : 2 . blue : 1 . 2 + 1 = 3 </think>", False, "malformed"),
-    ("<think> red : 1 . blue : 2 . 1 + 2 = 3 </think> <answer> 3 </answer>", True, None),  # right by luck
+    (f"<think> {RED} . {BLUE} . 2 + 1 = 3 </think> <answer> 3 </answer>", True, None),
+    (f"<think> red : r1c1 r2c2 r3c1 = 3 . {BLUE} . 3 + 1 = 4 </think> <answer> 4 </answer>", False, "perceptual"),
+    (f"<think> red : r1c1 r2c3 = 2 . {BLUE} . 2 + 1 = 3 </think> <answer> 4 </answer>", False, "perceptual"),
+    (f"<think> {RED} . {BLUE} . 2 + 1 = 4 </think> <answer> 4 </answer>", False, "drift"),
+    (f"<think> {RED} . {BLUE} . 2 + 1 = 3 </think> <answer> 5 </answer>", False, "drift"),  # contradicts its chain
+    (f"<think> {RED} . {BLUE} . 2 + 1 = 3 </think>", False, "malformed"),
+    ("<think> red : r1c1 = 1 . blue : r2c1 r3c3 = 2 . 1 + 2 = 3 </think> <answer> 3 </answer>", True, None),  # luck
 ])
 def test_failure_modes_on_hand_made_answers(output, correct, error):
     outcome = score(SUM, output)
@@ -114,7 +116,8 @@ def test_position_and_combination_facts():
                        "what colour is the object at row 2 column 3 ?", "r2c3 : green triangle", "green")
     assert score(item, "<think> r2c3 : blue triangle </think> <answer> blue </answer>").error == "perceptual"
     assert score(item, "<think> r2c3 : green triangle </think> <answer> triangle </answer>").error == "drift"
-    assert item.scene.fact("green triangle") == "1" and item.scene.fact("r1c1") == "empty"
+    assert item.scene.fact("green triangle") == "r2c3 = 1" and item.scene.fact("r1c1") == "empty"
+    assert item.scene.fact("red") == "none = 0" and item.scene.fact("triangle") == "r2c3 = 1"
 
 
 def test_write_split(tmp_path):

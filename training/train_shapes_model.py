@@ -27,10 +27,10 @@ from functional_heads.wordlevel import qwen2_5_vl_config, save_word_level_proces
 PATCH = 8
 
 
-def training_batches(processor, batch_size: int):
+def training_batches(processor, batch_size: int, families: list[str] | None = None):
     """Endless batches of train items; labels are -100 except on the answer and its end-of-turn token."""
     skip = shapes.eval_keys()
-    stream = shapes.items("train", n=None, exclude=skip)
+    stream = (it for it in shapes.items("train", n=None, exclude=skip) if not families or it.family in families)
     think = processor.tokenizer.convert_tokens_to_ids("<think>")
     while True:
         chunk = [next(stream) for _ in range(batch_size)]
@@ -55,8 +55,8 @@ def mrope_section(head_dim: int) -> list[int]:
     return [temporal, height, half - temporal - height]
 
 
-def dev_accuracy(model, processor, n: int) -> dict:
-    items = list(shapes.items("dev"))[:n]
+def dev_accuracy(model, processor, n: int, families: list[str] | None = None) -> dict:
+    items = [it for it in shapes.items("dev") if not families or it.family in families][:n]
     model.eval()
     outputs, _ = answer(model, processor, [it.scene.render() for it in items], [it.question for it in items],
                         batch_size=64, max_new_tokens=48)
@@ -81,6 +81,8 @@ def main():
     parser.add_argument("--vision-depth", type=int, default=2)
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--families", nargs="+", choices=shapes.FAMILIES, default=None,
+                        help="train on these question families only (diagnostics)")
     args = parser.parse_args()
 
     random.seed(args.seed)
@@ -102,7 +104,7 @@ def main():
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = 200
     log = open(args.out / "training_log.jsonl", "w")
-    batches = training_batches(processor, args.batch_size)
+    batches = training_batches(processor, args.batch_size, args.families)
     start, step = time.time(), 0
     budget = args.minutes * 60
     model.train()
@@ -120,11 +122,11 @@ def main():
         record = {"step": step, "seconds": round(time.time() - start, 1), "loss": round(loss.item(), 4),
                   "lr": round(lr, 6)}
         if step % args.eval_every == 0:
-            record.update(dev_accuracy(model, processor, 140))
+            record.update(dev_accuracy(model, processor, 140, args.families))
             print(json.dumps(record), flush=True)
         log.write(json.dumps(record) + "\n")
         log.flush()
-    record = {"step": step, "seconds": round(time.time() - start, 1), **dev_accuracy(model, processor, 420)}
+    record = {"step": step, "seconds": round(time.time() - start, 1), **dev_accuracy(model, processor, 420, args.families)}
     print(json.dumps(record), flush=True)
     log.write(json.dumps({**record, "final": True}) + "\n")
     log.close()

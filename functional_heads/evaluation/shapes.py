@@ -3,7 +3,7 @@
 Each item is a small scene (a 3x3 grid of 16-px cells, each empty or holding one coloured shape) and a
 question whose R1-style answer states perceptual facts first and reasons over them:
 
-    <think> red : 2 . circle : 1 . 2 * 4 = 8 . 1 * 3 = 3 . 8 + 3 = 11 </think> <answer> 11 </answer>
+    <think> red : r1c2 r3c1 = 2 . circle : r2c2 = 1 . 2 * 4 = 8 . 1 * 3 = 3 . 8 + 3 = 11 </think> <answer> 11 </answer>
 
 so that every wrong answer can be classified exactly: a stated fact that contradicts the image is a
 *perceptual error*; right facts but a wrong answer is *reasoning drift* (the paper's two failure modes).
@@ -57,14 +57,18 @@ class Scene:
         return image
 
     def fact(self, key: str) -> str:
-        """The true value of a fact key: a colour, a shape, 'colour shape' (counts) or 'rXcY' (what is there)."""
+        """The true value of a fact key. 'rXcY': what that cell holds. A colour, a shape or 'colour shape':
+        the cells holding such objects in reading order, then their count ("r1c2 r3c1 = 2", "none = 0"):
+        listing where they are makes every count a chain of single-cell readings."""
         words = key.split()
         if len(words) == 1 and (m := re.fullmatch(r"r(\d)c(\d)", key)):
             cell = self.cells[(int(m[1]) - 1) * GRID + int(m[2]) - 1]
             return " ".join(cell) if cell else "empty"
-        if len(words) == 1:
-            return str(self.count(colour=key) if key in COLOURS else self.count(shape=key))
-        return str(self.count(colour=words[0], shape=words[1]))
+        colour = next((w for w in words if w in COLOURS), None)
+        shape = next((w for w in words if w in SHAPES), None)
+        where = [f"r{i // GRID + 1}c{i % GRID + 1}" for i, c in enumerate(self.cells)
+                 if c and colour in (None, c[0]) and shape in (None, c[1])]
+        return f"{' '.join(where) or 'none'} = {len(where)}"
 
 
 @dataclass(frozen=True)
@@ -101,13 +105,13 @@ def draw_scene(rng: random.Random) -> Scene:
 
 def _count_colour(scene, rng):
     colour = rng.choice(list(COLOURS))
-    return f"how many {colour} shapes are there ?", f"{colour} : {scene.count(colour=colour)}", \
+    return f"how many {colour} shapes are there ?", f"{colour} : {scene.fact(colour)}", \
         str(scene.count(colour=colour)), ""
 
 
 def _count_shape(scene, rng):
     shape = rng.choice(SHAPES)
-    return f"how many {PLURAL[shape]} are there ?", f"{shape} : {scene.count(shape=shape)}", \
+    return f"how many {PLURAL[shape]} are there ?", f"{shape} : {scene.fact(shape)}", \
         str(scene.count(shape=shape)), ""
 
 
@@ -137,21 +141,23 @@ def _exist(scene, rng):
             variant = "random"
         colour, shape = rng.choice(pools[variant])
     n = scene.count(colour, shape)
-    return f"is there a {colour} {shape} ?", f"{colour} {shape} : {n}", "yes" if n else "no", variant
+    return f"is there a {colour} {shape} ?", f"{colour} {shape} : {scene.fact(f'{colour} {shape}')}", \
+        "yes" if n else "no", variant
 
 
 def _sum(scene, rng):
     a, b = rng.sample(list(COLOURS), 2)
     x, y = scene.count(colour=a), scene.count(colour=b)
-    return f"how many {a} or {b} shapes are there ?", f"{a} : {x} . {b} : {y} . {x} + {y} = {x + y}", str(x + y), ""
+    return f"how many {a} or {b} shapes are there ?", \
+        f"{a} : {scene.fact(a)} . {b} : {scene.fact(b)} . {x} + {y} = {x + y}", str(x + y), ""
 
 
 def _compare(scene, rng):
     a, b = rng.sample(list(COLOURS), 2)
     x, y = scene.count(colour=a), scene.count(colour=b)
     sign = ">" if x > y else "<" if x < y else "="
-    return f"are there more {a} shapes than {b} shapes ?", f"{a} : {x} . {b} : {y} . {x} {sign} {y}", \
-        "yes" if x > y else "no", ""
+    return f"are there more {a} shapes than {b} shapes ?", \
+        f"{a} : {scene.fact(a)} . {b} : {scene.fact(b)} . {x} {sign} {y}", "yes" if x > y else "no", ""
 
 
 def _points(scene, rng):
@@ -160,7 +166,8 @@ def _points(scene, rng):
     x, y = scene.count(colour=colour), scene.count(shape=shape)
     question = (f"each {colour} object scores {wc} points and each {shape} scores {ws} points . "
                 "what is the total score ?")
-    chain = f"{colour} : {x} . {shape} : {y} . {x} * {wc} = {x * wc} . {y} * {ws} = {y * ws} . " \
+    chain = f"{colour} : {scene.fact(colour)} . {shape} : {scene.fact(shape)} . {x} * {wc} = {x * wc} . " \
+            f"{y} * {ws} = {y * ws} . " \
             f"{x * wc} + {y * ws} = {x * wc + y * ws}"
     return question, chain, str(x * wc + y * ws), ""
 
@@ -206,7 +213,7 @@ def _earlier_keys(split: str) -> set[str]:
 
 def vocabulary() -> list[str]:
     """Every word the questions and answers use."""
-    words = set("how many shapes are there ? what is the object at row column is there a more than or "
+    words = set("how many shapes are there ? what is the object at row column is there a more than or none "
                 "each scores points and total score colour shape yes no empty : . + * = > < "
                 "<think> </think> <answer> </answer>".split())
     words |= set(COLOURS) | set(SHAPES) | set(PLURAL.values())
