@@ -2,6 +2,7 @@
 vision-language models (arXiv 2510.10285). Layers are counted from 0."""
 
 from .architectures import ARCHITECTURES, ArchSpec, ModelLayout, locate
+from .bundled import bundled_model_path, bundled_settings
 from .config import PRESETS, RescaleConfig
 from .dynamic import dynamic
 from .heads import HeadMap, calibrate, identify_heads
@@ -10,5 +11,5 @@ from .ratios import visual_attention_ratios
 from .rescale import fold, is_folded, rescale, unfold
 
 __version__ = "0.1.0"
-__all__ = ["ARCHITECTURES", "ArchSpec", "ModelLayout", "locate", "PRESETS", "RescaleConfig", "dynamic", "HeadMap",
+__all__ = ["bundled_model_path", "bundled_settings", "ARCHITECTURES", "ArchSpec", "ModelLayout", "locate", "PRESETS", "RescaleConfig", "dynamic", "HeadMap",
            "calibrate", "identify_heads", "load_model", "load_processor", "prompt_inputs", "visual_attention_ratios", "fold", "is_folded", "rescale", "unfold"]
