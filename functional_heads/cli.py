@@ -51,14 +51,14 @@ def calibrate(model: Path = typer.Option(..., help="Local model folder."),
               device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
     """Measure S_v on calibration prompts and write the static head map (mean S_v over the prompts)."""
     from .heads import calibrate as calibrate_heads
-    from .loading import batches_of_prompts, load_model, load_processor, read_prompts
+    from .loading import load_model, load_processor, prompt_batches, read_prompts
 
     try:
         cfg = _config(preset, perc_last_layer, reas_first_layer, tau_perc, tau_reas, g_perc, g_reas)
         rows = read_prompts(data)[:limit]
         processor = load_processor(model)
         vlm = load_model(model, dtype=dtype, device_map=device_map)
-        heads = calibrate_heads(vlm, _to_device(batches_of_prompts(processor, rows, batch_size), vlm), cfg,
+        heads = calibrate_heads(vlm, _to_device(prompt_batches(processor, [r["image"] for r in rows], [r["prompt"] for r in rows], batch_size), vlm), cfg,
                                 progress=True, total=-(-len(rows) // batch_size))
     except ValueError as err:
         _fail(str(err))

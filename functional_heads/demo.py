@@ -23,16 +23,16 @@ from .evaluation import shapes
 from .evaluation.runner import answer
 from .evaluation.stats import bootstrap_ci, mcnemar
 from .heads import HeadMap, calibrate
-from .loading import load_model, load_processor, prompt_inputs
+from .loading import load_model, load_processor, prompt_batches
 from .rescale import rescale
 
 METHODS = ("vanilla", "static", "dynamic", "perception-only", "reasoning-only")
 
 
-def _calibration_batches(processor, items, batch_size=32):
-    for first in range(0, len(items), batch_size):
-        chunk = items[first:first + batch_size]
-        yield prompt_inputs(processor, [it.scene.render() for it in chunk], [it.question for it in chunk])
+def calibration_batches(processor, batch_size: int = 32):
+    """Processor inputs of the shapes calib split, the calibration set of the bundled model."""
+    calib = list(shapes.items("calib"))
+    return prompt_batches(processor, [it.scene.render() for it in calib], [it.question for it in calib], batch_size)
 
 
 def _method_context(name: str, model, heads: HeadMap, cfg: RescaleConfig):
@@ -66,9 +66,8 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
     torch.set_grad_enabled(False)
     model, processor = load_model(model_path, dtype=torch.float32), load_processor(model_path)
     cfg = bundled_settings(model_path)
-    calib, test = list(shapes.items("calib")), list(shapes.items("test"))[:limit]
-
-    heads = calibrate(model, _calibration_batches(processor, calib), cfg)
+    test = list(shapes.items("test"))[:limit]
+    heads = calibrate(model, calibration_batches(processor), cfg)
     results, per_item = {}, {}
     images, prompts = [it.scene.render() for it in test], [it.question for it in test]
     columns = (TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TextColumn("items"),
@@ -92,7 +91,7 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
         if name != "vanilla" and "vanilla" in per_item:
             results[name]["mcnemar_vs_vanilla"] = mcnemar(per_item["vanilla"], per_item[name])
     report = {"model": str(model_path), "settings": cfg.to_dict(), "settings_tuned_on": "dev",
-              "reported_on": f"test ({len(test)} items)", "calibration": f"calib ({len(calib)} items)",
+              "reported_on": f"test ({len(test)} items)", "calibration": f"calib ({heads.num_samples} items)",
               "methods": results, "layer_mean_ratios": heads.ratios.mean(-1).tolist()}
     if out is not None:
         write_outputs(Path(out), report, heads)

@@ -99,9 +99,10 @@ def read_prompts(path: str | Path) -> list[dict]:
     return rows
 
 
-def batches_of_prompts(processor, rows: list[dict], batch_size: int):
-    """Processor inputs for `rows` (from read_prompts), `batch_size` at a time."""
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        images = [Image.open(row["image"]).convert("RGB") for row in chunk]
-        yield prompt_inputs(processor, images, [row["prompt"] for row in chunk])
+def prompt_batches(processor, images: Sequence, prompts: Sequence[str], batch_size: int):
+    """`prompt_inputs` for (image, prompt) pairs, `batch_size` at a time; an image may be a PIL image or a
+    path, opened only when its batch comes."""
+    for first in range(0, len(prompts), batch_size):
+        chunk = [image if isinstance(image, Image.Image) else Image.open(image).convert("RGB")
+                 for image in images[first:first + batch_size]]
+        yield prompt_inputs(processor, chunk, prompts[first:first + batch_size])

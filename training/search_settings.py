@@ -14,13 +14,14 @@ import argparse
 import itertools
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from functional_heads.bundled import BUNDLED
 from functional_heads.config import RescaleConfig
-from functional_heads.demo import _calibration_batches
+from functional_heads.demo import calibration_batches
 from functional_heads.evaluation import shapes
 from functional_heads.evaluation.runner import answer
 from functional_heads.heads import calibrate, identify_heads
@@ -41,17 +42,14 @@ def main():
     dev = list(shapes.items("dev"))
     images, prompts = [it.scene.render() for it in dev], [it.question for it in dev]
     probe = RescaleConfig(perc_last_layer=0, reas_first_layer=0, tau_perc=1.0, tau_reas=0.0)
-    ratios = calibrate(model, _calibration_batches(processor, list(shapes.items("calib"))), probe).ratios
+    ratios = calibrate(model, calibration_batches(processor), probe).ratios
     log = open(args.model / "search_log.jsonl", "w")
 
     def accuracy(cfg: RescaleConfig | None) -> dict:
         heads = identify_heads(ratios, cfg) if cfg else None
         start = time.time()
-        if heads is None:
+        with rescale(model, heads) if heads else nullcontext():
             outputs, _ = answer(model, processor, images, prompts, max_new_tokens=48)
-        else:
-            with rescale(model, heads):
-                outputs, _ = answer(model, processor, images, prompts, max_new_tokens=48)
         correct = sum(shapes.score(it, o).correct for it, o in zip(dev, outputs)) / len(dev)
         row = {"config": cfg.to_dict() if cfg else None, "dev_accuracy": correct,
                "heads": int((heads.gains != 1).sum()) if heads else 0, "seconds": round(time.time() - start, 1)}

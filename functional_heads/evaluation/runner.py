@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from ..loading import prompt_inputs
+from ..loading import prompt_batches
 
 
 @torch.no_grad()
@@ -16,8 +16,7 @@ def answer(model, processor, images: Sequence[Image.Image], prompts: Sequence[st
            max_new_tokens: int = 64, progress=None) -> tuple[list[str], float]:
     """Greedy completions (special tokens kept: the answers are tagged) and the seconds they took."""
     outputs, start = [], time.perf_counter()
-    for first in range(0, len(prompts), batch_size):
-        inputs = prompt_inputs(processor, images[first:first + batch_size], prompts[first:first + batch_size])
+    for inputs in prompt_batches(processor, images, prompts, batch_size):
         generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         new = generated[:, inputs["input_ids"].shape[1]:]
         outputs += [text.replace("<pad>", "").replace("<|im_end|>", "").strip()
