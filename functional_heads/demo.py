@@ -35,14 +35,19 @@ def calibration_batches(processor, batch_size: int = 32):
     return prompt_batches(processor, [it.scene.render() for it in calib], [it.question for it in calib], batch_size)
 
 
+def _static_map(name: str, heads: HeadMap) -> HeadMap | None:
+    """The head map a static method applies (None for vanilla); ablations set the other class's gain to 1."""
+    gains = {"static": {}, "perception-only": {"g_reas": 1.0}, "reasoning-only": {"g_perc": 1.0}}
+    if name not in gains:
+        return None
+    return HeadMap(heads.perception, heads.reasoning, replace(heads.config, **gains[name]), heads.model_type)
+
+
 def _method_context(name: str, model, heads: HeadMap, cfg: RescaleConfig):
-    if name == "vanilla":
-        return nullcontext()
     if name == "dynamic":
         return dynamic(model, cfg)
-    only = {"static": heads.config, "perception-only": replace(heads.config, g_reas=1.0),
-            "reasoning-only": replace(heads.config, g_perc=1.0)}[name]
-    return rescale(model, HeadMap(heads.perception, heads.reasoning, only, heads.model_type))
+    static = _static_map(name, heads)
+    return nullcontext() if static is None else rescale(model, static)
 
 
 def summarize(items, outcomes, seconds: float, heads_share: float) -> dict:
@@ -56,7 +61,7 @@ def summarize(items, outcomes, seconds: float, heads_share: float) -> dict:
     rate = lambda kind: sum(o.error == kind for o in outcomes) / len(outcomes)  # noqa: E731
     return {"accuracy": sum(correct) / len(correct), "ci95": [low, high], "families": families,
             "perceptual_error_rate": rate("perceptual"), "reasoning_drift_rate": rate("drift"),
-            "malformed_rate": rate("malformed"), "heads_selected": heads_share,
+            "malformed_rate": rate("malformed"), "heads_rescaled": heads_share,
             "seconds_per_item": seconds / len(items), "n": len(items)}
 
 
@@ -84,7 +89,9 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
                 outputs, seconds = answer(model, processor, images, prompts, batch_size=batch_size,
                                           max_new_tokens=48, progress=advance)
             outcomes = [shapes.score(it, o) for it, o in zip(test, outputs)]
-            share = sum(shares) / len(shares) if shares else _static_share(name, heads)
+            static = _static_map(name, heads)
+            share = sum(shares) / len(shares) if shares else 0.0 if static is None else \
+                (static.gains != 1).float().mean().item()
             results[name] = summarize(test, outcomes, seconds, share)
             per_item[name] = [o.correct for o in outcomes]
     for name in results:
@@ -96,12 +103,6 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
     if out is not None:
         write_outputs(Path(out), report, heads)
     return report
-
-
-def _static_share(name: str, heads: HeadMap) -> float:
-    masks = {"vanilla": torch.zeros_like(heads.perception), "static": heads.perception | heads.reasoning,
-             "perception-only": heads.perception, "reasoning-only": heads.reasoning}[name]
-    return masks.float().mean().item()
 
 
 def write_outputs(out: Path, report: dict, heads: HeadMap) -> None:
@@ -123,7 +124,7 @@ def markdown(report: dict) -> str:
         versus = f"+{test['b_only']} / -{test['a_only']}, p={test['p']:.3f}" if test else ""
         lines.append(f"| {name} | {r['accuracy']:.1%} [{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}] | "
                      f"{r['perceptual_error_rate']:.1%} | {r['reasoning_drift_rate']:.1%} | {r['malformed_rate']:.1%} | "
-                     f"{r['heads_selected']:.1%} | {r['seconds_per_item']:.4f} | {versus} |")
+                     f"{r['heads_rescaled']:.1%} | {r['seconds_per_item']:.4f} | {versus} |")
     lines += ["", "Accuracy per question family:", "",
               "| method | " + " | ".join(families) + " |", "|---|" + "---|" * len(families)]
     for name, r in report["methods"].items():

@@ -43,9 +43,10 @@ def test_short_demo_run_writes_report_and_figures(tmp_path):
         assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
         assert (name == "vanilla") == ("mcnemar_vs_vanilla" not in r)
     assert report["settings_tuned_on"] == "dev" and report["reported_on"] == "test (14 items)"
-    assert report["methods"]["vanilla"]["heads_selected"] == 0.0
+    assert report["methods"]["vanilla"]["heads_rescaled"] == 0.0
     heads = fh.HeadMap.load(tmp_path / "heads.json")
-    assert report["methods"]["static"]["heads_selected"] == pytest.approx(heads.share_selected)
+    gains = heads.gains  # heads whose gain is not 1 (a class with gain 1 is selected but not rescaled)
+    assert report["methods"]["static"]["heads_rescaled"] == pytest.approx((gains != 1).float().mean().item())
     for name in ("demo.md", "ratios_heatmap.png", "ratios_by_layer.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "| static |" in (tmp_path / "demo.md").read_text()
