@@ -25,6 +25,8 @@ from functional_heads.loading import load_processor
 from functional_heads.wordlevel import qwen2_5_vl_config, save_word_level_processor
 
 PATCH = 8
+# what a cell holds, for the optional auxiliary loss on the merged visual tokens (one token per cell)
+CELL_CLASSES = [None] + [(c, s) for c in shapes.COLOURS for s in shapes.SHAPES]
 
 
 def training_batches(processor, batch_size: int, families: list[str] | None = None):
@@ -45,7 +47,8 @@ def training_batches(processor, batch_size: int, families: list[str] | None = No
         starts = (batch["input_ids"] == think).int().argmax(-1)
         labels[torch.arange(labels.shape[1])[None, :] < starts[:, None]] = -100
         labels[batch["attention_mask"] == 0] = -100
-        yield {**batch, "labels": labels}
+        cells = torch.tensor([[CELL_CLASSES.index(c) for c in it.scene.cells] for it in chunk])
+        yield {**batch, "labels": labels}, cells
 
 
 def mrope_section(head_dim: int) -> list[int]:
@@ -81,6 +84,8 @@ def main():
     parser.add_argument("--vision-depth", type=int, default=2)
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--aux-cell-loss", type=float, default=0.0,
+                        help="weight of an auxiliary per-cell classification loss on the visual tokens (0: off)")
     parser.add_argument("--families", nargs="+", choices=shapes.FAMILIES, default=None,
                         help="train on these question families only (diagnostics)")
     args = parser.parse_args()
@@ -101,7 +106,9 @@ def main():
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params / 1e6:.2f} M parameters; training {args.steps} steps of {args.batch_size}", flush=True)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    cell_head = torch.nn.Linear(args.hidden, len(CELL_CLASSES)) if args.aux_cell_loss > 0 else None
+    parameters = list(model.parameters()) + (list(cell_head.parameters()) if cell_head is not None else [])
+    optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = 200
     log = open(args.out / "training_log.jsonl", "w")
     batches = training_batches(processor, args.batch_size, args.families)
@@ -113,10 +120,17 @@ def main():
         lr = args.lr * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = model(**next(batches)).loss
+        batch, cells = next(batches)
+        loss = model(**batch).loss
+        if cell_head is not None:  # teach the vision tower to tell cells apart, beside the answer loss
+            features = model.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"])
+            features = getattr(features, "pooler_output", features)
+            features = torch.cat(list(features)) if isinstance(features, (list, tuple)) else features
+            aux = torch.nn.functional.cross_entropy(cell_head(features), cells.flatten())
+            loss = loss + args.aux_cell_loss * aux
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
         step += 1
         record = {"step": step, "seconds": round(time.time() - start, 1), "loss": round(loss.item(), 4),
