@@ -55,6 +55,32 @@ def dynamic(model: nn.Module, config: RescaleConfig, mode: str = "two-pass") -> 
     run = DynamicRun(config, mode)
     scaler = HeadScaler(model, layout=layout)
 
+    def probe_then_rescale(inputs: dict) -> None:  # two-pass: measure the unmodified model first
+        scaler.set_gains(None)
+        run._busy = True
+        try:
+            ratios = visual_attention_ratios(model, {k: v for k, v in inputs.items() if k not in _CACHE_KEYS},
+                                             **config.probe_options())
+        finally:
+            run._busy = False
+        run.heads = identify_heads(ratios, config, layout.model_type)
+        scaler.set_gains(run.heads.gains)
+
+    def pick_inside_prefill(inputs: dict) -> None:  # single-pass: each layer picks just before its o_proj
+        shape = (inputs["input_ids"].shape[0], layout.num_layers, layout.num_heads)
+        run.heads = HeadMap(torch.zeros(shape, dtype=torch.bool), torch.zeros(shape, dtype=torch.bool), config,
+                            layout.model_type, torch.zeros(shape))
+        scaler.set_gains(torch.ones(shape))
+
+        def pick(layer, ratios):
+            ratios = ratios.float().cpu()
+            run.heads.perception[:, layer], run.heads.reasoning[:, layer] = classify(ratios, layer, config)
+            run.heads.ratios[:, layer] = ratios
+            scaler.set_layer_gains(layer, run.heads.gains[:, layer])
+
+        run._probe.enter_context(probing(model, inputs["input_ids"], inputs.get("attention_mask"), pick,
+                                         layout=layout, **config.probe_options()))
+
     def before_forward(module, args, kwargs):
         if run._busy or not _is_prefill(kwargs):
             return None
@@ -62,31 +88,7 @@ def dynamic(model: nn.Module, config: RescaleConfig, mode: str = "two-pass") -> 
         if inputs["input_ids"] is None:
             raise ValueError("dynamic() needs input_ids (not inputs_embeds) to find the image tokens of each prompt.")
         run._probe.close()
-        if mode == "two-pass":
-            scaler.set_gains(None)
-            probe_inputs = {k: v for k, v in inputs.items() if k not in _CACHE_KEYS}
-            run._busy = True
-            try:
-                ratios = visual_attention_ratios(model, probe_inputs, **config.probe_options())
-            finally:
-                run._busy = False
-            run.heads = identify_heads(ratios, config, layout.model_type)
-            scaler.set_gains(run.heads.gains)
-        else:
-            batch = inputs["input_ids"].shape[0]
-            run.heads = HeadMap(*(torch.zeros(batch, layout.num_layers, layout.num_heads, dtype=torch.bool)
-                                  for _ in range(2)), config, layout.model_type,
-                                torch.zeros(batch, layout.num_layers, layout.num_heads))
-            scaler.set_gains(torch.ones(batch, layout.num_layers, layout.num_heads))
-
-            def pick(layer, ratios):
-                perception, reasoning = classify(ratios.float().cpu(), layer, config)
-                run.heads.perception[:, layer], run.heads.reasoning[:, layer] = perception, reasoning
-                run.heads.ratios[:, layer] = ratios.float().cpu()
-                scaler.set_layer_gains(layer, run.heads.gains[:, layer])
-
-            run._probe.enter_context(probing(model, inputs["input_ids"], inputs.get("attention_mask"), pick,
-                                             layout=layout, **config.probe_options()))
+        (probe_then_rescale if mode == "two-pass" else pick_inside_prefill)(inputs)
         return None
 
     def after_forward(module, args, kwargs, output):
