@@ -24,10 +24,10 @@ def test_bundled_model_loads_offline_and_answers_in_format():
     outputs, _ = answer(model, processor, [it.scene.render() for it in items], [it.question for it in items])
     assert all(o.startswith("<think>") and o.endswith("</answer>") for o in outputs), outputs
     outcomes = [shapes.score(it, o) for it, o in zip(items, outputs)]
-    # The shipped model is weak (about a third right, see its model card) but trained: every answer is a
-    # well-formed chain, and it beats a model that never saw the data (which writes no tagged answer at all).
+    # Trained: every answer is a well-formed chain (an untrained model writes no tagged answer at all), and
+    # most are right (the model card reports 96% on test).
     assert not any(o.error == "malformed" for o in outcomes)
-    assert sum(o.correct for o in outcomes) >= 7
+    assert sum(o.correct for o in outcomes) >= 21
     assert bundled_settings().tau_reas < bundled_settings().tau_perc
 
 
