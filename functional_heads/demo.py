@@ -43,6 +43,14 @@ def _static_map(name: str, heads: HeadMap) -> HeadMap | None:
     return HeadMap(heads.perception, heads.reasoning, replace(heads.config, **gains[name]), heads.model_type)
 
 
+def _rescaled_share(name: str, heads: HeadMap, dynamic_shares: list[tuple[float, int]]) -> float:
+    """Share of heads whose gain is not 1: per batch for dynamic, from the static map otherwise."""
+    if dynamic_shares:
+        return sum(share * n for share, n in dynamic_shares) / sum(n for _, n in dynamic_shares)
+    static = _static_map(name, heads)
+    return 0.0 if static is None else (static.gains != 1).float().mean().item()
+
+
 def _method_context(name: str, model, heads: HeadMap, cfg: RescaleConfig):
     if name == "dynamic":
         return dynamic(model, cfg)
@@ -84,15 +92,12 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
             with _method_context(name, model, heads, cfg) as handle:
                 def advance(n, handle=handle):
                     progress.advance(task, n)
-                    if name == "dynamic":
-                        shares.append((handle.heads.gains != 1).float().mean().item())
+                    if name == "dynamic":  # weighted by batch size: the last batch may be smaller
+                        shares.append(((handle.heads.gains != 1).float().mean().item(), n))
                 outputs, seconds = answer(model, processor, images, prompts, batch_size=batch_size,
                                           max_new_tokens=48, progress=advance)
             outcomes = [shapes.score(it, o) for it, o in zip(test, outputs)]
-            static = _static_map(name, heads)
-            share = sum(shares) / len(shares) if shares else 0.0 if static is None else \
-                (static.gains != 1).float().mean().item()
-            results[name] = summarize(test, outcomes, seconds, share)
+            results[name] = summarize(test, outcomes, seconds, _rescaled_share(name, heads, shares))
             per_item[name] = [o.correct for o in outcomes]
     for name in results:
         if name != "vanilla" and "vanilla" in per_item:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import transformers as tf
 
+from functional_heads.demo import summarize
 from functional_heads.evaluation import shapes
 from functional_heads.evaluation.runner import answer
 from functional_heads.loading import load_processor
@@ -64,10 +65,9 @@ def dev_accuracy(model, processor, n: int, families: list[str] | None = None) ->
     outputs, _ = answer(model, processor, [it.scene.render() for it in items], [it.question for it in items],
                         batch_size=64, max_new_tokens=48)
     model.train()
-    outcomes = [shapes.score(it, out) for it, out in zip(items, outputs)]
-    rate = lambda kind: sum(o.error == kind for o in outcomes) / len(outcomes)  # noqa: E731
-    return {"dev_accuracy": sum(o.correct for o in outcomes) / len(outcomes), "dev_perceptual": rate("perceptual"),
-            "dev_drift": rate("drift"), "dev_malformed": rate("malformed")}
+    summary = summarize(items, [shapes.score(it, out) for it, out in zip(items, outputs)], 0.0, 0.0)
+    return {"dev_accuracy": summary["accuracy"], "dev_perceptual": summary["perceptual_error_rate"],
+            "dev_drift": summary["reasoning_drift_rate"], "dev_malformed": summary["malformed_rate"]}
 
 
 def main():
