@@ -24,17 +24,29 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _config(preset, perc_last_layer, reas_first_layer, tau_perc, tau_reas, g_perc, g_reas):
+def _config(preset, perc_last_layer, reas_first_layer, tau_perc, tau_reas, g_perc, g_reas, settings=None):
     from .config import RescaleConfig
 
     overrides = {k: v for k, v in dict(perc_last_layer=perc_last_layer, reas_first_layer=reas_first_layer,
                                        tau_perc=tau_perc, tau_reas=tau_reas, g_perc=g_perc,
                                        g_reas=g_reas).items() if v is not None}
+    if preset and settings:
+        raise ValueError("Give --preset or --settings, not both.")
     if preset:
         return RescaleConfig.preset(preset, **overrides)
+    if settings:
+        try:
+            data = json.loads(Path(settings).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"Cannot read settings from {settings}: {err}") from None
+        try:
+            return RescaleConfig.from_dict({**data.get("config", data), **overrides})
+        except TypeError as err:
+            raise ValueError(f"{settings} is not a RescaleConfig: {err}") from None
     missing = {"perc_last_layer", "reas_first_layer", "tau_perc", "tau_reas"} - overrides.keys()
     if missing:
-        raise ValueError(f"Give --preset or all of: {', '.join('--' + m.replace('_', '-') for m in sorted(missing))}.")
+        flags = ", ".join("--" + m.replace("_", "-") for m in sorted(missing))
+        raise ValueError(f"Give --preset, --settings or all of: {flags}.")
     return RescaleConfig(**overrides)
 
 
@@ -43,6 +55,8 @@ def calibrate(model: Path = typer.Option(..., help="Local model folder."),
               data: Path = typer.Option(..., help="JSONL with 'image' (path relative to the file) and 'prompt'."),
               out: Path = typer.Option(Path("heads.json"), help="Where to write the head map."),
               preset: Optional[str] = typer.Option(None, help="Named settings, e.g. ocean-r1; flags below override."),
+              settings: Optional[Path] = typer.Option(None, help="Settings JSON (a RescaleConfig, or a settings.json "
+                                                                 "with a 'config' entry); flags below override."),
               perc_last_layer: Optional[int] = None, reas_first_layer: Optional[int] = None,
               tau_perc: Optional[float] = None, tau_reas: Optional[float] = None,
               g_perc: Optional[float] = None, g_reas: Optional[float] = None,
@@ -54,7 +68,7 @@ def calibrate(model: Path = typer.Option(..., help="Local model folder."),
     from .loading import load_model, load_processor, prompt_batches, read_prompts
 
     try:
-        cfg = _config(preset, perc_last_layer, reas_first_layer, tau_perc, tau_reas, g_perc, g_reas)
+        cfg = _config(preset, perc_last_layer, reas_first_layer, tau_perc, tau_reas, g_perc, g_reas, settings)
         rows = read_prompts(data)[:limit]
         processor = load_processor(model)
         vlm = load_model(model, dtype=dtype, device_map=device_map)
@@ -142,6 +156,116 @@ def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json
     console.print(markdown(report), soft_wrap=True)
     if out is not None:
         console.print(f"wrote {out}/demo.md, demo.json, heads.json, ratios_heatmap.png, ratios_by_layer.png")
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} takes KEY=VALUE, got '{value}'.")
+        pairs[key] = val
+    return pairs
+
+
+@app.command("eval")
+def evaluate(model: Path = typer.Option(..., help="Local model folder."),
+             bench: str = typer.Option(..., help="mathvista, mathvision, hallusionbench, mmstar, seedbench, pope, "
+                                                 "chair or shapes."),
+             method: str = typer.Option("vanilla", help="vanilla, static, dynamic, perception-only, reasoning-only, "
+                                                        "vcd or pai."),
+             out: Path = typer.Option(Path("runs"), help="Run folders go here (one per setting)."),
+             data: Optional[Path] = typer.Option(None, help="Local copy: parquet file(s), a save_to_disk folder, "
+                                                            "or JSONL with images (shapes: optional)."),
+             split: Optional[str] = typer.Option(None, help="Split to read (default: the benchmark's usual one)."),
+             heads: Optional[Path] = typer.Option(None, help="Head map from `fheads calibrate` (rescaling methods)."),
+             preset: Optional[str] = typer.Option(None, help="Settings for dynamic without a head map."),
+             option: list[str] = typer.Option([], help="Benchmark option KEY=VALUE, e.g. annotations=PATH (chair)."),
+             method_option: list[str] = typer.Option([], help="vcd/pai setting KEY=VALUE, e.g. alpha=1.0."),
+             limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items."),
+             batch_size: int = typer.Option(8, min=1),
+             max_new_tokens: int = typer.Option(1024, min=1),
+             sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
+             temperature: float = typer.Option(1.0, min=0.0), seed: int = typer.Option(0),
+             dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+             device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
+    """Run one method on one benchmark; resumable (rerun the same command to continue)."""
+    from .evaluation.benchmarks import get_benchmark
+    from .evaluation.runs import Run, evaluate as run_items
+    from .loading import load_model, load_processor
+
+    try:
+        benchmark = get_benchmark(bench, **_pairs(option, "--option"))
+        if data is None and bench != "shapes":
+            raise ValueError(f"{bench} needs --data: a local copy of the dataset (see the README).")
+        chosen = _method(method, heads, preset, _pairs(method_option, "--method-option"))
+        generation = {"max_new_tokens": max_new_tokens, "do_sample": sample}
+        if sample:
+            generation.update(temperature=temperature)
+        settings = {"model": str(model.resolve()), "data": str(data.resolve()) if data else None,
+                    "split": split or benchmark.default_split, "options": _pairs(option, "--option"),
+                    "dtype": dtype, **chosen.settings(), "generation": {**generation, "seed": seed}}
+        run = Run.open(out, bench, method, settings)
+        processor, vlm = load_processor(model), load_model(model, dtype=dtype, device_map=device_map)
+        torch_seed(seed)
+        run_items(vlm, processor, benchmark, benchmark.examples(data, split), chosen, run, batch_size=batch_size,
+                  limit=limit, **generation)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    summary = benchmark.metrics([r for r in run.records.values() if r.get("error") is None])
+    unusable = sum(r.get("error") is not None for r in run.records.values())
+    console.print(f"{run.folder}: {len(run.records)} items ({unusable} unusable); accuracy "
+                  f"{summary.get('accuracy') or 0:.1%}")
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _method(name: str, heads: Optional[Path], preset: Optional[str], options: dict):
+    from dataclasses import fields
+
+    from .config import RescaleConfig
+    from .evaluation.baselines import PAIConfig, VCDConfig
+    from .evaluation.methods import Method
+    from .heads import HeadMap
+
+    head_map = HeadMap.load(heads) if heads else None
+    config = RescaleConfig.preset(preset) if preset else None
+    extra = {}
+    if name in ("vcd", "pai"):
+        cls = VCDConfig if name == "vcd" else PAIConfig
+        types = {f.name: f.type for f in fields(cls)}
+        unknown = set(options) - set(types)
+        if unknown:
+            raise ValueError(f"{name} has no setting {', '.join(sorted(unknown))} (it has: {', '.join(types)}).")
+        extra[name] = cls(**{k: (int if types[k] in (int, "int") else float)(v) for k, v in options.items()})
+    elif options:
+        raise ValueError("--method-option is for vcd and pai only.")
+    return Method(name, heads=head_map, config=config, **extra)
+
+
+@app.command()
+def report(runs: Path = typer.Argument(Path("runs"), help="Folder of run folders written by `fheads eval`."),
+           out: Optional[Path] = typer.Option(None, help="Write report.md, report.json and report.png here."),
+           common_items: bool = typer.Option(False, help="Compare on the items every run answered.")):
+    """Compare the methods of each benchmark on the same items: metrics, intervals, paired tests, latency."""
+    from .evaluation.report import build_report, markdown, plot
+
+    try:
+        result = build_report(runs, common_items=common_items)
+    except ValueError as err:
+        _fail(str(err))
+    text = markdown(result)
+    console.print(text, soft_wrap=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(text)
+        (out / "report.json").write_text(json.dumps(result, indent=1, default=str))
+        plot(result, out / "report.png")
+        console.print(f"wrote {out}/report.md, report.json, report.png")
 
 
 data_app = typer.Typer(help="Benchmark data.", no_args_is_help=True)

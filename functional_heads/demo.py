@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,15 +16,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .bundled import bundled_model_path, bundled_settings
 from .config import RescaleConfig
-from .dynamic import dynamic
 from .evaluation import shapes
+from .evaluation.methods import method_context, static_map
 from .evaluation.runner import answer
 from .evaluation.stats import bootstrap_ci, mcnemar
 from .heads import HeadMap, calibrate
 from .loading import load_model, load_processor, prompt_batches
-from .rescale import rescale
 
-METHODS = ("vanilla", "static", "dynamic", "perception-only", "reasoning-only")
+METHODS = ("vanilla", "static", "dynamic", "perception-only", "reasoning-only")  # no decoding baselines: see `fheads eval`
 
 
 def calibration_batches(processor, batch_size: int = 32):
@@ -35,27 +32,12 @@ def calibration_batches(processor, batch_size: int = 32):
     return prompt_batches(processor, [it.scene.render() for it in calib], [it.question for it in calib], batch_size)
 
 
-def _static_map(name: str, heads: HeadMap) -> HeadMap | None:
-    """The head map a static method applies (None for vanilla); ablations set the other class's gain to 1."""
-    gains = {"static": {}, "perception-only": {"g_reas": 1.0}, "reasoning-only": {"g_perc": 1.0}}
-    if name not in gains:
-        return None
-    return HeadMap(heads.perception, heads.reasoning, replace(heads.config, **gains[name]), heads.model_type)
-
-
 def _rescaled_share(name: str, heads: HeadMap, dynamic_shares: list[tuple[float, int]]) -> float:
     """Share of heads whose gain is not 1: per batch for dynamic, from the static map otherwise."""
     if dynamic_shares:
         return sum(share * n for share, n in dynamic_shares) / sum(n for _, n in dynamic_shares)
-    static = _static_map(name, heads)
+    static = static_map(name, heads)
     return 0.0 if static is None else (static.gains != 1).float().mean().item()
-
-
-def _method_context(name: str, model, heads: HeadMap, cfg: RescaleConfig):
-    if name == "dynamic":
-        return dynamic(model, cfg)
-    static = _static_map(name, heads)
-    return nullcontext() if static is None else rescale(model, static)
 
 
 def summarize(items, outcomes, seconds: float, heads_share: float) -> dict:
@@ -89,13 +71,13 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
         for name in methods:
             task = progress.add_task(name, total=len(test))
             shares = []
-            with _method_context(name, model, heads, cfg) as handle:
+            with method_context(name, model, heads, cfg) as handle:
                 def advance(n, handle=handle):
                     progress.advance(task, n)
                     if name == "dynamic":  # weighted by batch size: the last batch may be smaller
                         shares.append(((handle.heads.gains != 1).float().mean().item(), n))
                 outputs, seconds = answer(model, processor, images, prompts, batch_size=batch_size,
-                                          max_new_tokens=48, progress=advance)
+                                          max_new_tokens=shapes.MAX_ANSWER_TOKENS, progress=advance)
             outcomes = [shapes.score(it, o) for it, o in zip(test, outputs)]
             results[name] = summarize(test, outcomes, seconds, _rescaled_share(name, heads, shares))
             per_item[name] = [o.correct for o in outcomes]

@@ -65,14 +65,19 @@ def _image_only_processor(folder: Path):
                               chat_template=template.read_text() if template.is_file() else None)
 
 
-def prompt_inputs(processor, images: Sequence[Image.Image], prompts: Sequence[str], system: str | None = None) -> dict:
+def prompt_inputs(processor, images: Sequence[Image.Image] | None, prompts: Sequence[str],
+                  system: str | None = None) -> dict:
     """Processor inputs for one image and one user prompt per row, through the model's chat template,
-    left-padded so that batched generation continues every row from its last token."""
+    left-padded so that batched generation continues every row from its last token. images=None gives the
+    same prompts without their image."""
     texts = []
     for prompt in prompts:
         messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
-        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]})
+        content = ([] if images is None else [{"type": "image"}]) + [{"type": "text", "text": prompt}]
+        messages.append({"role": "user", "content": content})
         texts.append(processor.apply_chat_template(messages, add_generation_prompt=True))
+    if images is None:
+        return dict(processor(text=texts, return_tensors="pt", padding=True, padding_side="left"))
     nested = [[image] for image in images]  # one list per prompt: the layout every processor accepts
     return dict(processor(images=nested, text=texts, return_tensors="pt", padding=True, padding_side="left"))
 

@@ -41,7 +41,7 @@ class Probe:
 _active: ContextVar[Probe | None] = ContextVar("functional_heads_probe", default=None)
 
 
-def _base_attention(name: str, module) -> Callable:
+def base_attention(name: str, module) -> Callable:
     if name == "eager":  # transformers keeps each model's eager kernel in its modeling module
         return sys.modules[type(module).__module__].eager_attention_forward
     return ALL_ATTENTION_FUNCTIONS[name]
@@ -51,7 +51,7 @@ def _probe_attention(module, query, key, value, attention_mask, **kwargs):
     probe = _active.get()
     if probe is None:
         raise RuntimeError(f"attn_implementation '{PROBE}' is only valid inside functional_heads probes.")
-    output = _base_attention(probe.base, module)(module, query, key, value, attention_mask, **kwargs)
+    output = base_attention(probe.base, module)(module, query, key, value, attention_mask, **kwargs)
     layer = probe.layer_of.get(id(module))
     if layer is not None and query.shape[2] == probe.visual.shape[1]:  # the prompt's prefill, not a decode step
         scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
@@ -126,7 +126,7 @@ def visual_token_mask(input_ids: torch.Tensor, layout: ModelLayout, include_vide
     return visual
 
 
-def _probe_base(layout: ModelLayout) -> str:
+def wrappable_base(layout: ModelLayout) -> str:
     current = layout.text_configs[0]._attn_implementation
     return current if current in _WRAPPABLE else "sdpa"
 
@@ -139,17 +139,27 @@ def probing(model, input_ids, attention_mask, on_layer, *, query_offset: int = -
     probe = Probe(layer_of={id(a): i for i, a in enumerate(layout.attentions)},
                   query_index=query_positions(attention_mask, input_ids, query_offset),
                   visual=visual_token_mask(input_ids, layout, include_video),
-                  per_token=per_token, base=_probe_base(layout), on_layer=on_layer)
-    saved = [(cfg, cfg._attn_implementation_internal) for cfg in layout.text_configs]
+                  per_token=per_token, base=wrappable_base(layout), on_layer=on_layer)
     token = _active.set(probe)
     try:
-        for cfg, _ in saved:
-            cfg._attn_implementation_internal = PROBE
-        yield probe
+        with using_attention(layout, PROBE):
+            yield probe
     finally:
-        for cfg, implementation in saved:
-            cfg._attn_implementation_internal = implementation
         _active.reset(token)
+
+
+@contextmanager
+def using_attention(layout: ModelLayout, implementation: str) -> Iterator[None]:
+    """Within the block the text decoder runs `implementation` (a name registered with AttentionInterface and
+    AttentionMaskInterface); only the decoder's config is switched, and it is always restored."""
+    saved = [(cfg, cfg._attn_implementation_internal) for cfg in layout.text_configs]
+    try:
+        for cfg, _ in saved:
+            cfg._attn_implementation_internal = implementation
+        yield
+    finally:
+        for cfg, previous in saved:
+            cfg._attn_implementation_internal = previous
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # torch first and pinned: 2.13.0 is the CPU build on these machines; an unpinned torch pulls a multi-GB CUDA build.
 "$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0
-"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test,plot]"
+"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test,plot,eval]"
 case "${1:-demo}" in
   demo) shift || true; exec "$VENV/bin/fheads" demo --out "${DEMO_OUT:-demo}" "$@" ;;
   test) shift || true; exec "$VENV/bin/python" -m pytest "$@" ;;

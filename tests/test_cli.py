@@ -73,7 +73,7 @@ def test_clear_errors(qwen_folder, calib_file, tmp_path):
     result = runner.invoke(app, ["calibrate", "--model", str(tmp_path), "--data", str(calib_file), *SETTINGS])
     assert result.exit_code == 2 and "not a local model folder" in result.output
     result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(calib_file)])
-    assert result.exit_code == 2 and "--preset or all of" in result.output
+    assert result.exit_code == 2 and "--settings or all of" in result.output
     result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(calib_file),
                                  "--preset", "ocean-r1"])
     assert result.exit_code == 2 and "perc_last_layer=7 is outside the model" in result.output
@@ -83,3 +83,17 @@ def test_clear_errors(qwen_folder, calib_file, tmp_path):
     assert result.exit_code == 2 and "bad.jsonl:1" in result.output and "does not exist" in result.output
     result = runner.invoke(app, ["inspect", str(calib_file)])
     assert result.exit_code == 2 and "not a readable functional-heads head map" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bench", "pope"], "pope needs --data"),
+    (["--bench", "shapes", "--method", "agla"], "not implemented"),
+    (["--bench", "shapes", "--method", "static"], "needs a head map"),
+    (["--bench", "shapes", "--method", "beam"], "Unknown method"),
+    (["--bench", "shapes", "--method", "vcd", "--method-option", "gamma=2"], "vcd has no setting gamma"),
+    (["--bench", "nope"], "Unknown benchmark"),
+])
+def test_eval_rejects_bad_requests_before_loading(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path), "--out", str(tmp_path / "runs"), *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "runs").exists()

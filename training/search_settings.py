@@ -49,7 +49,7 @@ def main():
         heads = identify_heads(ratios, cfg) if cfg else None
         start = time.time()
         with rescale(model, heads) if heads else nullcontext():
-            outputs, _ = answer(model, processor, images, prompts, max_new_tokens=48)
+            outputs, _ = answer(model, processor, images, prompts, max_new_tokens=shapes.MAX_ANSWER_TOKENS)
         correct = sum(shapes.score(it, o).correct for it, o in zip(dev, outputs)) / len(dev)
         row = {"config": cfg.to_dict() if cfg else None, "dev_accuracy": correct,
                "heads": int((heads.gains != 1).sum()) if heads else 0, "seconds": round(time.time() - start, 1)}

@@ -63,11 +63,12 @@ def dev_accuracy(model, processor, n: int, families: list[str] | None = None) ->
     items = [it for it in shapes.items("dev") if not families or it.family in families][:n]
     model.eval()
     outputs, _ = answer(model, processor, [it.scene.render() for it in items], [it.question for it in items],
-                        batch_size=64, max_new_tokens=48)
+                        batch_size=64, max_new_tokens=shapes.MAX_ANSWER_TOKENS)
     model.train()
     summary = summarize(items, [shapes.score(it, out) for it, out in zip(items, outputs)], 0.0, 0.0)
     return {"dev_accuracy": summary["accuracy"], "dev_perceptual": summary["perceptual_error_rate"],
-            "dev_drift": summary["reasoning_drift_rate"], "dev_malformed": summary["malformed_rate"]}
+            "dev_drift": summary["reasoning_drift_rate"], "dev_malformed": summary["malformed_rate"],
+            "dev_families": {name: round(f["accuracy"], 3) for name, f in summary["families"].items()}}
 
 
 def main():
@@ -86,6 +87,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--aux-cell-loss", type=float, default=0.0,
                         help="weight of an auxiliary per-cell classification loss on the visual tokens (0: off)")
+    parser.add_argument("--device", default="cpu", help="torch device (the shipped model was trained on cpu)")
     parser.add_argument("--families", nargs="+", choices=shapes.FAMILIES, default=None,
                         help="train on these question families only (diagnostics)")
     args = parser.parse_args()
@@ -99,14 +101,14 @@ def main():
                                intermediate=3 * args.hidden, vision_width=args.vision_width,
                                vision_depth=args.vision_depth, vision_heads=4, patch_size=PATCH,
                                mrope_section=mrope_section(head_dim))
-    model = tf.Qwen2_5_VLForConditionalGeneration(config)
+    model = tf.Qwen2_5_VLForConditionalGeneration(config).to(args.device)
     model.generation_config.eos_token_id = vocab["<|im_end|>"]
     model.generation_config.pad_token_id = vocab["<pad>"]
     processor = load_processor(args.out)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params / 1e6:.2f} M parameters; training {args.steps} steps of {args.batch_size}", flush=True)
 
-    cell_head = torch.nn.Linear(args.hidden, len(CELL_CLASSES)) if args.aux_cell_loss > 0 else None
+    cell_head = torch.nn.Linear(args.hidden, len(CELL_CLASSES)).to(args.device) if args.aux_cell_loss > 0 else None
     parameters = list(model.parameters()) + (list(cell_head.parameters()) if cell_head is not None else [])
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = 200
@@ -121,6 +123,7 @@ def main():
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch, cells = next(batches)
+        batch, cells = {k: v.to(args.device) for k, v in batch.items()}, cells.to(args.device)
         loss = model(**batch).loss
         if cell_head is not None:  # teach the vision tower to tell cells apart, beside the answer loss
             features = model.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"])
@@ -140,7 +143,7 @@ def main():
             print(json.dumps(record), flush=True)
         log.write(json.dumps(record) + "\n")
         log.flush()
-    record = {"step": step, "seconds": round(time.time() - start, 1), **dev_accuracy(model, processor, 420, args.families)}
+    record = {"step": step, "seconds": round(time.time() - start, 1), **dev_accuracy(model, processor, shapes.EVAL_SIZES["dev"], args.families)}
     print(json.dumps(record), flush=True)
     log.write(json.dumps({**record, "final": True}) + "\n")
     log.close()

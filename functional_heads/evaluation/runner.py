@@ -17,6 +17,7 @@ def answer(model, processor, images: Sequence[Image.Image], prompts: Sequence[st
     """Greedy completions (special tokens kept: the answers are tagged) and the seconds they took."""
     outputs, start = [], time.perf_counter()
     for inputs in prompt_batches(processor, images, prompts, batch_size):
+        inputs = {key: value.to(model.device) for key, value in inputs.items()}
         generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         new = generated[:, inputs["input_ids"].shape[1]:]
         outputs += [text.replace("<pad>", "").replace("<|im_end|>", "").strip()

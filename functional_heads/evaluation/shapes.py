@@ -27,10 +27,13 @@ SHAPES = ("circle", "square", "triangle")
 PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles"}
 GRID, CELL = 3, 16  # one cell is one 16x16 area: 2x2 vision patches of 8 px, one merged visual token
 SIZE = GRID * CELL
-FAMILIES = ("count_colour", "count_shape", "attribute", "exist", "sum", "compare", "points")
+FAMILIES = ("count_colour", "count_shape", "attribute", "exist", "sum", "compare", "points", "total")
 SPLITS = {"train": 0, "calib": 1, "dev": 2, "test": 3}
-EVAL_SIZES = {"calib": 64, "dev": 420, "test": 1204}  # multiples of the 7 families
+EVAL_SIZES = {"calib": 64, "dev": 400, "test": 1200}  # multiples of the 8 families
 EXIST_VARIANTS = ("random", "popular", "adversarial")
+MAX_OBJECTS = 6
+WEIGHTS = (2, 19)  # points per object: two-digit products and sums, where a small model's arithmetic drifts
+MAX_ANSWER_TOKENS = 64  # the longest answer (a `total` chain over six objects) is 57 words and an end tag
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ class Item:
 
 
 def draw_scene(rng: random.Random) -> Scene:
-    n_objects = rng.randint(2, 6)
+    n_objects = rng.randint(2, MAX_OBJECTS)
     positions = set(rng.sample(range(GRID * GRID), n_objects))
     return Scene(tuple((rng.choice(list(COLOURS)), rng.choice(SHAPES)) if i in positions else None
                        for i in range(GRID * GRID)))
@@ -162,7 +165,7 @@ def _compare(scene, rng):
 
 def _points(scene, rng):
     colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
-    wc, ws = rng.randint(2, 9), rng.randint(2, 9)
+    wc, ws = rng.randint(*WEIGHTS), rng.randint(*WEIGHTS)
     x, y = scene.count(colour=colour), scene.count(shape=shape)
     question = (f"each {colour} object scores {wc} points and each {shape} scores {ws} points . "
                 "what is the total score ?")
@@ -172,8 +175,23 @@ def _points(scene, rng):
     return question, chain, str(x * wc + y * ws), ""
 
 
+def _total(scene, rng):
+    """Three stated counts, three products and two sums: the longest chain, whose last steps reuse numbers
+    stated far back (where a small model's reasoning drifts)."""
+    weights = {colour: rng.randint(*WEIGHTS) for colour in COLOURS}
+    counts = {colour: scene.count(colour=colour) for colour in COLOURS}
+    products = [counts[c] * weights[c] for c in COLOURS]
+    question = "each " + " , each ".join(f"{c} object scores {w}" for c, w in weights.items()) + \
+        " . what is the total score ?"
+    steps = [f"{c} : {scene.fact(c)}" for c in COLOURS]
+    steps += [f"{counts[c]} * {weights[c]} = {p}" for c, p in zip(COLOURS, products)]
+    steps += [f"{products[0]} + {products[1]} = {products[0] + products[1]}",
+              f"{products[0] + products[1]} + {products[2]} = {sum(products)}"]
+    return question, " . ".join(steps), str(sum(products)), ""
+
+
 _MAKERS = {"count_colour": _count_colour, "count_shape": _count_shape, "attribute": _attribute, "exist": _exist,
-           "sum": _sum, "compare": _compare, "points": _points}
+           "sum": _sum, "compare": _compare, "points": _points, "total": _total}
 
 
 def make_item(split: str, index: int, family: str | None = None) -> Item:
@@ -214,11 +232,11 @@ def _earlier_keys(split: str) -> set[str]:
 def vocabulary() -> list[str]:
     """Every word the questions and answers use."""
     words = set("how many shapes are there ? what is the object at row column is there a more than or none "
-                "each scores points and total score colour shape yes no empty : . + * = > < "
+                "each scores points and total score colour shape object , yes no empty : . + * = > < "
                 "<think> </think> <answer> </answer>".split())
     words |= set(COLOURS) | set(SHAPES) | set(PLURAL.values())
     words |= {f"r{r}c{c}" for r in range(1, GRID + 1) for c in range(1, GRID + 1)}
-    words |= {str(i) for i in range(0, 200)}
+    words |= {str(i) for i in range(0, 2 * MAX_OBJECTS * WEIGHTS[1] + 1)}  # up to the largest points total
     return sorted(words)
 
 

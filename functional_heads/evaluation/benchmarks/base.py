@@ -1,0 +1,200 @@
+"""What every benchmark is: rows read from a local copy, turned into prompts, scored, summed up.
+
+A benchmark module subclasses `Benchmark` and fills in four things: `name`, `example(row)` (a row of
+the dataset -> an `Example`), `score(example, output)` and, if its community reports more than accuracy,
+`metrics(records)`. Reading the data (hub parquet files, a `datasets.save_to_disk` folder or JSONL with
+image files) is shared here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from PIL import Image
+
+from ..stats import bootstrap_ci
+
+
+@dataclass
+class Example:
+    """One question: its image (decoded lazily), the prompt the model sees, the gold answer."""
+
+    id: str
+    image: Any  # a PIL image, a {'bytes', 'path'} dict as stored in parquet, or a path
+    prompt: str
+    gold: Any
+    category: str = ""
+    info: dict = field(default_factory=dict)  # what scoring and metrics need beyond the gold answer
+    base: Path | None = None  # folder that relative image paths start from
+
+    def load_image(self) -> Image.Image:
+        return open_image(self.image, self.base)
+
+
+@dataclass
+class Unusable:
+    """A row that cannot be asked (missing or unreadable image, malformed row): recorded, then skipped."""
+
+    id: str
+    reason: str
+
+
+@dataclass
+class Scored:
+    extracted: Any
+    score: float
+    failure: str | None = None  # a benchmark's own label for a wrong answer (shapes: perceptual / drift)
+
+
+class Benchmark:
+    name: str = ""
+    default_split: str = "test"
+    instruction: str = ""  # appended to every prompt; reported with the results
+
+    def __init__(self, **options: str):
+        unknown = set(options) - set(self.option_names)
+        if unknown:
+            raise ValueError(f"{self.name} takes no option {', '.join(sorted(unknown))}"
+                             + (f" (it takes: {', '.join(self.option_names)})" if self.option_names else "."))
+        self.options = options
+
+    option_names: tuple[str, ...] = ()
+
+    def example(self, row: dict, index: int) -> Example | None:
+        """The row as an example; None for rows outside the benchmark (e.g. SEED-Bench's video part)."""
+        raise NotImplementedError
+
+    def score(self, example: Example, output: str) -> Scored:
+        raise NotImplementedError
+
+    def metrics(self, records: list[dict]) -> dict:
+        """Accuracy with a 95% bootstrap interval, overall and per category, from the run's records."""
+        scores = [r["score"] for r in records]
+        result = {"accuracy": _mean(scores), "ci95": bootstrap_ci(scores) if scores else [None, None]}
+        categories = sorted({r.get("category", "") for r in records} - {""})
+        if categories:
+            result["categories"] = {c: _mean([r["score"] for r in records if r.get("category") == c])
+                                    for c in categories}
+        return result
+
+    def examples(self, path: str | Path, split: str | None = None) -> Iterator[Example | Unusable]:
+        for index, (row, base) in enumerate(read_rows(path, split or self.default_split)):
+            if row.get("_malformed"):
+                yield Unusable(row["id"], "malformed row: not valid JSON")
+                continue
+            try:
+                example = self.example(row, index)
+            except (KeyError, TypeError, ValueError, IndexError) as err:
+                yield Unusable(str(_row_id(row, index)), f"malformed row: {type(err).__name__}: {err}")
+                continue
+            if example is not None:
+                example.base = base
+                yield example
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def _row_id(row, index) -> Any:
+    if isinstance(row, dict):
+        for key in ("id", "pid", "question_id", "index", "data_id"):
+            if row.get(key) is not None:
+                return row[key]
+    return index
+
+
+# ---------------------------------------------------------------- reading local copies
+
+def read_rows(path: str | Path, split: str) -> Iterator[tuple[dict, Path]]:
+    """Rows of a local dataset copy and the folder its relative image paths start from. Accepts the
+    parquet files of a hub repository (a file or a folder; files whose name holds `split` are taken when
+    there are several splits), a `datasets.save_to_disk` folder, or a JSONL / JSON file."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"Data path {path} does not exist.")
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        yield from ((row, path) for row in _saved_dataset_rows(path, split))
+    elif path.suffix == ".parquet" or (path.is_dir() and any(path.rglob("*.parquet"))):
+        for file in _parquet_files(path, split):
+            yield from ((row, file.parent) for row in _parquet_rows(file))
+    elif path.suffix in (".jsonl", ".json"):
+        yield from ((row, path.parent) for row in _json_rows(path))
+    elif path.is_dir() and (images := sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)):
+        yield from (({"id": f.stem, "image": f.name}, path) for f in images)  # a folder of images (captioning)
+    else:
+        raise ValueError(f"Cannot read {path}: give the dataset's parquet files (a file or folder), a "
+                         "datasets.save_to_disk folder, a .jsonl file with image paths, or a folder of images.")
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def _parquet_files(path: Path, split: str) -> list[Path]:
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    chosen = [f for f in files if f.name.startswith(split) or f"/{split}/" in f.as_posix()
+              or f"{split}-" in f.name or f"-{split}" in f.name]
+    return chosen or files
+
+
+def _parquet_rows(file: Path) -> Iterator[dict]:
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(file).iter_batches(batch_size=64):
+        yield from batch.to_pylist()
+
+
+def _saved_dataset_rows(path: Path, split: str) -> Iterator[dict]:
+    import datasets
+
+    data = datasets.load_from_disk(str(path))
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise ValueError(f"{path} has splits {', '.join(data)}, not '{split}': pass --split.")
+        data = data[split]
+    yield from data
+
+
+def _json_rows(path: Path) -> Iterator[dict]:
+    if path.suffix == ".json":
+        rows = json.loads(path.read_text())
+        yield from (rows if isinstance(rows, list) else rows.values())
+        return
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    yield {"id": f"line-{number}", "_malformed": True}
+
+
+def open_image(value: Any, base: Path | None = None) -> Image.Image:
+    """A PIL image from whatever the dataset stores: an image, encoded bytes, or a path."""
+    if isinstance(value, list) and value:  # SEED-Bench stores a list with one image
+        value = value[0]
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
+        value = value.get("path")
+    if isinstance(value, (str, Path)) and value:
+        file = Path(value) if base is None or Path(value).is_absolute() else base / value
+        if not file.is_file():
+            raise ValueError(f"image {file} does not exist")
+        return Image.open(file).convert("RGB")
+    raise ValueError("row has no image")
+
+
+def first_present(row: dict, *keys: str) -> Any:
+    """The first of `keys` that the row holds with a value (datasets name the same field differently)."""
+    for key in keys:
+        if row.get(key) not in (None, ""):
+            return row[key]
+    raise KeyError(" / ".join(keys))

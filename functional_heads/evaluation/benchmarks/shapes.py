@@ -1,0 +1,46 @@
+"""The project's synthetic `shapes` benchmark (see `functional_heads.evaluation.shapes`).
+
+Data: none needed (items come from the deterministic generator; `--split` picks calib, dev or test), or
+the JSONL that `fheads data shapes` writes. Scoring: the answer tag, with each wrong answer classified as
+a perceptual error or reasoning drift; metrics add the two rates and accuracy per family.
+"""
+
+from __future__ import annotations
+
+from .. import shapes
+from .base import Benchmark, Example, Scored
+
+
+class Shapes(Benchmark):
+    name = "shapes"
+    default_split = "test"
+
+    def examples(self, path=None, split=None):
+        if path is not None:
+            yield from super().examples(path, split)
+            return
+        for item in shapes.items(split or self.default_split):
+            yield self._example(item, item.scene.render())
+
+    def example(self, row, index):
+        scene = shapes.Scene(tuple(tuple(c) if c else None for c in row["scene"]))
+        item = shapes.Item(row["id"], row["split"], row["family"], scene, row["question"], row["chain"], row["answer"],
+                           row.get("variant", ""))
+        return self._example(item, row["image"])
+
+    @staticmethod
+    def _example(item, image):
+        return Example(item.id, image, item.question, item.answer, item.family,
+                       {"scene": [list(c) if c else None for c in item.scene.cells], "chain": item.chain})
+
+    def score(self, example, output):
+        scene = shapes.Scene(tuple(tuple(c) if c else None for c in example.info["scene"]))
+        item = shapes.Item(example.id, "", example.category, scene, example.prompt, example.info["chain"], example.gold)
+        outcome = shapes.score(item, output)
+        return Scored(outcome.predicted, float(outcome.correct), outcome.error)
+
+    def metrics(self, records):
+        result = super().metrics(records)
+        for kind in ("perceptual", "drift", "malformed"):
+            result[f"{kind}_rate"] = sum(r.get("failure") == kind for r in records) / len(records) if records else None
+        return result

@@ -1,0 +1,224 @@
+"""Every benchmark's loader and scorer, on small fixture files in the dataset's real schema (our own rows,
+generated images), against hand-computed metric values."""
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from functional_heads.evaluation.benchmarks import BENCHMARKS, Example, Unusable, get_benchmark
+from functional_heads.evaluation.benchmarks.chair import mentioned_objects
+
+
+def png(colour=(200, 30, 30), size=(24, 24)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_cell(name="x.png"):
+    return {"bytes": png(), "path": name}
+
+
+def write_parquet(rows, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def scored_records(bench, examples, outputs):
+    """Records as a run writes them, for the benchmark's metrics."""
+    records = []
+    for example, output in zip(examples, outputs):
+        s = bench.score(example, output)
+        records.append({"id": example.id, "gold": example.gold, "prediction": output, "extracted": s.extracted,
+                        "score": s.score, "category": example.category, "info": example.info, "failure": s.failure})
+    return records
+
+
+def test_every_benchmark_is_registered():
+    assert set(BENCHMARKS) == {"mathvista", "mathvision", "hallusionbench", "mmstar", "seedbench", "pope", "chair",
+                               "shapes"}
+    with pytest.raises(ValueError, match="Unknown benchmark"):
+        get_benchmark("mmlu")
+
+
+def test_mathvista_parquet(tmp_path):
+    meta = {"task": "figure question answering", "category": "math-targeted-vqa"}
+    rows = [
+        dict(pid="1", question="How many bars?", image="images/1.jpg", decoded_image=image_cell(), choices=["3", "4", "5"],
+             precision=None, answer="4", question_type="multi_choice", answer_type="text", metadata=meta,
+             query="Hint: Please answer the question and provide the correct option letter.\nQuestion: How many bars?"),
+        dict(pid="2", question="Sum?", image="images/2.jpg", decoded_image=image_cell(), choices=None, precision=None,
+             answer="12", question_type="free_form", answer_type="integer", metadata={**meta, "task": "math word problem"},
+             query="Hint: integer answer.\nQuestion: Sum?"),
+        dict(pid="3", question="Ratio?", image="images/3.jpg", decoded_image=image_cell(), choices=None, precision=2.0,
+             answer="1.25", question_type="free_form", answer_type="float", metadata={**meta, "task": "math word problem"},
+             query="Hint: two decimals.\nQuestion: Ratio?"),
+        dict(pid="4", question="Roots?", image="images/4.jpg", decoded_image=image_cell(), choices=None, precision=None,
+             answer="[1, 2]", question_type="free_form", answer_type="list", metadata=meta, query="Question: Roots?"),
+    ]
+    path = write_parquet(rows, tmp_path / "data" / "testmini-00000-of-00001.parquet")
+    write_parquet(rows[:1], tmp_path / "data" / "test-00000-of-00001.parquet")  # the other split: not read
+    bench = get_benchmark("mathvista")
+    examples = list(bench.examples(tmp_path))
+    assert [e.id for e in examples] == ["1", "2", "3", "4"]
+    assert examples[0].prompt == rows[0]["query"] and examples[0].load_image().size == (24, 24)
+    outputs = ["<think>count</think> (B) 4", "The answer is 12.", "\\boxed{1.249}", "1 and 3"]
+    records = scored_records(bench, examples, outputs)
+    assert [r["score"] for r in records] == [1.0, 1.0, 1.0, 0.0]  # 1.249 rounds to 1.25 at precision 2
+    assert records[0]["extracted"] == "4"
+    metrics = bench.metrics(records)
+    assert metrics["accuracy"] == 0.75
+    assert metrics["categories"] == {"figure question answering": 0.5, "math word problem": 1.0}
+    assert len(list(bench.examples(path))) == 4  # a single file works too
+
+
+def test_mathvision_parquet(tmp_path):
+    rows = [dict(id="1", question="<image1>Which shape is next?", options=["A1", "B1", "C1", "D1", "E1"],
+                 image="images/1.jpg", decoded_image=image_cell(), answer="C", solution="", level=2,
+                 subject="logic"),
+            dict(id="2", question="<image1>How many dots?", options=[], image="images/2.jpg",
+                 decoded_image=image_cell(), answer="7", solution="", level=1, subject="counting"),
+            dict(id="3", question="<image1>Area?", options=[], image="images/3.jpg",
+                 decoded_image=image_cell(), answer="7", solution="", level=1, subject="counting")]
+    write_parquet(rows, tmp_path / "data" / "test-00000-of-00001.parquet")
+    bench = get_benchmark("mathvision")
+    examples = list(bench.examples(tmp_path))
+    assert "<image1>" not in examples[0].prompt and "(C) C1" in examples[0].prompt
+    assert examples[0].prompt.endswith("\\boxed{}.")
+    records = scored_records(bench, examples, ["so \\boxed{C}", "\\boxed{7.0}", "the answer is 8"])
+    assert [r["score"] for r in records] == [1.0, 1.0, 0.0]
+    assert bench.metrics(records)["categories"] == {"counting": 0.5, "logic": 1.0}
+
+
+def test_hallusionbench_save_to_disk(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    keys = [("VD", "illusion", "0", "0", "0", "1"), ("VD", "illusion", "0", "1", "0", "0"),
+            ("VD", "illusion", "0", "0", "1", "1"), ("VS", "chart", "1", "0", "0", "1"),
+            ("VS", "chart", "1", "1", "0", "0")]
+    rows = [dict(category=c, subcategory=s, visual_input="1", set_id=st, figure_id=f, sample_note="", question_id=q,
+                 question=f"Is claim {i} true?", gt_answer_details="", gt_answer=g, filename=f"{i}.png",
+                 image=Image.new("RGB", (16, 16))) for i, (c, s, st, f, q, g) in enumerate(keys)]
+    data = datasets.DatasetDict({"image": datasets.Dataset.from_list(rows)})
+    data.save_to_disk(str(tmp_path / "hb"))
+    bench = get_benchmark("hallusionbench")
+    examples = list(bench.examples(tmp_path / "hb"))
+    assert [e.gold for e in examples] == ["yes", "no", "yes", "yes", "no"]
+    assert examples[0].prompt == "Is claim 0 true? Answer yes or no."
+    records = scored_records(bench, examples, ["Yes.", "yes", "yes", "No", "<think>hmm</think> no"])
+    metrics = bench.metrics(records)
+    # figures: VD_illusion_0_0 [right, right] -> 1, VD_illusion_0_1 [wrong] -> 0, VS_chart_1_1 [right] -> 1
+    # (VS figure 0 left out); questions: VD_illusion_0_0 [right, wrong] -> 0, VD_illusion_0_1 [right] -> 1,
+    # VS_chart_1_0 [wrong, right] -> 0
+    assert metrics["aAcc"] == pytest.approx(3 / 5)
+    assert metrics["fAcc"] == pytest.approx(2 / 3)
+    assert metrics["qAcc"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="splits image"):
+        list(bench.examples(tmp_path / "hb", split="test"))
+
+
+def test_mmstar_mean_of_category_means(tmp_path):
+    rows = [dict(index=i, question=f"Which? Options: A: x, B: y, C: z, D: w", image=image_cell(), answer=a,
+                 category="coarse perception", l2_category=l2, meta_info={"source": "x"})
+            for i, (a, l2) in enumerate([("A", "a"), ("B", "a"), ("C", "b")])]
+    write_parquet(rows, tmp_path / "val.parquet")
+    bench = get_benchmark("mmstar")
+    examples = list(bench.examples(tmp_path / "val.parquet"))
+    records = scored_records(bench, examples, ["A", "C", "(C)"])
+    metrics = bench.metrics(records)
+    assert metrics["accuracy"] == pytest.approx((0.5 + 1.0) / 2)  # mean over l2 categories
+    assert metrics["item_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_seedbench_image_part_only(tmp_path):
+    rows = [dict(answer=a, choice_a="cat", choice_b="dog", choice_c="car", choice_d="tree", data_id=str(i),
+                 data_type=t, question="What is shown?", question_id=str(i), question_type_id=q,
+                 image=[image_cell()] if t == "image" else [])
+            for i, (a, t, q) in enumerate([("A", "image", 1), ("B", "image", 5), ("C", "video", 10)])]
+    write_parquet(rows, tmp_path / "test.parquet")
+    bench = get_benchmark("seedbench")
+    examples = list(bench.examples(tmp_path / "test.parquet"))
+    assert [e.id for e in examples] == ["0", "1"]  # the video question is not part of the image benchmark
+    assert "B. dog" in examples[0].prompt and examples[0].load_image().size == (24, 24)
+    records = scored_records(bench, examples, ["A", "It is a dog"])
+    assert [r["score"] for r in records] == [1.0, 1.0]
+    assert set(bench.metrics(records)["categories"]) == {"Scene Understanding", "Instances Counting"}
+
+
+def test_pope_jsonl_metrics_per_split(tmp_path):
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "img" / "a.png")
+    golds = [("random", "yes"), ("random", "yes"), ("random", "no"), ("random", "no"),
+             ("adversarial", "yes"), ("adversarial", "no")]
+    with open(tmp_path / "pope.jsonl", "w") as f:
+        for i, (split, answer) in enumerate(golds):
+            f.write(json.dumps({"id": str(i), "question_id": str(i), "question": "Is there a dog in the image?",
+                                "answer": answer, "image_source": "x", "image": "img/a.png",
+                                "category": split}) + "\n")
+    bench = get_benchmark("pope")
+    examples = list(bench.examples(tmp_path / "pope.jsonl"))
+    assert examples[0].load_image().size == (16, 16)
+    records = scored_records(bench, examples, ["Yes", "No", "yes", "no", "yes", "I cannot tell"])
+    metrics = bench.metrics(records)
+    assert metrics["random"] == {"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5, "yes_ratio": 0.5,
+                                 "unanswered": 0, "n": 4}
+    assert metrics["adversarial"] == {"accuracy": 0.5, "precision": 1.0, "recall": 1.0, "f1": 1.0, "yes_ratio": 0.5,
+                                      "unanswered": 1, "n": 2}
+    assert metrics["overall"]["accuracy"] == pytest.approx(3 / 6)
+
+
+def test_chair_folder_of_images(tmp_path):
+    (tmp_path / "val2014").mkdir()
+    for image_id in (42, 73):
+        Image.new("RGB", (16, 16)).save(tmp_path / "val2014" / f"COCO_val2014_{image_id:012d}.jpg")
+    coco = {"images": [{"id": 42}, {"id": 73}],
+            "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}, {"id": 62, "name": "chair"}],
+            "annotations": [{"image_id": 42, "category_id": 1}, {"image_id": 42, "category_id": 18},
+                            {"image_id": 73, "category_id": 62}]}
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    with pytest.raises(ValueError, match="annotations"):
+        list(get_benchmark("chair").examples(tmp_path / "val2014"))
+    bench = get_benchmark("chair", annotations=str(tmp_path / "instances.json"))
+    examples = list(bench.examples(tmp_path / "val2014"))
+    assert [(e.id, e.gold) for e in examples] == [("42", ["dog", "person"]), ("73", ["chair"])]
+    records = scored_records(bench, examples, ["A man walks his dog past a bench.", "An empty chair by the wall."])
+    metrics = bench.metrics(records)
+    assert metrics["CHAIR_s"] == 0.5 and metrics["CHAIR_i"] == pytest.approx(1 / 4) and metrics["recall"] == 1.0
+    assert mentioned_objects("A teddy bear and two knives") == {"teddy bear", "knife"}
+    with pytest.raises(ValueError, match="takes no option"):
+        get_benchmark("chair", annotation="x")
+
+
+def test_unusable_rows_are_reported_not_fatal(tmp_path):
+    lines = [json.dumps({"id": "ok", "question": "Is there a dog?", "answer": "yes", "image": "missing.png"}),
+             json.dumps({"id": "bad", "answer": "yes", "image": "missing.png"}),  # no question
+             "{torn"]
+    (tmp_path / "pope.jsonl").write_text("\n".join(lines) + "\n")
+    examples = list(get_benchmark("pope").examples(tmp_path / "pope.jsonl"))
+    assert isinstance(examples[0], Example) and [type(e) for e in examples[1:]] == [Unusable, Unusable]
+    assert "question" in examples[1].reason and "not valid JSON" in examples[2].reason
+    with pytest.raises(ValueError, match="does not exist"):
+        examples[0].load_image()
+    with pytest.raises(ValueError, match="does not exist"):
+        list(get_benchmark("pope").examples(tmp_path / "nothing.jsonl"))
+
+
+def test_shapes_from_generator_and_from_written_files(tmp_path):
+    from functional_heads.evaluation import shapes
+
+    bench = get_benchmark("shapes")
+    generated = list(bench.examples(None, "dev"))
+    assert len(generated) == shapes.EVAL_SIZES["dev"]
+    shapes.write_split("dev", tmp_path, n=16)
+    written = list(bench.examples(tmp_path / "dev.jsonl"))
+    assert [e.id for e in written] == [e.id for e in generated[:16]]
+    item = shapes.make_item("dev", 0)
+    good = bench.score(written[0], item.target)
+    assert good.score == 1.0 and good.failure is None
+    wrong_count = f"<think> {item.chain.split(' : ')[0]} : r1c1 = 1 </think> <answer> 1 </answer>"
+    assert bench.score(written[0], wrong_count).failure == "perceptual"
+    assert bench.score(written[0], item.target.replace("<answer> 3", "<answer> 4")).failure == "drift"

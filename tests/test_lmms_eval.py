@@ -1,0 +1,38 @@
+"""The lmms-eval wrapper; runs only where lmms-eval is installed (an optional extra, kept out of CI)."""
+
+import pytest
+
+lmms_eval = pytest.importorskip("lmms_eval")
+
+from functional_heads.bundled import bundled_model_path  # noqa: E402
+from functional_heads.evaluation import shapes  # noqa: E402
+from functional_heads.evaluation.runner import answer  # noqa: E402
+from functional_heads.loading import load_model, load_processor  # noqa: E402
+
+
+def test_registered_through_the_entry_point():
+    from lmms_eval.models import get_model
+
+    from functional_heads.integrations.lmms_eval import FunctionalHeads
+
+    assert get_model("functional_heads") is FunctionalHeads
+
+
+def test_generate_until_answers_like_fheads():
+    from lmms_eval.api.instance import Instance
+
+    from functional_heads.integrations.lmms_eval import FunctionalHeads
+
+    items = list(shapes.items("dev", n=4))
+    model = FunctionalHeads(pretrained=str(bundled_model_path()), method="vanilla")
+    model.task_dict = {"shapes": {"dev": {i: {"image": it.scene.render()} for i, it in enumerate(items)}}}
+    requests = [Instance("generate_until", (it.question, {"max_new_tokens": 64, "until": ["<|im_end|>"]},
+                                             lambda doc: [doc["image"]], i, "shapes", "dev"),
+                         idx=0, metadata={"task": "shapes", "doc_id": i, "repeats": 1}) for i, it in enumerate(items)]
+    got = model.generate_until(requests)
+    path = bundled_model_path()
+    expected, _ = answer(load_model(path), load_processor(path), [it.scene.render() for it in items],
+                         [it.question for it in items], max_new_tokens=64)
+    assert got == expected
+    with pytest.raises(NotImplementedError):
+        model.loglikelihood(requests)

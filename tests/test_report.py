@@ -1,0 +1,59 @@
+"""`fheads report`: side by side on the same items, refusing runs that are not comparable."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from functional_heads.cli import app
+from functional_heads.evaluation.report import build_report, markdown
+from functional_heads.evaluation.runs import Run
+
+
+def write_run(out, method, scores, seconds=1.0, prompt="p", bench="pope", extra=None):
+    run = Run.open(out, bench, method, {"model": "m", "method_settings": method})
+    run.append([{"id": str(i), "gold": "yes", "prediction": "yes" if s else "no", "extracted": "yes" if s else "no",
+                 "score": float(s), "seconds": seconds, "error": None, "category": "random",
+                 "prompt_sha": prompt} for i, s in enumerate(scores)] + (extra or []))
+    return run
+
+
+def test_side_by_side_with_paired_test_and_latency(tmp_path):
+    write_run(tmp_path, "vanilla", [1, 0, 0, 0, 1, 0], seconds=2.0)
+    write_run(tmp_path, "static", [1, 1, 1, 1, 1, 0], seconds=2.2,
+              extra=[{"id": "x", "error": "unusable image: missing", "score": None}])
+    report = build_report(tmp_path)["pope"]
+    assert report["items"] == 6 and list(report["methods"]) == ["vanilla", "static"]
+    static = report["methods"]["static"]
+    assert static["accuracy"] == pytest.approx(5 / 6)
+    assert static["mcnemar_vs_vanilla"] == {"a_only": 0, "b_only": 3, "p": 0.25}  # 2 * (1/2)^3
+    assert static["latency_ratio"] == pytest.approx(1.1) and static["unusable_items"] == 1
+    assert static["random"]["recall"] == pytest.approx(5 / 6)  # POPE's own metrics per split
+    assert "| static | 83.3% |" in markdown({"pope": report})
+
+
+def test_refuses_different_items_unless_asked(tmp_path):
+    write_run(tmp_path, "vanilla", [1, 0, 1, 1])
+    write_run(tmp_path, "vcd", [1, 1])
+    with pytest.raises(ValueError, match="different items"):
+        build_report(tmp_path)
+    assert build_report(tmp_path, common_items=True)["pope"]["items"] == 2
+
+
+def test_refuses_different_prompts(tmp_path):
+    write_run(tmp_path, "vanilla", [1, 0], prompt="a")
+    write_run(tmp_path, "pai", [1, 0], prompt="b")
+    with pytest.raises(ValueError, match="other prompts"):
+        build_report(tmp_path)
+
+
+def test_cli_report_writes_files(tmp_path):
+    write_run(tmp_path / "runs", "vanilla", [1, 0, 1])
+    write_run(tmp_path / "runs", "dynamic", [1, 1, 1])
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert data["pope"]["methods"]["dynamic"]["accuracy"] == 1.0
+    assert (tmp_path / "rep" / "report.png").stat().st_size > 1000
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "No run folders" in missing.output
