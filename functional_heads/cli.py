@@ -187,10 +187,14 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
              max_new_tokens: int = typer.Option(1024, min=1),
              sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
              temperature: float = typer.Option(1.0, min=0.0), seed: int = typer.Option(0),
+             judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible API base URL for LLM answer "
+                                                                "extraction (off by default; key: OPENAI_API_KEY)."),
+             judge_model: Optional[str] = typer.Option(None, help="The judge's model name."),
              dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
              device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
     """Run one method on one benchmark; resumable (rerun the same command to continue)."""
     from .evaluation.benchmarks import get_benchmark
+    from .evaluation.judge import Judge
     from .evaluation.runs import Run, evaluate as run_items
     from .loading import load_model, load_processor
 
@@ -201,27 +205,24 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
         chosen = _method(method, heads, preset, _pairs(method_option, "--method-option"))
         generation = {"max_new_tokens": max_new_tokens, "do_sample": sample}
         if sample:
-            generation.update(temperature=temperature)
+            generation.update(temperature=temperature, seed=seed)
         settings = {"model": str(model.resolve()), "data": str(data.resolve()) if data else None,
                     "split": split or benchmark.default_split, "options": _pairs(option, "--option"),
-                    "dtype": dtype, **chosen.settings(), "generation": {**generation, "seed": seed}}
+                    "dtype": dtype, **chosen.settings(), "generation": generation}
+        if (judge_url is None) != (judge_model is None):
+            raise ValueError("An LLM judge needs both --judge-url and --judge-model.")
+        judge = Judge(judge_url, judge_model) if judge_url else None
+        settings["judge"] = {"url": judge_url, "model": judge_model} if judge else None
         run = Run.open(out, bench, method, settings)
         processor, vlm = load_processor(model), load_model(model, dtype=dtype, device_map=device_map)
-        torch_seed(seed)
         run_items(vlm, processor, benchmark, benchmark.examples(data, split), chosen, run, batch_size=batch_size,
-                  limit=limit, **generation)
+                  limit=limit, judge=judge, **generation)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
     summary = benchmark.metrics([r for r in run.records.values() if r.get("error") is None])
     unusable = sum(r.get("error") is not None for r in run.records.values())
     console.print(f"{run.folder}: {len(run.records)} items ({unusable} unusable); accuracy "
                   f"{summary.get('accuracy') or 0:.1%}")
-
-
-def torch_seed(seed: int) -> None:
-    import torch
-
-    torch.manual_seed(seed)
 
 
 def _method(name: str, heads: Optional[Path], preset: Optional[str], options: dict):

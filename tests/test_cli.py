@@ -92,6 +92,7 @@ def test_clear_errors(qwen_folder, calib_file, tmp_path):
     (["--bench", "shapes", "--method", "beam"], "Unknown method"),
     (["--bench", "shapes", "--method", "vcd", "--method-option", "gamma=2"], "vcd has no setting gamma"),
     (["--bench", "nope"], "Unknown benchmark"),
+    (["--bench", "shapes", "--judge-url", "http://localhost:8000/v1"], "needs both --judge-url and --judge-model"),
 ])
 def test_eval_rejects_bad_requests_before_loading(tmp_path, args, message):
     result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path), "--out", str(tmp_path / "runs"), *args])

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import torch
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
@@ -99,9 +100,11 @@ def read_records(path: Path, repair: bool = False) -> dict[str, dict]:
 
 
 def evaluate(model, processor, benchmark: Benchmark, examples: Iterable[Example | Unusable], method, run: Run,
-             batch_size: int = 8, limit: int | None = None, progress: bool = True, **generate_kwargs) -> Run:
+             batch_size: int = 8, limit: int | None = None, progress: bool = True, judge=None,
+             **generate_kwargs) -> Run:
     """Answer and score every example not yet in the run, `batch_size` at a time, writing each batch's
-    records as soon as it is done. Unusable rows are recorded with their reason and skipped."""
+    records as soon as it is done. Unusable rows are recorded with their reason and skipped. With a
+    `judge`, answers are extracted by it before the benchmark's rules score them."""
     todo, seen = [], 0
     for example in examples:
         if limit is not None and seen >= limit:
@@ -116,13 +119,16 @@ def evaluate(model, processor, benchmark: Benchmark, examples: Iterable[Example 
         start = time.perf_counter()
         for first in range(0, len(todo), batch_size):
             run.append(_answer_batch(model, processor, benchmark, todo[first:first + batch_size], method,
-                                     generate_kwargs))
+                                     generate_kwargs, judge))
             done = min(first + batch_size, len(todo))
             bar.update(task, completed=done, rate=f"{done / (time.perf_counter() - start):.2f} items/s")
     return run
 
 
-def _answer_batch(model, processor, benchmark, batch, method, generate_kwargs) -> list[dict]:
+def _answer_batch(model, processor, benchmark, batch, method, generate_kwargs, judge=None) -> list[dict]:
+    if generate_kwargs.get("do_sample"):  # seeded per batch by its first item: a resumed run draws the same
+        torch.manual_seed(int(prompt_hash(f"{generate_kwargs.get('seed', 0)}/{batch[0].id}"), 16))
+    generate_kwargs = {k: v for k, v in generate_kwargs.items() if k != "seed"}
     records, ready, images = [], [], []
     for example in batch:
         if isinstance(example, Unusable):
@@ -141,9 +147,11 @@ def _answer_batch(model, processor, benchmark, batch, method, generate_kwargs) -
         seconds = (time.perf_counter() - start) / len(ready)
         texts = processor.batch_decode(tokens[:, prompt_length:], skip_special_tokens=True)
         for example, text in zip(ready, texts):
-            scored = benchmark.score(example, text)
-            records.append({"id": example.id, "gold": example.gold, "prediction": text,
+            judged = judge.judged(example.prompt, text) if judge is not None else None
+            scored = benchmark.score(example, judged or text)
+            records.append({"id": example.id, "gold": example.gold, "prediction": text, "judged": judged,
                             "extracted": scored.extracted, "score": scored.score, "seconds": seconds, "error": None,
-                            "category": example.category, "prompt_sha": prompt_hash(example.prompt),
+                            "category": example.category, "prompt": example.prompt,
+                            "prompt_sha": prompt_hash(example.prompt),
                             "failure": scored.failure, "info": example.info})
     return records
