@@ -61,7 +61,9 @@ def _compare(name: str, runs: list[dict], common_items: bool) -> dict:
                              f"(e.g. {changed[0]}); runs with different prompts are not comparable.")
     benchmark = get_benchmark(name, **{k: v for k, v in runs[0]["settings"].get("options", {}).items()})
     ids = sorted(shared)
-    result = {"items": len(ids), "methods": {}}
+    example_prompt = next((r.get("prompt") for r in answered[0].values() if r.get("prompt")), None)
+    result = {"items": len(ids), "instruction": benchmark.instruction or None, "example_prompt": example_prompt,
+              "methods": {}}
     vanilla = answered[methods.index("vanilla")] if "vanilla" in methods else None
     for method, run, records in zip(methods, runs, answered):
         rows = [records[i] for i in ids]
@@ -81,6 +83,7 @@ def markdown(report: dict) -> str:
     lines = []
     for name, result in report.items():
         lines += [f"## {name} ({result['items']} items)", "",
+                  _prompt_line(result), "",
                   "| method | accuracy | 95% CI | other metrics | p vs vanilla | s/item | latency x |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for method, m in result["methods"].items():
@@ -93,6 +96,12 @@ def markdown(report: dict) -> str:
                          f"{_num(m.get('latency_ratio'))} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _prompt_line(result: dict) -> str:
+    instruction = f' + "{result["instruction"]}"' if result.get("instruction") else ""
+    example = (result.get("example_prompt") or "").replace("\n", " / ")[:160]
+    return f"Prompt: the question{instruction}; e.g. `{example}`"
 
 
 def _pct(value) -> str:
