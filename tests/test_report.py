@@ -29,7 +29,9 @@ def test_side_by_side_with_paired_test_and_latency(tmp_path):
     assert static["mcnemar_vs_vanilla"] == {"a_only": 0, "b_only": 3, "p": 0.25}  # 2 * (1/2)^3
     assert static["latency_ratio"] == pytest.approx(1.1) and static["unusable_items"] == 1
     assert static["random"]["recall"] == pytest.approx(5 / 6)  # POPE's own metrics per split
-    assert "| static | 83.3% |" in markdown({"pope": report})
+    text = markdown({"pope": report})
+    assert "| static | 83.3% |" in text
+    assert "| method | random |" in text and "| vanilla | 33.3% |" in text  # the per-category table
 
 
 def test_refuses_different_items_unless_asked(tmp_path):

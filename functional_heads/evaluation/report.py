@@ -95,6 +95,13 @@ def markdown(report: dict) -> str:
                          f"{'' if p is None else f'{p:.3g}'} | {_num(m.get('seconds_per_item'))} | "
                          f"{_num(m.get('latency_ratio'))} |")
         lines.append("")
+        categories = sorted({c for m in result["methods"].values() for c in m.get("categories", {})})
+        if categories:
+            lines += ["Accuracy per category:", "", "| method | " + " | ".join(categories) + " |",
+                      "|---|" + "---|" * len(categories)]
+            for method, m in result["methods"].items():
+                lines.append(f"| {method} | " + " | ".join(_pct(m.get("categories", {}).get(c)) for c in categories) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 
