@@ -31,7 +31,9 @@ def test_side_by_side_with_paired_test_and_latency(tmp_path):
     assert static["random"]["recall"] == pytest.approx(5 / 6)  # POPE's own metrics per split
     text = markdown({"pope": report})
     assert "| static | 83.3% |" in text
-    assert "| method | random |" in text and "| vanilla | 33.3% |" in text  # the per-category table
+    write_run(tmp_path / "seed", "vanilla", [1, 0], bench="seedbench")
+    seed = markdown(build_report(tmp_path / "seed"))
+    assert "| method | random |" in seed and "| vanilla | 50.0% |" in seed  # the per-category table
 
 
 def test_refuses_different_items_unless_asked(tmp_path):
