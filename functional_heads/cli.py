@@ -144,7 +144,8 @@ def export(model: Path = typer.Option(..., help="Local model folder."),
 @app.command()
 def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json and the figures here."),
          model: Optional[Path] = typer.Option(None, help="A shapes model folder with settings.json (default: bundled)."),
-         limit: Optional[int] = typer.Option(None, min=7, help="Only the first N test items (quick look)."),
+         limit: Optional[int] = typer.Option(None, min=8,
+                                             help="Only the first N test items (at least one per family)."),
          batch_size: int = typer.Option(64, min=1)):
     """The method end to end on the bundled model and the shapes benchmark (about 3 minutes on 2 cores)."""
     from .demo import markdown, run_demo

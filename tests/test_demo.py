@@ -25,24 +25,24 @@ def test_bundled_model_loads_offline_and_answers_in_format():
     assert all(o.startswith("<think>") and o.endswith("</answer>") for o in outputs), outputs
     outcomes = [shapes.score(it, o) for it, o in zip(items, outputs)]
     # Trained: every answer is a well-formed chain (an untrained model writes no tagged answer at all), and
-    # most are right (the model card reports 96% on test).
+    # well over half are right (17 of these 28; the model card reports 66% on test).
     assert not any(o.error == "malformed" for o in outcomes)
-    assert sum(o.correct for o in outcomes) >= 21
+    assert sum(o.correct for o in outcomes) >= 14
     assert bundled_settings().tau_reas < bundled_settings().tau_perc
 
 
 def test_short_demo_run_writes_report_and_figures(tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--limit", "14", "--out", str(tmp_path)])
+    result = CliRunner().invoke(app, ["demo", "--limit", "16", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "demo.json").read_text())
     assert list(report["methods"]) == list(METHODS)
     for name, r in report["methods"].items():
-        assert r["n"] == 14
+        assert r["n"] == 16
         total = r["accuracy"] + r["perceptual_error_rate"] + r["reasoning_drift_rate"] + r["malformed_rate"]
         assert total == pytest.approx(1.0)
         assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
         assert (name == "vanilla") == ("mcnemar_vs_vanilla" not in r)
-    assert report["settings_tuned_on"] == "dev" and report["reported_on"] == "test (14 items)"
+    assert report["settings_tuned_on"] == "dev" and report["reported_on"] == "test (16 items)"
     assert report["methods"]["vanilla"]["heads_rescaled"] == 0.0
     heads = fh.HeadMap.load(tmp_path / "heads.json")
     gains = heads.gains  # heads whose gain is not 1 (a class with gain 1 is selected but not rescaled)
