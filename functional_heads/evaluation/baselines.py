@@ -83,14 +83,15 @@ class ContrastiveLogits(LogitsProcessor):
                  second_context: Callable[[], object] = nullcontext):
         self.model, self.second, self.combine, self.second_context = model, second_inputs, combine, second_context
         self.prompt_length: int | None = None
+        # Qwen-VL models keep the last prompt's rope offsets on the model; the main stream needs its own back
+        self.stateful = [m for m in model.modules() if hasattr(m, "rope_deltas")]
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.prompt_length is None:  # the first call comes before any token is generated
             self.prompt_length = input_ids.shape[1]
         inputs = with_generated(self.second, input_ids[:, self.prompt_length:])
-        # Qwen-VL models keep the last prompt's rope offsets on the model; the main stream needs its own back
-        saved = [(m, m.rope_deltas) for m in self.model.modules() if hasattr(m, "rope_deltas")]
+        saved = [(m, m.rope_deltas) for m in self.stateful]
         with self.second_context():
             other = self.model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1]
         for module, deltas in saved:

@@ -117,8 +117,9 @@ class CHAIR(Benchmark):
         named = [len(r["extracted"]["named"]) for r in records]
         hallucinated = [len(r["extracted"]["hallucinated"]) for r in records]
         covered = sum(len(set(r["extracted"]["named"]) & set(r["gold"])) for r in records)
+        accuracy = super().metrics(records)
         return {"CHAIR_s": _mean(float(h > 0) for h in hallucinated),
                 "CHAIR_i": sum(hallucinated) / sum(named) if sum(named) else 0.0,
                 "recall": covered / sum(len(r["gold"]) for r in records) if records else None,
-                "accuracy": super().metrics(records)["accuracy"], "ci95": super().metrics(records)["ci95"],
+                "accuracy": accuracy["accuracy"], "ci95": accuracy["ci95"],
                 "note": "accuracy = share of captions without a hallucinated object (1 - CHAIR_s)"}
