@@ -64,6 +64,7 @@ def test_mathvista_parquet(tmp_path):
     path = write_parquet(rows, tmp_path / "data" / "testmini-00000-of-00001.parquet")
     write_parquet(rows[:1], tmp_path / "data" / "test-00000-of-00001.parquet")  # the other split: not read
     bench = get_benchmark("mathvista")
+    assert [e.id for e in bench.examples(tmp_path, split="test")] == ["1"]  # "test" is not "testmini"
     examples = list(bench.examples(tmp_path))
     assert [e.id for e in examples] == ["1", "2", "3", "4"]
     assert examples[0].prompt == rows[0]["query"] and examples[0].load_image().size == (24, 24)
@@ -103,6 +104,9 @@ def test_hallusionbench_save_to_disk(tmp_path):
     rows = [dict(category=c, subcategory=s, visual_input="1", set_id=st, figure_id=f, sample_note="", question_id=q,
                  question=f"Is claim {i} true?", gt_answer_details="", gt_answer=g, filename=f"{i}.png",
                  image=Image.new("RGB", (16, 16))) for i, (c, s, st, f, q, g) in enumerate(keys)]
+    write_parquet([{**r, "image": image_cell()} for r in rows], tmp_path / "pq" / "data" / "image-00000-of-00001.parquet")
+    write_parquet([{**rows[0], "image": image_cell()}], tmp_path / "pq" / "data" / "non_image-00000-of-00001.parquet")
+    assert len(list(get_benchmark("hallusionbench").examples(tmp_path / "pq"))) == 5  # not the non_image split
     data = datasets.DatasetDict({"image": datasets.Dataset.from_list(rows)})
     data.save_to_disk(str(tmp_path / "hb"))
     bench = get_benchmark("hallusionbench")

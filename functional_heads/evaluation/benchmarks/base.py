@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -137,8 +138,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 def _parquet_files(path: Path, split: str) -> list[Path]:
     files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
-    chosen = [f for f in files if f.name.startswith(split) or f"/{split}/" in f.as_posix()
-              or f"{split}-" in f.name or f"-{split}" in f.name]
+    # hub layouts: data/testmini-00000-of-00001.parquet, testmini/0000.parquet, val.parquet; "test" is not
+    # "testmini" and "image" is not "non_image"
+    pattern = re.compile(rf"^{re.escape(split)}([-_.]|$)")
+    chosen = [f for f in files if pattern.search(f.name) or f.parent.name == split]
     return chosen or files
 
 
