@@ -15,7 +15,6 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .bundled import bundled_model_path, bundled_settings
-from .config import RescaleConfig
 from .evaluation import shapes
 from .evaluation.methods import method_context, static_map
 from .evaluation.runner import answer

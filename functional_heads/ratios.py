@@ -140,12 +140,20 @@ def probing(model, input_ids, attention_mask, on_layer, *, query_offset: int = -
                   query_index=query_positions(attention_mask, input_ids, query_offset),
                   visual=visual_token_mask(input_ids, layout, include_video),
                   per_token=per_token, base=wrappable_base(layout), on_layer=on_layer)
-    token = _active.set(probe)
+    with attention_state(layout, PROBE, _active, probe):
+        yield probe
+
+
+@contextmanager
+def attention_state(layout: ModelLayout, implementation: str, variable: ContextVar, state) -> Iterator[None]:
+    """Within the block `variable` holds `state` (what the registered attention function reads) and the text
+    decoder runs `implementation`; both are restored on exit, also on error."""
+    token = variable.set(state)
     try:
-        with using_attention(layout, PROBE):
-            yield probe
+        with using_attention(layout, implementation):
+            yield
     finally:
-        _active.reset(token)
+        variable.reset(token)
 
 
 @contextmanager

@@ -126,7 +126,7 @@ def test_hallusionbench_save_to_disk(tmp_path):
 
 
 def test_mmstar_mean_of_category_means(tmp_path):
-    rows = [dict(index=i, question=f"Which? Options: A: x, B: y, C: z, D: w", image=image_cell(), answer=a,
+    rows = [dict(index=i, question="Which? Options: A: x, B: y, C: z, D: w", image=image_cell(), answer=a,
                  category="coarse perception", l2_category=l2, meta_info={"source": "x"})
             for i, (a, l2) in enumerate([("A", "a"), ("B", "a"), ("C", "b")])]
     write_parquet(rows, tmp_path / "val.parquet")

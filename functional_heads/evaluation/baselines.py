@@ -22,7 +22,7 @@ from transformers import AttentionInterface, LogitsProcessor
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from ..architectures import locate
-from ..ratios import base_attention, using_attention, visual_token_mask
+from ..ratios import attention_state, base_attention, visual_token_mask
 
 
 @dataclass(frozen=True)
@@ -167,12 +167,8 @@ def pai_attention(model, input_ids: torch.Tensor, cfg: PAIConfig) -> Iterator[_P
     state = _PAIState(layer_of={id(a): i for i, a in enumerate(layout.attentions)},
                       layers=range(cfg.start_layer, min(cfg.end_layer, layout.num_layers)),
                       visual=visual_token_mask(input_ids, layout), alpha=cfg.alpha, base="eager")
-    token = _pai.set(state)
-    try:
-        with using_attention(layout, PAI_ATTENTION):
-            yield state
-    finally:
-        _pai.reset(token)
+    with attention_state(layout, PAI_ATTENTION, _pai, state):
+        yield state
 
 
 @contextmanager
