@@ -173,7 +173,7 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
              bench: str = typer.Option(..., help="mathvista, mathvision, hallusionbench, mmstar, seedbench, pope, "
                                                  "chair or shapes."),
              method: str = typer.Option("vanilla", help="vanilla, static, dynamic, perception-only, reasoning-only, "
-                                                        "vcd or pai."),
+                                                        "vcd, pai, agla or cgd."),
              out: Path = typer.Option(Path("runs"), help="Run folders go here (one per setting)."),
              data: Optional[Path] = typer.Option(None, help="Local copy: parquet file(s), a save_to_disk folder, "
                                                             "or JSONL with images (shapes: optional)."),
@@ -181,7 +181,8 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
              heads: Optional[Path] = typer.Option(None, help="Head map from `fheads calibrate` (rescaling methods)."),
              preset: Optional[str] = typer.Option(None, help="Settings for dynamic without a head map."),
              option: list[str] = typer.Option([], help="Benchmark option KEY=VALUE, e.g. annotations=PATH (chair)."),
-             method_option: list[str] = typer.Option([], help="vcd/pai setting KEY=VALUE, e.g. alpha=1.0."),
+             method_option: list[str] = typer.Option([], help="Baseline setting KEY=VALUE, e.g. alpha=1.0; agla "
+                                                                     "needs itm=PATH, cgd clip=PATH."),
              limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items."),
              batch_size: int = typer.Option(8, min=1),
              max_new_tokens: int = typer.Option(1024, min=1),
@@ -226,26 +227,12 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
 
 
 def _method(name: str, heads: Optional[Path], preset: Optional[str], options: dict):
-    from dataclasses import fields
-
     from .config import RescaleConfig
-    from .evaluation.baselines import PAIConfig, VCDConfig
     from .evaluation.methods import Method
     from .heads import HeadMap
 
-    head_map = HeadMap.load(heads) if heads else None
-    config = RescaleConfig.preset(preset) if preset else None
-    extra = {}
-    if name in ("vcd", "pai"):
-        cls = VCDConfig if name == "vcd" else PAIConfig
-        types = {f.name: f.type for f in fields(cls)}
-        unknown = set(options) - set(types)
-        if unknown:
-            raise ValueError(f"{name} has no setting {', '.join(sorted(unknown))} (it has: {', '.join(types)}).")
-        extra[name] = cls(**{k: (int if types[k] in (int, "int") else float)(v) for k, v in options.items()})
-    elif options:
-        raise ValueError("--method-option is for vcd and pai only.")
-    return Method(name, heads=head_map, config=config, **extra)
+    return Method.from_options(name, options, heads=HeadMap.load(heads) if heads else None,
+                               config=RescaleConfig.preset(preset) if preset else None)
 
 
 @app.command()

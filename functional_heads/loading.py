@@ -14,7 +14,7 @@ import transformers
 from PIL import Image
 
 
-def _local_folder(path: str | Path) -> Path:
+def local_folder(path: str | Path) -> Path:
     folder = Path(path)
     if not (folder / "config.json").is_file() and not (folder / "tokenizer_config.json").is_file():
         raise ValueError(f"{path} is not a local model folder (no config.json). functional-heads never downloads: "
@@ -25,7 +25,7 @@ def _local_folder(path: str | Path) -> Path:
 def load_model(path: str | Path, dtype: str | torch.dtype = "auto", device_map: str | dict | None = None,
                trust_remote_code: bool = False, **kwargs):
     """A vision-language model from a local folder, in eval mode."""
-    folder = _local_folder(path)
+    folder = local_folder(path)
     model = transformers.AutoModelForImageTextToText.from_pretrained(
         folder, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, **kwargs)
     return model.eval()
@@ -34,7 +34,7 @@ def load_model(path: str | Path, dtype: str | torch.dtype = "auto", device_map: 
 def load_processor(path: str | Path, trust_remote_code: bool = False):
     """The model's processor. Without torchvision, transformers 5.x cannot build the video processor that
     Qwen-VL-style processors ask for (transformers issue #48558), so we build the processor for images only."""
-    folder = _local_folder(path)
+    folder = local_folder(path)
     try:
         return transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except ImportError as err:

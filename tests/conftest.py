@@ -25,3 +25,27 @@ def tiny():
 @pytest.fixture(scope="session")
 def qwen_folder(tmp_path_factory):
     return save_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny_qwen2_5_vl"))
+
+
+@pytest.fixture(scope="session")
+def bundled_vlm():
+    """The bundled model (float32) and its processor, loaded once per session."""
+    import torch
+
+    from functional_heads.bundled import bundled_model_path
+    from functional_heads.loading import load_model, load_processor
+
+    path = bundled_model_path()
+    return load_model(path, dtype=torch.float32), load_processor(path)
+
+
+@pytest.fixture(scope="session")
+def blip_itm_folder(tmp_path_factory):
+    return tiny_models.save_tiny_blip_itm(tmp_path_factory.mktemp("tiny_blip_itm"))
+
+
+@pytest.fixture(scope="session")
+def clip_folder(tmp_path_factory):
+    from functional_heads.bundled import bundled_model_path
+
+    return tiny_models.save_tiny_clip(tmp_path_factory.mktemp("tiny_clip"), bundled_model_path())

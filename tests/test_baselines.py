@@ -5,22 +5,21 @@ import math
 import pytest
 import torch
 
-from functional_heads.bundled import bundled_model_path
+from decoding import assert_same_scores, manual_contrastive_steps
 from functional_heads.evaluation import shapes
 from functional_heads.evaluation.baselines import (PAIConfig, VCDConfig, _pai_attention, _pai, _PAIState,
                                                    diffusion_noise, pai_attention, pai_combine, pai_generate, vcd_combine,
-                                                   vcd_generate, with_generated)
-from functional_heads.loading import load_model, load_processor, prompt_inputs
+                                                   vcd_generate)
+from functional_heads.loading import prompt_inputs
 
 
 @pytest.fixture(scope="module")
-def bundled():
-    path = bundled_model_path()
+def bundled(bundled_vlm):
+    model, processor = bundled_vlm
     items = list(shapes.items("dev", n=3))
-    processor = load_processor(path)
     inputs = prompt_inputs(processor, [it.scene.render() for it in items], [it.question for it in items])
     blind = prompt_inputs(processor, None, [it.question for it in items])
-    return load_model(path, dtype=torch.float32), inputs, blind
+    return model, inputs, blind
 
 
 def test_diffusion_noise_follows_the_schedule():
@@ -45,19 +44,6 @@ def test_combination_formulas_by_hand():
     assert torch.allclose(pai[0, :2], (1.1 * (cond - uncond) + uncond)[0, :2]) and pai[0, 2] == float("-inf")
 
 
-def _manual_steps(model, inputs, second, combine, steps):
-    """Greedy decoding by full forward passes: both views recomputed from scratch at every step."""
-    generated = torch.zeros(inputs["input_ids"].shape[0], 0, dtype=torch.long)
-    scores = []
-    for _ in range(steps):
-        main = model(**with_generated(inputs, generated), use_cache=False).logits[:, -1]
-        other = model(**with_generated(second, generated), use_cache=False).logits[:, -1]
-        combined = combine(main.float(), other.float())
-        scores.append(combined)
-        generated = torch.cat([generated, combined.argmax(-1, keepdim=True)], 1)
-    return generated, scores
-
-
 @torch.no_grad()
 def test_vcd_generate_matches_manual_decoding(bundled):
     model, inputs, _ = bundled
@@ -65,11 +51,9 @@ def test_vcd_generate_matches_manual_decoding(bundled):
     out = vcd_generate(model, inputs, cfg, max_new_tokens=6, do_sample=False, output_scores=True,
                        return_dict_in_generate=True)
     distorted = dict(inputs, pixel_values=diffusion_noise(inputs["pixel_values"], 500, seed=3))
-    tokens, scores = _manual_steps(model, inputs, distorted, lambda l, d: vcd_combine(l, d, cfg), 6)
+    tokens, scores = manual_contrastive_steps(model, inputs, distorted, lambda l, d: vcd_combine(l, d, cfg), 6)
     assert torch.equal(out.sequences[:, inputs["input_ids"].shape[1]:], tokens)
-    for got, want in zip(out.scores, scores):
-        finite = torch.isfinite(want)
-        assert torch.equal(torch.isfinite(got), finite) and torch.allclose(got[finite], want[finite], atol=1e-3)
+    assert_same_scores(out.scores, scores)
     plain = model(**inputs, use_cache=False).logits[:, -1]
     assert not torch.allclose(out.scores[0][torch.isfinite(out.scores[0])], plain[torch.isfinite(out.scores[0])])
 
@@ -80,11 +64,9 @@ def test_pai_guidance_matches_manual_decoding_without_the_attention_step(bundled
     cfg = PAIConfig(alpha=0.0, gamma=1.1, beta=0.1)  # alpha 0: only the guidance against the blind prompt
     out = pai_generate(model, inputs, blind, cfg, max_new_tokens=6, do_sample=False, output_scores=True,
                        return_dict_in_generate=True)
-    tokens, scores = _manual_steps(model, inputs, blind, lambda l, u: pai_combine(l, u, cfg), 6)
+    tokens, scores = manual_contrastive_steps(model, inputs, blind, lambda l, u: pai_combine(l, u, cfg), 6)
     assert torch.equal(out.sequences[:, inputs["input_ids"].shape[1]:], tokens)
-    for got, want in zip(out.scores, scores):
-        finite = torch.isfinite(want)
-        assert torch.equal(torch.isfinite(got), finite) and torch.allclose(got[finite], want[finite], atol=1e-3)
+    assert_same_scores(out.scores, scores)
 
 
 def test_pai_attention_step_by_hand():

@@ -87,7 +87,9 @@ def test_clear_errors(qwen_folder, calib_file, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--bench", "pope"], "pope needs --data"),
-    (["--bench", "shapes", "--method", "agla"], "not implemented"),
+    (["--bench", "shapes", "--method", "agla"], "itm=PATH"),
+    (["--bench", "shapes", "--method", "cgd", "--method-option", "clip=/nowhere"], "not a local model folder"),
+    (["--bench", "shapes", "--method", "static", "--method-option", "alpha=1"], "takes none"),
     (["--bench", "shapes", "--method", "static"], "needs a head map"),
     (["--bench", "shapes", "--method", "beam"], "Unknown method"),
     (["--bench", "shapes", "--method", "vcd", "--method-option", "gamma=2"], "vcd has no setting gamma"),
@@ -98,3 +100,22 @@ def test_eval_rejects_bad_requests_before_loading(tmp_path, args, message):
     result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path), "--out", str(tmp_path / "runs"), *args])
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("method, option", [("agla", "itm"), ("cgd", "clip")])
+def test_eval_runs_agla_and_cgd_with_the_models_given(method, option, blip_itm_folder, clip_folder, tmp_path):
+    from functional_heads.bundled import bundled_model_path
+
+    folder = {"itm": blip_itm_folder, "clip": clip_folder}[option]
+    args = ["eval", "--model", str(bundled_model_path()), "--bench", "shapes", "--method", method,
+            "--method-option", f"{option}={folder}", "--method-option", "alpha=1.5", "--limit", "3",
+            "--batch-size", "2", "--max-new-tokens", "64", "--out", str(tmp_path)]
+    if method == "agla":
+        args += ["--method-option", "layer=1"]  # the tiny ITM model has 2 layers
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run, = tmp_path.iterdir()
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all("<answer>" in r["prediction"] and r["error"] is None for r in records)
+    settings = json.loads((run / "run.json").read_text())["settings"]
+    assert settings[method][option] == str(folder) and settings[method]["alpha"] == 1.5

@@ -176,3 +176,49 @@ def build(arch: str, seed: int = 0, attn_implementation: str = "sdpa") -> Tiny:
     model.set_attn_implementation(attn_implementation)
     return Tiny(arch, model.float().eval(), n_tokens, fields, stack_images=arch == "idefics3")
 
+
+
+# ---------------------------------------------------------------- the baselines' extra models, saved to a folder
+
+ITM_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"how many red blue circles squares are there what is "
+             "the total of in image".split()]
+
+
+def save_tiny_blip_itm(folder, seed: int = 0, layers: int = 2):
+    """A random-weight BLIP image-text matching model (64x64 images, 16-pixel patches: a 4x4 grid) and its
+    processor, as `save_pretrained` writes them."""
+    from transformers import BertTokenizer, BlipImageProcessorPil, BlipProcessor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(ITM_WORDS) + "\n")
+    tokenizer = BertTokenizer(vocab_file=str(folder / "vocab.txt"))
+    config = tf.BlipConfig(
+        text_config=dict(vocab_size=len(ITM_WORDS), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                         intermediate_size=64, encoder_hidden_size=32, max_position_embeddings=64, pad_token_id=0,
+                         bos_token_id=2, sep_token_id=3),
+        vision_config=dict(hidden_size=32, image_size=64, patch_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=64),
+        image_text_hidden_size=16)
+    torch.manual_seed(seed)
+    tf.BlipForImageTextRetrieval(config).save_pretrained(folder)
+    BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 64, "width": 64}),
+                  tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_clip(folder, tokenizer_folder, seed: int = 0):
+    """A random-weight CLIP model (32x32 images) with the tokenizer found in `tokenizer_folder`."""
+    from transformers import AutoTokenizer, CLIPImageProcessorPil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=256, eos_token_id=tokenizer.eos_token_id,
+                bos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    torch.manual_seed(seed)
+    tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

@@ -6,7 +6,8 @@ Registered through the `lmms_eval.models` entry point as `functional_heads`:
         --model_args pretrained=/models/Ocean-R1-7B,method=static,heads=heads.json --tasks mmstar
 
 model_args: pretrained (a local folder), method (as in `fheads eval`), heads, preset, batch_size, dtype,
-device_map. Greedy unless the task asks for a temperature above 0. Only `generate_until` is supported
+device_map; any other key is a decoding baseline's setting, as `--method-option` takes them (e.g.
+method=agla,itm=/models/blip-itm-large-coco or method=vcd,alpha=0.5). Greedy unless the task asks for a temperature above 0. Only `generate_until` is supported
 (the paper's benchmarks are all generative); log-likelihood tasks raise a clear error.
 """
 
@@ -36,10 +37,9 @@ class FunctionalHeads(lmms):
     def __init__(self, pretrained: str, method: str = "vanilla", heads: str | None = None, preset: str | None = None,
                  batch_size: int | str = 1, dtype: str = "auto", device_map: str | None = None, **kwargs):
         super().__init__()
-        if kwargs:
-            raise ValueError(f"functional_heads takes no model_args {', '.join(sorted(kwargs))}.")
-        self.method = Method(method, heads=HeadMap.load(heads) if heads else None,
-                             config=RescaleConfig.preset(preset) if preset else None)
+        self.method = Method.from_options(method, {k: str(v) for k, v in kwargs.items()},
+                                          heads=HeadMap.load(heads) if heads else None,
+                                          config=RescaleConfig.preset(preset) if preset else None)
         self.processor = load_processor(Path(pretrained))
         self.model = load_model(Path(pretrained), dtype=dtype, device_map=device_map)
         self.batch_size = int(batch_size)
