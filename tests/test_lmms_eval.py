@@ -36,3 +36,14 @@ def test_generate_until_answers_like_fheads():
     assert got == expected
     with pytest.raises(NotImplementedError):
         model.loglikelihood(requests)
+
+
+def test_model_args_beyond_the_wrapper_s_own_are_baseline_settings():
+    from functional_heads.integrations.lmms_eval import FunctionalHeads
+
+    model = FunctionalHeads(pretrained=str(bundled_model_path()), method="vcd", alpha="0.5", noise_step=300)
+    assert model.method.baseline.alpha == 0.5 and model.method.baseline.noise_step == 300
+    with pytest.raises(ValueError, match="vcd has no setting gamma"):
+        FunctionalHeads(pretrained=str(bundled_model_path()), method="vcd", gamma=2)
+    with pytest.raises(ValueError, match="takes none"):
+        FunctionalHeads(pretrained=str(bundled_model_path()), method="vanilla", alpha=1)
