@@ -1,7 +1,9 @@
 """CGD: the sentence-level search against a scripted tree, sentence sampling and similarity on tiny models."""
 
 import pytest
+import tiny_models
 import torch
+from PIL import Image
 
 from functional_heads.evaluation import shapes
 from functional_heads.evaluation.baselines import with_generated
@@ -19,6 +21,7 @@ def _tree(tree: dict, calls: list):
     return sample
 
 
+IMAGE = Image.radial_gradient("L").convert("RGB")
 SIMILARITY = {"a cat.": 0.9, "a dog.": 0.1, "it sleeps.": 0.5, "it flies.": 0.0, "it purrs.": 0.7, "end": 0.2}
 
 
@@ -56,20 +59,39 @@ def test_search_keeps_the_best_beams_and_ends_at_the_token_budget():
 
 
 def test_similarity_is_the_cosine_of_clip_features(clip_folder):
-    from PIL import Image
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
     scorer = ImageTextSimilarity(clip_folder)
-    image = Image.radial_gradient("L").convert("RGB")
     texts = ["red circle : r1c1", "<answer> 3 </answer> blue"]
-    got = scorer(scorer.image(image), texts)
+    got = scorer(scorer.image(IMAGE), texts)
     model = CLIPModel.from_pretrained(clip_folder).eval()
     tokens = AutoTokenizer.from_pretrained(clip_folder)(texts, padding=True, return_tensors="pt")
-    pixels = AutoImageProcessor.from_pretrained(clip_folder)(images=image, return_tensors="pt")
+    pixels = AutoImageProcessor.from_pretrained(clip_folder)(images=IMAGE, return_tensors="pt")
     with torch.no_grad():
         logits = model(**tokens, **pixels).logits_per_text[:, 0]
     assert torch.allclose(torch.tensor(got), logits / model.logit_scale.exp(), atol=1e-5)
     assert len(set(got)) == 2
+
+
+def test_siglip_texts_are_padded_to_64_tokens_as_siglip_was_trained(tmp_path):
+    """SigLIP pools the last position, so its padding changes the features: it must be max_length 64."""
+    from transformers import AutoImageProcessor, SiglipModel, SiglipTokenizer
+
+    folder = tiny_models.save_tiny_siglip(tmp_path / "siglip")
+    scorer = ImageTextSimilarity(folder)
+    texts = ["how many red circles", "the total of blue squares is 12"]
+    got = torch.tensor(scorer(scorer.image(IMAGE), texts))
+    model, tokenizer = SiglipModel.from_pretrained(folder).eval(), SiglipTokenizer.from_pretrained(folder)
+    pixels = AutoImageProcessor.from_pretrained(folder)(images=IMAGE, return_tensors="pt")
+
+    def cosine(**padding):
+        tokens = tokenizer(texts, return_tensors="pt", **padding)
+        with torch.no_grad():
+            logits = model(**tokens, **pixels).logits_per_text[:, 0]
+        return (logits - model.logit_bias) / model.logit_scale.exp()
+
+    assert torch.allclose(got, cosine(padding="max_length", max_length=64), atol=1e-5)
+    assert not torch.allclose(got, cosine(padding=True), atol=1e-3)
 
 
 @torch.no_grad()

@@ -222,3 +222,25 @@ def save_tiny_clip(folder, tokenizer_folder, seed: int = 0):
     tokenizer.save_pretrained(folder)
     CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
+
+
+def save_tiny_siglip(folder, seed: int = 0):
+    """A random-weight SigLIP model (32x32 images) with a small SentencePiece tokenizer trained here."""
+    import sentencepiece
+    from transformers import SiglipImageProcessorPil, SiglipTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["how many red circles are there", "the total of blue squares is 12", "a green triangle in r1c2"] * 20
+    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(folder / "spiece"),
+                                             vocab_size=30, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    tokenizer = SiglipTokenizer(vocab_file=str(folder / "spiece.model"))
+    ids = dict(pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=64, **ids)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    torch.manual_seed(seed)
+    tf.SiglipModel(tf.SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
