@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import tiny_models
 from decoding import assert_same_scores, manual_contrastive_steps
 from functional_heads.evaluation import shapes
 from functional_heads.evaluation.baselines import (PAIConfig, VCDConfig, _pai_attention, _pai, _PAIState,
@@ -115,3 +116,31 @@ def test_configs_validate():
         VCDConfig(noise_step=1000)
     with pytest.raises(ValueError):
         PAIConfig(start_layer=5, end_layer=5)
+
+
+@pytest.mark.parametrize("arch", tiny_models.ARCHS)
+@torch.no_grad()
+def test_cached_second_view_matches_recomputing_it_on_every_architecture(tiny, arch):
+    """The second view runs with its own KV cache; it must give what recomputing it from scratch gives."""
+    t = tiny(arch)
+    inputs = t.inputs(prompt_lens=(5, 9))
+    cfg = VCDConfig(alpha=1.0, beta=0.1, seed=2)
+    distorted = dict(inputs, pixel_values=diffusion_noise(inputs["pixel_values"], 500, seed=2))
+    out = vcd_generate(t.model, inputs, cfg, max_new_tokens=5, do_sample=False, output_scores=True,
+                       return_dict_in_generate=True, eos_token_id=None, pad_token_id=0)
+    tokens, scores = manual_contrastive_steps(t.model, inputs, distorted, lambda l, d: vcd_combine(l, d, cfg), 5)
+    assert torch.equal(out.sequences[:, inputs["input_ids"].shape[1]:], tokens)
+    assert_same_scores(out.scores, scores)
+
+
+@torch.no_grad()
+def test_second_view_feeds_one_token_per_step(bundled):
+    model, inputs, _ = bundled
+    lengths = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: lengths.append(args[0].shape[1]))
+    try:
+        vcd_generate(model, inputs, VCDConfig(), max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    finally:
+        hook.remove()
+    prompt = inputs["input_ids"].shape[1]
+    assert lengths == [prompt, prompt] + [1, 1] * 5  # two prefills (main, second), then a token each per step

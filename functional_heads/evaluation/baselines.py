@@ -1,9 +1,9 @@
 """Training-free decoding baselines, through transformers' generation API: VCD and PAI.
 
 Both contrast each step's logits with those of a second view of the same prompt: VCD a noised image,
-PAI the prompt without its image. `ContrastiveLogits` is a `LogitsProcessor` that runs that second view
-beside `generate()`. It recomputes the second view over the prompt and the tokens generated so far at
-every step (no KV cache of its own): exact, at a cost that grows with the answer's length.
+PAI the prompt without its image (AGLA, in agla.py, an augmented image). `ContrastiveLogits` is a
+`LogitsProcessor` that runs that second view beside `generate()` as a stream with its own KV cache, fed
+the token the main stream chose at each step.
 PAI also adds alpha*|a| to the image-token attention logits of the last query row in its layers, through
 an attention function registered with transformers' AttentionInterface (no patching).
 Defaults are the published ones (see METHOD.md).
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+import transformers
 from transformers import AttentionInterface, LogitsProcessor
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
@@ -77,26 +78,49 @@ def pai_combine(logits: torch.Tensor, unconditional: torch.Tensor, cfg: PAIConfi
 
 
 class ContrastiveLogits(LogitsProcessor):
-    """Replaces each step's scores by combine(scores, logits of the second view at the same step)."""
+    """Replaces each step's scores by combine(scores, logits of the second view at the same step).
+
+    The second view is a stream of its own with its own KV cache: its first call is a one-token greedy
+    `generate()` over the second prompt (prefill), and each later call continues that cache with the token
+    the main stream just chose, the way `generate()` continues a cached conversation. Greedy, so it draws
+    nothing from the random state that the main stream samples from."""
 
     def __init__(self, model, second_inputs: dict, combine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  second_context: Callable[[], object] = nullcontext):
         self.model, self.second, self.combine, self.second_context = model, second_inputs, combine, second_context
         self.prompt_length: int | None = None
-        # Qwen-VL models keep the last prompt's rope offsets on the model; the main stream needs its own back
+        self.cache = None
+        # Qwen-VL models keep the last prompt's rope offsets on the model: each stream needs its own
         self.stateful = [m for m in model.modules() if hasattr(m, "rope_deltas")]
+        self.second_offsets: list | None = None
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.prompt_length is None:  # the first call comes before any token is generated
             self.prompt_length = input_ids.shape[1]
         inputs = with_generated(self.second, input_ids[:, self.prompt_length:])
-        saved = [(m, m.rope_deltas) for m in self.stateful]
-        with self.second_context():
-            other = self.model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1]
-        for module, deltas in saved:
-            module.rope_deltas = deltas
+        if self.cache is not None:  # the image is in the cache: pass only what runs along the sequence
+            inputs = {k: v for k, v in inputs.items() if k in SEQUENCE_INPUTS}
+            inputs[_CACHE_ARGUMENT] = self.cache
+        main_offsets = [m.rope_deltas for m in self.stateful]
+        if self.second_offsets is not None:
+            for module, offsets in zip(self.stateful, self.second_offsets):
+                module.rope_deltas = offsets
+        try:
+            with self.second_context():
+                out = self.model.generate(**inputs, max_new_tokens=1, min_new_tokens=0, do_sample=False,
+                                          use_cache=True, output_logits=True, return_dict_in_generate=True)
+        finally:
+            self.second_offsets = [m.rope_deltas for m in self.stateful]
+            for module, offsets in zip(self.stateful, main_offsets):
+                module.rope_deltas = offsets
+        self.cache = getattr(out, "cache", None) or out.past_key_values
+        other = out.logits[0]
         return self.combine(scores.float(), other.float().to(scores.device)).to(scores.dtype)
+
+
+SEQUENCE_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+_CACHE_ARGUMENT = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
 
 
 def with_generated(inputs: dict, generated: torch.Tensor) -> dict:
