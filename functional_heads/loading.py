@@ -40,6 +40,9 @@ def load_processor(path: str | Path, trust_remote_code: bool = False):
     except ImportError as err:
         if "orchvision" not in str(err):
             raise
+    except ValueError as err:  # a tokenizer saved by transformers 5 ("TokenizersBackend"), read by 4.x
+        if "TokenizersBackend" not in str(err):
+            raise
     return _image_only_processor(folder)
 
 
@@ -61,8 +64,23 @@ def _image_only_processor(folder: Path):
     ImageOnlyProcessor.__name__ = cls.__name__
     template = folder / "chat_template.jinja"
     return ImageOnlyProcessor(image_processor=transformers.AutoImageProcessor.from_pretrained(folder),
-                              tokenizer=transformers.AutoTokenizer.from_pretrained(folder), video_processor=None,
+                              tokenizer=_tokenizer(folder, cls), video_processor=None,
                               chat_template=template.read_text() if template.is_file() else None)
+
+
+def _tokenizer(folder: Path, processor_class):
+    """The folder's tokenizer. transformers 4.x cannot name the class that 5.x writes for a tokenizer.json
+    ("TokenizersBackend"); it reads the same file through the fast class the processor expects."""
+    try:
+        return transformers.AutoTokenizer.from_pretrained(folder)
+    except ValueError as err:
+        if "TokenizersBackend" not in str(err):
+            raise
+    names = processor_class.tokenizer_class
+    fast = [n for n in (names if isinstance(names, (tuple, list)) else [names]) if n and n.endswith("Fast")]
+    if not fast:
+        raise ValueError(f"{folder}: its tokenizer was saved by transformers 5; upgrade transformers to read it.")
+    return getattr(transformers, fast[0]).from_pretrained(folder)
 
 
 def prompt_inputs(processor, images: Sequence[Image.Image] | None, prompts: Sequence[str],

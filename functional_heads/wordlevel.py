@@ -33,12 +33,34 @@ def save_word_level_processor(folder: str | Path, words: list[str], image_size: 
         extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
                               "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"},
     ).save_pretrained(folder)
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    if config.get("extra_special_tokens") == []:  # 5.x writes an empty list, which 4.x cannot read
+        config_file.write_text(json.dumps({**config, "extra_special_tokens": {}}, indent=2))
     image_processor = getattr(tf, "Qwen2VLImageProcessorPil", None) or tf.Qwen2VLImageProcessor
     image_processor(patch_size=patch_size, merge_size=2, temporal_patch_size=2, min_pixels=image_size ** 2,
                     max_pixels=image_size ** 2).save_pretrained(folder)
     (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     (folder / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen2_5_VLProcessor"}))
     return vocab
+
+
+def readable_by_transformers_4(folder: str | Path) -> None:
+    """Add the keys transformers 4.57 reads to a Qwen2.5-VL folder written by 5.x, which 5.x ignores or
+    accepts: rotary settings under their old name, and the pixel budget as min/max_pixels (4.57 would
+    otherwise apply its own minimum and give the image more tokens)."""
+    folder = Path(folder)
+    config = json.loads((folder / "config.json").read_text())
+    text = config.get("text_config", {})
+    if "rope_parameters" in text and "rope_scaling" not in text:
+        rope = text["rope_parameters"]
+        text["rope_scaling"] = {"type": rope["rope_type"], **{k: v for k, v in rope.items() if k != "rope_theta"}}
+        text["rope_theta"] = rope["rope_theta"]
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    images = json.loads((folder / "preprocessor_config.json").read_text())
+    if "size" in images and "min_pixels" not in images:
+        images.update(min_pixels=images["size"]["shortest_edge"], max_pixels=images["size"]["longest_edge"])
+        (folder / "preprocessor_config.json").write_text(json.dumps(images, indent=2) + "\n")
 
 
 def qwen2_5_vl_config(vocab: dict, *, hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int,

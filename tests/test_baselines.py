@@ -126,9 +126,15 @@ def test_cached_second_view_matches_recomputing_it_on_every_architecture(tiny, a
     inputs = t.inputs(prompt_lens=(5, 9))
     cfg = VCDConfig(alpha=1.0, beta=0.1, seed=2)
     distorted = dict(inputs, pixel_values=diffusion_noise(inputs["pixel_values"], 500, seed=2))
+    special = torch.arange(tiny_models.IMAGE, tiny_models.VOCAB)  # never generate an image token
     out = vcd_generate(t.model, inputs, cfg, max_new_tokens=5, do_sample=False, output_scores=True,
-                       return_dict_in_generate=True, eos_token_id=None, pad_token_id=0)
-    tokens, scores = manual_contrastive_steps(t.model, inputs, distorted, lambda l, d: vcd_combine(l, d, cfg), 5)
+                       return_dict_in_generate=True, eos_token_id=None, pad_token_id=0,
+                       suppress_tokens=special.tolist())
+
+    def combine(logits, distorted_logits):
+        return vcd_combine(logits.index_fill(-1, special, float("-inf")), distorted_logits, cfg)
+
+    tokens, scores = manual_contrastive_steps(t.model, inputs, distorted, combine, 5)
     assert torch.equal(out.sequences[:, inputs["input_ids"].shape[1]:], tokens)
     assert_same_scores(out.scores, scores)
 

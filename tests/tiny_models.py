@@ -180,6 +180,11 @@ def build(arch: str, seed: int = 0, attn_implementation: str = "sdpa") -> Tiny:
 
 # ---------------------------------------------------------------- the baselines' extra models, saved to a folder
 
+def _pil(name: str):
+    """The PIL image processor: `NamePil` in transformers 5 (without torchvision), `Name` in 4.x."""
+    return getattr(tf, name + "Pil", None) or getattr(tf, name)
+
+
 ITM_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"how many red blue circles squares are there what is "
              "the total of in image".split()]
 
@@ -187,7 +192,7 @@ ITM_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"how many red blue c
 def save_tiny_blip_itm(folder, seed: int = 0, layers: int = 2):
     """A random-weight BLIP image-text matching model (64x64 images, 16-pixel patches: a 4x4 grid) and its
     processor, as `save_pretrained` writes them."""
-    from transformers import BertTokenizer, BlipImageProcessorPil, BlipProcessor
+    from transformers import BertTokenizer, BlipProcessor
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(ITM_WORDS) + "\n")
@@ -201,17 +206,17 @@ def save_tiny_blip_itm(folder, seed: int = 0, layers: int = 2):
         image_text_hidden_size=16)
     torch.manual_seed(seed)
     tf.BlipForImageTextRetrieval(config).save_pretrained(folder)
-    BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 64, "width": 64}),
+    BlipProcessor(image_processor=_pil("BlipImageProcessor")(size={"height": 64, "width": 64}),
                   tokenizer=tokenizer).save_pretrained(folder)
     return folder
 
 
 def save_tiny_clip(folder, tokenizer_folder, seed: int = 0):
     """A random-weight CLIP model (32x32 images) with the tokenizer found in `tokenizer_folder`."""
-    from transformers import AutoTokenizer, CLIPImageProcessorPil
+    from functional_heads.loading import load_processor
 
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    tokenizer = load_processor(tokenizer_folder).tokenizer
     text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                 num_attention_heads=2, max_position_embeddings=256, eos_token_id=tokenizer.eos_token_id,
                 bos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
@@ -220,14 +225,14 @@ def save_tiny_clip(folder, tokenizer_folder, seed: int = 0):
     torch.manual_seed(seed)
     tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    _pil("CLIPImageProcessor")(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
 
 
 def save_tiny_siglip(folder, seed: int = 0):
     """A random-weight SigLIP model (32x32 images) with a small SentencePiece tokenizer trained here."""
     import sentencepiece
-    from transformers import SiglipImageProcessorPil, SiglipTokenizer
+    from transformers import SiglipTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["how many red circles are there", "the total of blue squares is 12", "a green triangle in r1c2"] * 20
@@ -242,5 +247,5 @@ def save_tiny_siglip(folder, seed: int = 0):
     torch.manual_seed(seed)
     tf.SiglipModel(tf.SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+    _pil("SiglipImageProcessor")(size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder

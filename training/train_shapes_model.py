@@ -23,7 +23,7 @@ from functional_heads.demo import summarize
 from functional_heads.evaluation import shapes
 from functional_heads.evaluation.runner import answer
 from functional_heads.loading import load_processor
-from functional_heads.wordlevel import qwen2_5_vl_config, save_word_level_processor
+from functional_heads.wordlevel import qwen2_5_vl_config, readable_by_transformers_4, save_word_level_processor
 
 PATCH = 8
 # what a cell holds, for the optional auxiliary loss on the merged visual tokens (one token per cell)
@@ -148,6 +148,7 @@ def main():
     log.write(json.dumps({**record, "final": True}) + "\n")
     log.close()
     model.save_pretrained(args.out)
+    readable_by_transformers_4(args.out)
     (args.out / "training_args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
     plot_loss(args.out)
 
