@@ -63,6 +63,13 @@ def readable_by_transformers_4(folder: str | Path) -> None:
         (folder / "preprocessor_config.json").write_text(json.dumps(images, indent=2) + "\n")
 
 
+def bert_tokenizer(vocab_file: str | Path) -> tf.BertTokenizer:
+    """A BERT word-piece tokenizer from a vocab.txt (the argument is `vocab` in 5.x, `vocab_file` in 4.x)."""
+    if _LEGACY:
+        return tf.BertTokenizer(vocab_file=str(vocab_file), do_lower_case=True)
+    return tf.BertTokenizer(vocab=str(vocab_file), do_lower_case=True)
+
+
 def qwen2_5_vl_config(vocab: dict, *, hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int,
                       vision_width: int, vision_depth: int, vision_heads: int, patch_size: int,
                       mrope_section: list[int], max_positions: int = 1024) -> tf.Qwen2_5_VLConfig:

@@ -192,11 +192,13 @@ ITM_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"how many red blue c
 def save_tiny_blip_itm(folder, seed: int = 0, layers: int = 2):
     """A random-weight BLIP image-text matching model (64x64 images, 16-pixel patches: a 4x4 grid) and its
     processor, as `save_pretrained` writes them."""
-    from transformers import BertTokenizer, BlipProcessor
+    from transformers import BlipProcessor
+
+    from functional_heads.wordlevel import bert_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(ITM_WORDS) + "\n")
-    tokenizer = BertTokenizer(vocab_file=str(folder / "vocab.txt"))
+    tokenizer = bert_tokenizer(folder / "vocab.txt")
     config = tf.BlipConfig(
         text_config=dict(vocab_size=len(ITM_WORDS), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                          intermediate_size=64, encoder_hidden_size=32, max_position_embeddings=64, pad_token_id=0,
