@@ -33,10 +33,6 @@ def save_word_level_processor(folder: str | Path, words: list[str], image_size: 
         extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
                               "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"},
     ).save_pretrained(folder)
-    config_file = folder / "tokenizer_config.json"
-    config = json.loads(config_file.read_text())
-    if config.get("extra_special_tokens") == []:  # 5.x writes an empty list, which 4.x cannot read
-        config_file.write_text(json.dumps({**config, "extra_special_tokens": {}}, indent=2))
     image_processor = getattr(tf, "Qwen2VLImageProcessorPil", None) or tf.Qwen2VLImageProcessor
     image_processor(patch_size=patch_size, merge_size=2, temporal_patch_size=2, min_pixels=image_size ** 2,
                     max_pixels=image_size ** 2).save_pretrained(folder)
@@ -46,21 +42,41 @@ def save_word_level_processor(folder: str | Path, words: list[str], image_size: 
 
 
 def readable_by_transformers_4(folder: str | Path) -> None:
-    """Add the keys transformers 4.57 reads to a Qwen2.5-VL folder written by 5.x, which 5.x ignores or
-    accepts: rotary settings under their old name, and the pixel budget as min/max_pixels (4.57 would
-    otherwise apply its own minimum and give the image more tokens)."""
-    folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text())
-    text = config.get("text_config", {})
-    if "rope_parameters" in text and "rope_scaling" not in text:
-        rope = text["rope_parameters"]
-        text["rope_scaling"] = {"type": rope["rope_type"], **{k: v for k, v in rope.items() if k != "rope_theta"}}
-        text["rope_theta"] = rope["rope_theta"]
-        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    images = json.loads((folder / "preprocessor_config.json").read_text())
-    if "size" in images and "min_pixels" not in images:
+    """Add what transformers 4.57 needs to read a Qwen2.5-VL folder written by 5.x, in forms 5.x reads
+    alike: rotary settings also under their old name, the pixel budget also as min/max_pixels (4.57 would
+    otherwise apply its own minimum and give the image more tokens), extra special tokens as a mapping."""
+    def update(name: str, change) -> None:
+        path = Path(folder) / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            if change(data):
+                path.write_text(json.dumps(data, indent=2) + "\n")
+
+    def rope(config: dict) -> bool:
+        text = config.get("text_config", {})
+        if "rope_parameters" not in text or "rope_scaling" in text:
+            return False
+        parameters = text["rope_parameters"]
+        text["rope_scaling"] = {"type": parameters["rope_type"],
+                                **{k: v for k, v in parameters.items() if k != "rope_theta"}}
+        text["rope_theta"] = parameters["rope_theta"]
+        return True
+
+    def pixels(images: dict) -> bool:
+        if "size" not in images or "min_pixels" in images:
+            return False
         images.update(min_pixels=images["size"]["shortest_edge"], max_pixels=images["size"]["longest_edge"])
-        (folder / "preprocessor_config.json").write_text(json.dumps(images, indent=2) + "\n")
+        return True
+
+    def special_tokens(tokenizer: dict) -> bool:
+        if tokenizer.get("extra_special_tokens") != []:
+            return False
+        tokenizer["extra_special_tokens"] = {}
+        return True
+
+    update("config.json", rope)
+    update("preprocessor_config.json", pixels)
+    update("tokenizer_config.json", special_tokens)
 
 
 def bert_tokenizer(vocab_file: str | Path) -> tf.BertTokenizer:

@@ -1,0 +1,45 @@
+"""Word-level processor files, and the keys that let transformers 4.57 read a folder written by 5.x."""
+
+import json
+import shutil
+
+import torch
+from PIL import Image
+
+from functional_heads.loading import load_model, load_processor, prompt_inputs
+from functional_heads.testing import save_tiny_qwen2_5_vl
+from functional_heads.wordlevel import bert_tokenizer, readable_by_transformers_4
+
+
+def _logits(folder):
+    processor, model = load_processor(folder), load_model(folder, dtype=torch.float32)
+    inputs = prompt_inputs(processor, [Image.new("RGB", (16, 16), (200, 0, 0))], ["how many red shapes are there ?"])
+    with torch.no_grad():
+        return inputs["input_ids"], model(**inputs).logits
+
+
+def test_readable_by_transformers_4_adds_old_keys_and_changes_nothing_for_the_running_version(tmp_path):
+    folder = save_tiny_qwen2_5_vl(tmp_path / "model")
+    ids, logits = _logits(folder)
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    readable_by_transformers_4(copy)
+    config = json.loads((copy / "config.json").read_text())["text_config"]
+    images = json.loads((copy / "preprocessor_config.json").read_text())
+    tokenizer = json.loads((copy / "tokenizer_config.json").read_text())
+    rope = config.get("rope_parameters") or config["rope_scaling"]
+    assert config["rope_scaling"]["mrope_section"] == rope["mrope_section"] and "rope_theta" in config
+    if "size" in images:
+        assert images["min_pixels"] == images["size"]["shortest_edge"]
+    assert not isinstance(tokenizer.get("extra_special_tokens", {}), list)
+    ids_after, logits_after = _logits(copy)
+    assert torch.equal(ids, ids_after) and torch.equal(logits, logits_after)
+    before = {p.name: p.read_text() for p in copy.glob("*.json")}
+    readable_by_transformers_4(copy)  # a second call changes nothing
+    assert before == {p.name: p.read_text() for p in copy.glob("*.json")}
+
+
+def test_bert_tokenizer_reads_its_vocabulary(tmp_path):
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "circle"]))
+    tokenizer = bert_tokenizer(tmp_path / "vocab.txt")
+    assert tokenizer("Red circle")["input_ids"] == [2, 5, 6, 3]
