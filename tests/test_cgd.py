@@ -155,3 +155,26 @@ def test_method_needs_a_clip_model(clip_folder):
         Method.from_options("cgd", {"clip": str(clip_folder), "beams": "three"})
     method = Method.from_options("cgd", {"clip": str(clip_folder), "beams": "2"})
     assert method.settings()["cgd"]["beams"] == 2 and method.settings()["cgd"]["alpha"] == 0.01
+
+
+class IdsAsText:
+    """A tokenizer stand-in for the tiny models, which have none: a sentence's text is its ids."""
+
+    def decode(self, ids, **kwargs):
+        return str(ids)
+
+
+@pytest.mark.parametrize("arch", tiny_models.ARCHS)
+@torch.no_grad()
+def test_sampler_continues_the_prompt_cache_like_a_fresh_generate_on_every_architecture(tiny, arch):
+    """With top-k 1 the sampler is greedy: its cached continuation must match generate() from scratch."""
+    t = tiny(arch)
+    rows = t.inputs(prompt_lens=(6, 6), samples=(0, 0))  # the same prompt twice, as CGD's rows are
+    sample = sentence_sampler(t.model, IdsAsText(), rows, CGDConfig(clip="x", top_k=1, samples=2),
+                              torch.tensor([], dtype=torch.long), {-1})  # no sentence ends: 4 tokens each
+    for prefix in ([], [11, 12]):
+        got = sample(prefix, 4)
+        inputs = with_generated(rows, torch.tensor([prefix] * 2, dtype=torch.long).view(2, len(prefix)))
+        fresh = t.model.generate(**inputs, do_sample=False, max_new_tokens=4, eos_token_id=None, pad_token_id=0)
+        want = fresh[:, inputs["input_ids"].shape[1]:].tolist()
+        assert [s.tokens for s in got] == want

@@ -99,9 +99,8 @@ class ContrastiveLogits(LogitsProcessor):
         if self.prompt_length is None:  # the first call comes before any token is generated
             self.prompt_length = input_ids.shape[1]
         inputs = with_generated(self.second, input_ids[:, self.prompt_length:])
-        if self.cache is not None:  # the image is in the cache: pass only what runs along the sequence
-            inputs = {k: v for k, v in inputs.items() if k in SEQUENCE_INPUTS}
-            inputs[_CACHE_ARGUMENT] = self.cache
+        if self.cache is not None:
+            inputs = continuing(inputs, self.cache)
         main_offsets = [m.rope_deltas for m in self.stateful]
         if self.second_offsets is not None:
             for module, offsets in zip(self.stateful, self.second_offsets):
@@ -114,13 +113,23 @@ class ContrastiveLogits(LogitsProcessor):
             self.second_offsets = [m.rope_deltas for m in self.stateful]
             for module, offsets in zip(self.stateful, main_offsets):
                 module.rope_deltas = offsets
-        self.cache = getattr(out, "cache", None) or out.past_key_values
+        self.cache = returned_cache(out)
         other = out.logits[0]
         return self.combine(scores.float(), other.float().to(scores.device)).to(scores.dtype)
 
 
 SEQUENCE_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
-_CACHE_ARGUMENT = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
+CACHE_ARGUMENT = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
+
+
+def returned_cache(output):
+    """The KV cache a forward or `generate()` returned (`cache` in transformers 5.2x, `past_key_values` before)."""
+    return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
+
+
+def continuing(inputs: dict, cache) -> dict:
+    """`generate()` inputs that continue `cache`: what runs along the sequence (the image is in the cache)."""
+    return {**{k: v for k, v in inputs.items() if k in SEQUENCE_INPUTS}, CACHE_ARGUMENT: cache}
 
 
 def with_generated(inputs: dict, generated: torch.Tensor) -> dict:
@@ -224,4 +233,4 @@ def pai_generate(model, inputs: dict, unconditional: dict, cfg: PAIConfig, **gen
 
 
 __all__ = ["VCDConfig", "PAIConfig", "diffusion_noise", "vcd_combine", "pai_combine", "ContrastiveLogits",
-           "pai_attention", "vcd_generate", "pai_generate", "with_generated"]
+           "pai_attention", "vcd_generate", "pai_generate", "with_generated", "continuing", "returned_cache"]

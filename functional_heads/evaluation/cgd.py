@@ -12,6 +12,7 @@ does not depend on the batch it came in.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,7 +23,7 @@ from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer, StoppingCriteria
 
 from ..loading import local_folder, prompt_inputs
-from .baselines import with_generated
+from .baselines import SEQUENCE_INPUTS, continuing, returned_cache, with_generated
 
 TERMINALS = ".?!"
 # how each dual encoder's text side was trained to be padded (SigLIP: always to 64 tokens)
@@ -147,12 +148,17 @@ def terminal_token_ids(tokenizer) -> torch.Tensor:
 
 def sentence_sampler(model, tokenizer, rows: dict, cfg: CGDConfig, terminal_ids: torch.Tensor,
                      eos_ids: set[int]) -> Callable[[list[int], int], list[Sentence]]:
-    """`sample(prefix, budget)` for `search`: `rows` holds the prompt once per sample."""
+    """`sample(prefix, budget)` for `search`: `rows` holds the prompt once per sample. The prompt, image
+    included, is encoded once: every call continues a copy of its KV cache (all but its last token, so
+    that each call feeds at least one token)."""
+    head = {k: v[:, :-1] if k in SEQUENCE_INPUTS else v for k, v in rows.items()}
+    prompt_cache = returned_cache(model(**head, use_cache=True, logits_to_keep=1))
+
     def sample(prefix: list[int], budget: int) -> list[Sentence]:
         n = rows["input_ids"].shape[0]
         inputs = with_generated(rows, torch.tensor([prefix] * n, dtype=torch.long).view(n, len(prefix)))
         start = inputs["input_ids"].shape[1]
-        out = model.generate(**inputs, do_sample=True, top_k=cfg.top_k, top_p=1.0, temperature=cfg.temperature,
+        out = model.generate(**continuing(inputs, copy.deepcopy(prompt_cache)), do_sample=True, top_k=cfg.top_k, top_p=1.0, temperature=cfg.temperature,
                              max_new_tokens=budget, stopping_criteria=[SentenceEnd(terminal_ids)],
                              output_logits=True, return_dict_in_generate=True)
         new = out.sequences[:, start:].cpu()
