@@ -153,14 +153,16 @@ def sentence_sampler(model, tokenizer, rows: dict, cfg: CGDConfig, terminal_ids:
     that each call feeds at least one token)."""
     head = {k: v[:, :-1] if k in SEQUENCE_INPUTS else v for k, v in rows.items()}
     prompt_cache = returned_cache(model(**head, use_cache=True, logits_to_keep=1))
+    terminal_set = set(terminal_ids.tolist())
 
     def sample(prefix: list[int], budget: int) -> list[Sentence]:
         n = rows["input_ids"].shape[0]
         inputs = with_generated(rows, torch.tensor([prefix] * n, dtype=torch.long).view(n, len(prefix)))
         start = inputs["input_ids"].shape[1]
-        out = model.generate(**continuing(inputs, copy.deepcopy(prompt_cache)), do_sample=True, top_k=cfg.top_k, top_p=1.0, temperature=cfg.temperature,
-                             max_new_tokens=budget, stopping_criteria=[SentenceEnd(terminal_ids)],
-                             output_logits=True, return_dict_in_generate=True)
+        out = model.generate(**continuing(inputs, copy.deepcopy(prompt_cache)), do_sample=True, top_k=cfg.top_k,
+                             top_p=1.0, temperature=cfg.temperature, max_new_tokens=budget,
+                             stopping_criteria=[SentenceEnd(terminal_ids)], output_logits=True,
+                             return_dict_in_generate=True)
         new = out.sequences[:, start:].cpu()
         logprobs = torch.stack(out.logits, 1).float().log_softmax(-1).cpu().gather(-1, new[..., None])[..., 0]
         sentences = []
@@ -172,7 +174,6 @@ def sentence_sampler(model, tokenizer, rows: dict, cfg: CGDConfig, terminal_ids:
                                       .strip(), any(t in eos_ids for t in tokens)))
         return sentences
 
-    terminal_set = set(terminal_ids.tolist())
     return sample
 
 
