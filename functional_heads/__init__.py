@@ -5,11 +5,13 @@ from .architectures import ARCHITECTURES, ArchSpec, ModelLayout, locate
 from .bundled import bundled_model_path, bundled_settings
 from .config import PRESETS, RescaleConfig
 from .dynamic import dynamic
+from .export import export_folded
 from .heads import HeadMap, calibrate, identify_heads
 from .loading import load_model, load_processor, prompt_inputs
 from .ratios import visual_attention_ratios
 from .rescale import fold, is_folded, rescale, unfold
 
 __version__ = "0.1.0"
-__all__ = ["bundled_model_path", "bundled_settings", "ARCHITECTURES", "ArchSpec", "ModelLayout", "locate", "PRESETS", "RescaleConfig", "dynamic", "HeadMap",
-           "calibrate", "identify_heads", "load_model", "load_processor", "prompt_inputs", "visual_attention_ratios", "fold", "is_folded", "rescale", "unfold"]
+__all__ = ["ARCHITECTURES", "ArchSpec", "HeadMap", "ModelLayout", "PRESETS", "RescaleConfig", "bundled_model_path",
+           "bundled_settings", "calibrate", "dynamic", "export_folded", "fold", "identify_heads", "is_folded",
+           "load_model", "load_processor", "locate", "prompt_inputs", "rescale", "unfold", "visual_attention_ratios"]

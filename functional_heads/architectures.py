@@ -53,6 +53,7 @@ class ModelLayout:
     text_configs: list = field(repr=False)  # config objects the decoder reads its attention implementation from
     image_token_id: int
     video_token_id: int | None
+    model: nn.Module = field(repr=False, default=None)  # the model these places belong to
 
     @property
     def num_layers(self) -> int:
@@ -102,4 +103,4 @@ def locate(model: nn.Module) -> ModelLayout:
         raise ValueError(f"{hint} None of the config fields {spec.image_token} holds the image token id.")
     configs = {id(c): c for c in [text_config] + [getattr(a, "config", text_config) for a in attentions]}
     return ModelLayout(model_type, attentions, out_projs, num_heads, in_features // num_heads,
-                       list(configs.values()), image_token_id, _token_id(model.config, spec.video_token))
+                       list(configs.values()), image_token_id, _token_id(model.config, spec.video_token), model)

@@ -1,101 +1,116 @@
-"""`fheads`: calibrate a head map, inspect it, export a folded model."""
+"""`fheads`: option parsing over the library. Each command calls one library function and prints its result.
+
+Errors are one `error:` line (exit 2 for bad input, 1 for anything unexpected); `fheads --debug ...` or
+FHEADS_DEBUG=1 shows the traceback instead. Ctrl-C exits 130 and says how to resume.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
-import shutil
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Functional head identification and class-conditioned rescaling (arXiv 2510.10285).")
 console = Console()
-
-_WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    raise typer.Exit(2)
+errors = Console(stderr=True)
+_state = {"debug": os.environ.get("FHEADS_DEBUG", "") not in ("", "0")}
 
 
-def _config(preset, perc_last_layer, reas_first_layer, tau_perc, tau_reas, g_perc, g_reas, settings=None):
-    from .config import RescaleConfig
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error.")):
+    _state["debug"] = _state["debug"] or debug
 
-    overrides = {k: v for k, v in dict(perc_last_layer=perc_last_layer, reas_first_layer=reas_first_layer,
-                                       tau_perc=tau_perc, tau_reas=tau_reas, g_perc=g_perc,
-                                       g_reas=g_reas).items() if v is not None}
-    if preset and settings:
-        raise ValueError("Give --preset or --settings, not both.")
-    if preset:
-        return RescaleConfig.preset(preset, **overrides)
-    if settings:
-        try:
-            data = json.loads(Path(settings).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"Cannot read settings from {settings}: {err}") from None
-        try:
-            return RescaleConfig.from_dict({**data.get("config", data), **overrides})
-        except TypeError as err:
-            raise ValueError(f"{settings} is not a RescaleConfig: {err}") from None
-    missing = {"perc_last_layer", "reas_first_layer", "tau_perc", "tau_reas"} - overrides.keys()
-    if missing:
-        flags = ", ".join("--" + m.replace("_", "-") for m in sorted(missing))
-        raise ValueError(f"Give --preset, --settings or all of: {flags}.")
-    return RescaleConfig(**overrides)
+
+def guarded(resumable: bool = False):
+    """Turn a command's failures into one line (or a traceback with --debug)."""
+    def wrap(command):
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            try:
+                return command(*args, **kwargs)
+            except typer.Exit:
+                raise
+            except KeyboardInterrupt:
+                errors.print("interrupted" + ("; finished items are saved: rerun the same command to resume."
+                                              if resumable else "."))
+                raise typer.Exit(130)
+            except Exception as err:
+                if _state["debug"]:
+                    raise
+                bad_input = isinstance(err, (ValueError, FileNotFoundError, NotADirectoryError, PermissionError))
+                message = str(err) if bad_input else f"{type(err).__name__}: {err}"
+                hint = "" if bad_input else " (fheads --debug ... shows the traceback)"
+                errors.print(f"[red]error:[/red] {escape(message)}{hint}", soft_wrap=True, highlight=False)
+                raise typer.Exit(2 if bad_input else 1)
+        return run
+    return wrap
+
+
+def _warn(message: str | None) -> None:
+    if message:
+        errors.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True, highlight=False)
+
+
+SETTING_HELP = {
+    "perc_last_layer": "Last layer (from 0) of the perception band.",
+    "reas_first_layer": "First layer (from 0) of the reasoning band.",
+    "tau_perc": "Perception heads have S_v >= this.",
+    "tau_reas": "Reasoning heads have S_v <= this.",
+    "g_perc": "Gain of perception heads (the paper uses >= 1).",
+    "g_reas": "Gain of reasoning heads.",
+}
 
 
 @app.command()
+@guarded()
 def calibrate(model: Path = typer.Option(..., help="Local model folder."),
               data: Path = typer.Option(..., help="JSONL with 'image' (path relative to the file) and 'prompt'."),
               out: Path = typer.Option(Path("heads.json"), help="Where to write the head map."),
               preset: Optional[str] = typer.Option(None, help="Named settings, e.g. ocean-r1; flags below override."),
-              settings: Optional[Path] = typer.Option(None, help="Settings JSON (a RescaleConfig, or a settings.json "
-                                                                 "with a 'config' entry); flags below override."),
-              perc_last_layer: Optional[int] = None, reas_first_layer: Optional[int] = None,
-              tau_perc: Optional[float] = None, tau_reas: Optional[float] = None,
-              g_perc: Optional[float] = None, g_reas: Optional[float] = None,
+              settings: Optional[Path] = typer.Option(None, help="Settings JSON (a RescaleConfig, a settings.json "
+                                                                 "with a 'config' entry, or a head map); flags below "
+                                                                 "override."),
+              perc_last_layer: Optional[int] = typer.Option(None, help=SETTING_HELP["perc_last_layer"]),
+              reas_first_layer: Optional[int] = typer.Option(None, help=SETTING_HELP["reas_first_layer"]),
+              tau_perc: Optional[float] = typer.Option(None, help=SETTING_HELP["tau_perc"]),
+              tau_reas: Optional[float] = typer.Option(None, help=SETTING_HELP["tau_reas"]),
+              g_perc: Optional[float] = typer.Option(None, help=SETTING_HELP["g_perc"]),
+              g_reas: Optional[float] = typer.Option(None, help=SETTING_HELP["g_reas"]),
               batch_size: int = typer.Option(4, min=1), limit: Optional[int] = typer.Option(None, min=1),
               dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
               device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
     """Measure S_v on calibration prompts and write the static head map (mean S_v over the prompts)."""
-    from .heads import calibrate as calibrate_heads
-    from .loading import load_model, load_processor, prompt_batches, read_prompts
+    from .config import RescaleConfig
+    from .evaluation.api import check_writable
+    from .heads import calibrate_from_file
 
-    try:
-        cfg = _config(preset, perc_last_layer, reas_first_layer, tau_perc, tau_reas, g_perc, g_reas, settings)
-        rows = read_prompts(data)[:limit]
-        processor = load_processor(model)
-        vlm = load_model(model, dtype=dtype, device_map=device_map)
-        heads = calibrate_heads(vlm, _to_device(prompt_batches(processor, [r["image"] for r in rows], [r["prompt"] for r in rows], batch_size), vlm), cfg,
-                                progress=True, total=-(-len(rows) // batch_size))
-    except ValueError as err:
-        _fail(str(err))
+    cfg = RescaleConfig.resolve(preset, settings, perc_last_layer=perc_last_layer, reas_first_layer=reas_first_layer,
+                                tau_perc=tau_perc, tau_reas=tau_reas, g_perc=g_perc, g_reas=g_reas)
+    check_writable(out)
+    heads = calibrate_from_file(model, data, cfg, batch_size=batch_size, limit=limit, dtype=dtype,
+                                device_map=device_map)
     heads.save(out)
     console.print(f"wrote {out}: {int(heads.perception.sum())} perception and {int(heads.reasoning.sum())} reasoning "
                   f"heads ({heads.share_selected:.1%} of {heads.num_layers * heads.num_heads}) from {heads.num_samples} "
                   "prompts")
-
-
-def _to_device(batches, model):
-    device = next(model.parameters()).device
-    for batch in batches:
-        yield {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+    _warn(heads.share_warning())
 
 
 @app.command()
+@guarded()
 def inspect(heads: Path = typer.Argument(..., help="A head map written by `fheads calibrate`.")):
     """Print a head map: heads per layer, mean S_v per layer, share of heads selected."""
     from .heads import HeadMap
 
-    try:
-        head_map = HeadMap.load(heads)
-    except ValueError as err:
-        _fail(str(err))
+    head_map = HeadMap.load(heads)
     cfg = head_map.config
     table = Table(title=f"{heads} ({head_map.model_type or 'unknown model'}, {head_map.num_layers} layers x "
                         f"{head_map.num_heads} heads, layers from 0)")
@@ -113,49 +128,52 @@ def inspect(heads: Path = typer.Argument(..., help="A head map written by `fhead
                   f"(layers >= {cfg.reas_first_layer}, S_v <= {cfg.tau_reas}, gain {cfg.g_reas}); selected "
                   f"{int((head_map.perception | head_map.reasoning).sum())}/{total} = {head_map.share_selected:.1%}",
                   soft_wrap=True)
+    _warn(head_map.share_warning())
 
 
 @app.command()
+@guarded()
 def export(model: Path = typer.Option(..., help="Local model folder."),
            heads: Path = typer.Option(..., help="Head map from `fheads calibrate`."),
            out: Path = typer.Option(..., help="Folder for the folded model."),
            dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16.")):
     """Fold the head map's gains into the o_proj weights and save a model that plain transformers loads."""
+    from .evaluation.api import check_writable
+    from .export import HEAD_MAP_FILE, export_folded
     from .heads import HeadMap
-    from .loading import load_model
-    from .rescale import fold
 
-    try:
-        head_map = HeadMap.load(heads)
-        vlm = load_model(model, dtype=dtype)
-        fold(vlm, head_map)
-    except ValueError as err:
-        _fail(str(err))
-    vlm.save_pretrained(out)
-    for file in Path(model).iterdir():  # processor, tokenizer and chat template travel unchanged
-        if file.is_file() and file.name not in _WEIGHT_FILES and file.suffix not in (".safetensors", ".bin", ".pt"):
-            shutil.copy2(file, out / file.name)
-    shutil.copy2(heads, out / "functional_heads.json")
+    head_map = HeadMap.load(heads)
+    check_writable(out)
+    export_folded(model, head_map, out, dtype=dtype)
     console.print(f"wrote {out}: o_proj columns of {int((head_map.gains != 1).sum())} heads scaled; it loads with "
-                  "plain transformers. The head map is kept as functional_heads.json.")
+                  f"plain transformers (its processor: fh.load_processor, or AutoProcessor with torchvision "
+                  f"installed). The head map is kept as {HEAD_MAP_FILE}.", soft_wrap=True)
 
 
 @app.command()
-def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json and the figures here."),
+@guarded(resumable=True)
+def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json, the figures and the run folders "
+                                                       "here (rerun to resume)."),
          model: Optional[Path] = typer.Option(None, help="A shapes model folder with settings.json (default: bundled)."),
          limit: Optional[int] = typer.Option(None, min=8,
                                              help="Only the first N test items (at least one per family)."),
+         method: list[str] = typer.Option([], help="Methods to compare (repeatable; default: vanilla, static, "
+                                                   "dynamic, perception-only, reasoning-only)."),
          batch_size: int = typer.Option(64, min=1)):
-    """The method end to end on the bundled model and the shapes benchmark (about 3 minutes on 2 cores)."""
-    from .demo import markdown, run_demo
+    """The method end to end on the bundled model and the shapes benchmark (about 2 minutes on 2 cores)."""
+    from . import figures
+    from .demo import METHODS, markdown, run_demo
 
-    try:
-        report = run_demo(out=out, model_path=model, limit=limit, batch_size=batch_size)
-    except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
+    if out is not None:
+        from .evaluation.api import check_writable
+
+        check_writable(out)
+        if not figures.available():
+            _warn(figures.MISSING)
+    report = run_demo(out=out, model_path=model, limit=limit, batch_size=batch_size, methods=method or METHODS)
     console.print(markdown(report), soft_wrap=True)
     if out is not None:
-        console.print(f"wrote {out}/demo.md, demo.json, heads.json, ratios_heatmap.png, ratios_by_layer.png")
+        console.print(f"wrote {out}/demo.md, demo.json, heads.json, the figures and runs/")
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -169,20 +187,21 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 
 
 @app.command("eval")
+@guarded(resumable=True)
 def evaluate(model: Path = typer.Option(..., help="Local model folder."),
              bench: str = typer.Option(..., help="mathvista, mathvision, hallusionbench, mmstar, seedbench, pope, "
                                                  "chair or shapes."),
              method: str = typer.Option("vanilla", help="vanilla, static, dynamic, perception-only, reasoning-only, "
-                                                        "vcd, pai, agla or cgd."),
+                                                        "vcd, pai, agla, cgd, or a registered method."),
              out: Path = typer.Option(Path("runs"), help="Run folders go here (one per setting)."),
              data: Optional[Path] = typer.Option(None, help="Local copy: parquet file(s), a save_to_disk folder, "
-                                                            "or JSONL with images (shapes: optional)."),
+                                                            "JSONL with images, or a folder `fheads data` wrote."),
              split: Optional[str] = typer.Option(None, help="Split to read (default: the benchmark's usual one)."),
              heads: Optional[Path] = typer.Option(None, help="Head map from `fheads calibrate` (rescaling methods)."),
              preset: Optional[str] = typer.Option(None, help="Settings for dynamic without a head map."),
              option: list[str] = typer.Option([], help="Benchmark option KEY=VALUE, e.g. annotations=PATH (chair)."),
-             method_option: list[str] = typer.Option([], help="Baseline setting KEY=VALUE, e.g. alpha=1.0; agla "
-                                                                     "needs itm=PATH, cgd clip=PATH."),
+             method_option: list[str] = typer.Option([], help="Method setting KEY=VALUE, e.g. alpha=1.0; agla "
+                                                              "needs itm=PATH, cgd clip=PATH."),
              limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items."),
              batch_size: int = typer.Option(8, min=1),
              max_new_tokens: int = typer.Option(1024, min=1),
@@ -194,66 +213,39 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
              dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
              device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
     """Run one method on one benchmark; resumable (rerun the same command to continue)."""
+    from .evaluation.api import evaluate as evaluate_run
     from .evaluation.benchmarks import get_benchmark
     from .evaluation.judge import Judge
-    from .evaluation.runs import Run, evaluate as run_items
-    from .loading import load_model, load_processor
+    from .evaluation.run_folders import Decoding
 
-    try:
-        benchmark = get_benchmark(bench, **_pairs(option, "--option"))
-        if data is None and bench != "shapes":
-            raise ValueError(f"{bench} needs --data: a local copy of the dataset (see the README).")
-        chosen = _method(method, heads, preset, _pairs(method_option, "--method-option"))
-        generation = {"max_new_tokens": max_new_tokens, "do_sample": sample}
-        if sample:
-            generation.update(temperature=temperature, seed=seed)
-        settings = {"model": str(model.resolve()), "data": str(data.resolve()) if data else None,
-                    "split": split or benchmark.default_split, "options": _pairs(option, "--option"),
-                    "dtype": dtype, **chosen.settings(), "generation": generation}
-        if (judge_url is None) != (judge_model is None):
-            raise ValueError("An LLM judge needs both --judge-url and --judge-model.")
-        judge = Judge(judge_url, judge_model) if judge_url else None
-        settings["judge"] = {"url": judge_url, "model": judge_model} if judge else None
-        run = Run.open(out, bench, method, settings)
-        processor, vlm = load_processor(model), load_model(model, dtype=dtype, device_map=device_map)
-        run_items(vlm, processor, benchmark, benchmark.examples(data, split), chosen, run, batch_size=batch_size,
-                  limit=limit, judge=judge, **generation)
-    except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
-    summary = benchmark.metrics([r for r in run.records.values() if r.get("error") is None])
-    unusable = sum(r.get("error") is not None for r in run.records.values())
+    if (judge_url is None) != (judge_model is None):
+        raise ValueError("An LLM judge needs both --judge-url and --judge-model.")
+    run = evaluate_run(model, bench, method, out=out, data=data, split=split, options=_pairs(option, "--option"),
+                       heads=heads, preset=preset, method_options=_pairs(method_option, "--method-option"),
+                       limit=limit, batch_size=batch_size,
+                       decoding=Decoding(max_new_tokens, sample, temperature, seed),
+                       judge=Judge(judge_url, judge_model) if judge_url else None, dtype=dtype, device_map=device_map)
+    summary = get_benchmark(bench, **_pairs(option, "--option")).metrics(run.usable_records())
+    unusable = len(run.records) - len(run.usable_records())
     console.print(f"{run.folder}: {len(run.records)} items ({unusable} unusable); accuracy "
-                  f"{summary.get('accuracy') or 0:.1%}")
-
-
-def _method(name: str, heads: Optional[Path], preset: Optional[str], options: dict):
-    from .config import RescaleConfig
-    from .evaluation.methods import Method
-    from .heads import HeadMap
-
-    return Method.from_options(name, options, heads=HeadMap.load(heads) if heads else None,
-                               config=RescaleConfig.preset(preset) if preset else None)
+                  f"{summary.get('accuracy') or 0:.1%}", soft_wrap=True)
 
 
 @app.command()
+@guarded()
 def report(runs: Path = typer.Argument(Path("runs"), help="Folder of run folders written by `fheads eval`."),
            out: Optional[Path] = typer.Option(None, help="Write report.md, report.json and report.png here."),
            common_items: bool = typer.Option(False, help="Compare on the items every run answered.")):
     """Compare the methods of each benchmark on the same items: metrics, intervals, paired tests, latency."""
-    from .evaluation.report import build_report, markdown, plot
+    from . import figures
+    from .evaluation.api import report as build
+    from .evaluation.report import markdown
 
-    try:
-        result = build_report(runs, common_items=common_items)
-    except ValueError as err:
-        _fail(str(err))
-    text = markdown(result)
-    console.print(text, soft_wrap=True)
+    result = build(runs, out=out, common_items=common_items)
+    console.print(markdown(result), soft_wrap=True)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(text)
-        (out / "report.json").write_text(json.dumps(result, indent=1, default=str))
-        plot(result, out / "report.png")
-        console.print(f"wrote {out}/report.md, report.json, report.png")
+        console.print(f"wrote {out}/report.md, report.json" + (", report.png" if figures.available() else
+                                                                 f" ({figures.MISSING})"))
 
 
 data_app = typer.Typer(help="Benchmark data.", no_args_is_help=True)
@@ -261,18 +253,17 @@ app.add_typer(data_app, name="data")
 
 
 @data_app.command("shapes")
+@guarded()
 def data_shapes(out: Path = typer.Option(..., help="Folder for the images and the JSONL files."),
                 split: list[str] = typer.Option(["calib", "dev", "test"], help="Splits to write (repeatable)."),
                 n: Optional[int] = typer.Option(None, min=1, help="Items per split (default: the split's size).")):
     """Write the synthetic shapes benchmark: PNG images and one JSONL file per split."""
-    from .evaluation import shapes
+    from .evaluation import shapes_generator
 
-    try:
-        for name in split:
-            path = shapes.write_split(name, out, n if n is not None or name != "train" else 10000)
-            console.print(f"wrote {path}")
-    except ValueError as err:
-        _fail(str(err))
+    for name in split:
+        path = shapes_generator.write_split(name, out, n if n is not None or name != "train" else 10000)
+        console.print(f"wrote {path}")
+    console.print(f"`fheads eval --bench shapes --data {out} --split NAME` reads this folder.")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,33 @@ class RescaleConfig:
             raise ValueError(f"Unknown preset '{name}'. Known presets: {', '.join(sorted(PRESETS))}.")
         return replace(PRESETS[name], **overrides)
 
+    @classmethod
+    def resolve(cls, preset: str | None = None, settings: str | Path | None = None, **overrides) -> "RescaleConfig":
+        """Settings from a preset or a settings file (a RescaleConfig as JSON, a settings.json with a
+        'config' entry, or a head map), with the given fields (those not None) on top; without either,
+        the four identification fields must all be given."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"RescaleConfig has no field {', '.join(sorted(unknown))}.")
+        if preset and settings:
+            raise ValueError("Give a preset or a settings file, not both.")
+        if preset:
+            return cls.preset(preset, **overrides)
+        if settings:
+            try:
+                data = json.loads(Path(settings).read_text())
+                return cls.from_dict({**data.get("config", data), **overrides})
+            except (OSError, json.JSONDecodeError, AttributeError) as err:
+                raise ValueError(f"Cannot read settings from {settings}: {err}") from None
+            except TypeError as err:
+                raise ValueError(f"{settings} does not hold RescaleConfig settings: {err}") from None
+        missing = {"perc_last_layer", "reas_first_layer", "tau_perc", "tau_reas"} - overrides.keys()
+        if missing:
+            flags = ", ".join("--" + m.replace("_", "-") for m in sorted(missing))
+            raise ValueError(f"Give --preset, --settings or all of: {flags}.")
+        return cls(**overrides)
+
     def probe_options(self) -> dict:
         """The keyword arguments of `visual_attention_ratios` that this config sets."""
         return {"query_offset": self.query_offset, "include_video": self.include_video, "per_token": self.per_token}
@@ -58,6 +87,10 @@ class RescaleConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RescaleConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise TypeError(f"unknown field(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
         return cls(**data)
 
 

@@ -19,13 +19,14 @@ import torch
 import torch.nn as nn
 
 from .architectures import locate
+from .compat import CACHE_KEYS, passed_cache
 from .config import RescaleConfig
 from .heads import HeadMap, classify, identify_heads
 from .ratios import probing, visual_attention_ratios
 from .rescale import HeadScaler
 
 MODES = ("two-pass", "single-pass")
-_CACHE_KEYS = ("cache", "past_key_values", "use_cache", "cache_position", "logits_to_keep", "return_dict")
+_CACHE_KEYS = (*CACHE_KEYS, "use_cache", "cache_position", "logits_to_keep", "return_dict")
 
 
 @dataclass
@@ -40,7 +41,7 @@ class DynamicRun:
 
 
 def _is_prefill(kwargs: dict) -> bool:
-    cache = kwargs.get("past_key_values", kwargs.get("cache"))  # transformers 5.2x calls it `cache`
+    cache = passed_cache(kwargs)
     return cache is None or not hasattr(cache, "get_seq_length") or cache.get_seq_length() == 0
 
 

@@ -11,9 +11,12 @@ import torch
 
 from .architectures import ModelLayout, locate
 from .config import RescaleConfig
+from .loading import load_model, load_processor, prompt_batches, read_config, read_prompts, to_model_device
+from .progress import progress as progress_lines
 from .ratios import visual_attention_ratios
 
 FORMAT_VERSION = 1
+UNUSUAL_SHARE = 0.12  # twice the paper's best ~6% of heads; it found 18% harmful
 
 
 @dataclass
@@ -51,6 +54,17 @@ class HeadMap:
     def share_selected(self) -> float:
         return (self.perception | self.reasoning).float().mean().item()
 
+    def share_warning(self) -> str | None:
+        """A warning when the map selects an unusual share of heads: the paper found about 6% best and 18%
+        harmful, so more than 12% (or none at all) deserves a second look at the thresholds."""
+        share = self.share_selected
+        if share == 0:
+            return "the map selects no head: rescaling changes nothing (loosen tau_perc / tau_reas)."
+        if share > UNUSUAL_SHARE:
+            return (f"the map selects {share:.0%} of all heads; the paper found about 6% best and 18% harmful. "
+                    "Tighten tau_perc / tau_reas (or the layer bands) unless this is intended.")
+        return None
+
     def per_layer_counts(self) -> list[tuple[int, int]]:
         """(perception, reasoning) head counts per layer of a static map."""
         self._require_static("per_layer_counts")
@@ -61,6 +75,16 @@ class HeadMap:
             raise ValueError(f"This head map was made for a model of {self.num_layers} layers x {self.num_heads} "
                              f"heads ({self.model_type or 'unknown type'}), but the model has {layout.num_layers} "
                              f"layers x {layout.num_heads} heads ({layout.model_type}). Calibrate on this model.")
+
+    def check_fits_config(self, model_path: str | Path) -> None:
+        """Raise before loading weights if the model folder's config gives another number of layers or
+        heads (where the config names them: num_hidden_layers, num_attention_heads)."""
+        text = read_config(model_path).get("text_config") or read_config(model_path)
+        shape = (text.get("num_hidden_layers"), text.get("num_attention_heads"))
+        if all(isinstance(n, int) for n in shape) and shape != (self.num_layers, self.num_heads):
+            raise ValueError(f"This head map was made for a model of {self.num_layers} layers x {self.num_heads} "
+                             f"heads ({self.model_type or 'unknown type'}), but {model_path} has {shape[0]} layers "
+                             f"x {shape[1]} heads. Calibrate on this model.")
 
     def save(self, path: str | Path) -> None:
         self._require_static("save")
@@ -81,9 +105,14 @@ class HeadMap:
                 for layer, head in data[key]:
                     mask[layer, head] = True
             ratios = torch.tensor(data["ratios"]) if data.get("ratios") is not None else None
+            if ratios is not None and tuple(ratios.shape) != shape:
+                raise ValueError(f"its ratios are {list(ratios.shape)}, not the stated {list(shape)} layers x heads")
+            if any(not 0 <= n < limit for heads in (data["perception_heads"], data["reasoning_heads"])
+                   for pair in heads for n, limit in zip(pair, shape)):
+                raise ValueError(f"a listed head lies outside the stated {shape[0]} layers x {shape[1]} heads")
             return cls(masks[0], masks[1], RescaleConfig.from_dict(data["config"]), data.get("model_type"), ratios,
                        data.get("num_samples"))
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+        except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
             raise ValueError(f"{path} is not a readable functional-heads head map: {err}") from None
 
     def _require_static(self, what: str) -> None:
@@ -115,16 +144,28 @@ def calibrate(model, batches: Iterable[dict], config: RescaleConfig, progress: b
     `total` batches, if known, for the progress bar)."""
     layout = locate(model)
     ratio_sum, count = torch.zeros(layout.num_layers, layout.num_heads, dtype=torch.float64), 0
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="calibrating", unit="batch", total=total)
-    for inputs in batches:
-        ratios = visual_attention_ratios(model, inputs, **config.probe_options())
-        ratio_sum += ratios.double().sum(0)
-        count += ratios.shape[0]
+    with progress_lines("calibrating", total or 0, unit="batches", enabled=progress and bool(total)) as advance:
+        for inputs in batches:
+            ratios = visual_attention_ratios(model, inputs, **config.probe_options())
+            ratio_sum += ratios.double().sum(0)
+            count += ratios.shape[0]
+            advance(1)
     if count == 0:
         raise ValueError("calibrate got no calibration batches.")
     heads = identify_heads((ratio_sum / count).float(), config, layout.model_type)
     heads.num_samples = count
     return heads
+
+
+def calibrate_from_file(model_path: str | Path, data: str | Path, config: RescaleConfig, batch_size: int = 4,
+                        limit: int | None = None, dtype: str = "auto", device_map: str | None = None,
+                        progress: bool = True) -> HeadMap:
+    """`calibrate` on the prompts of a JSONL file ({"image", "prompt"} per line) with the model of a local
+    folder; every row and the layer bounds are checked before the first batch runs."""
+    rows = read_prompts(data)[:limit]
+    processor = load_processor(model_path)
+    model = load_model(model_path, dtype=dtype, device_map=device_map)
+    config.check_layers(locate(model).num_layers)
+    batches = prompt_batches(processor, [r["image"] for r in rows], [r["prompt"] for r in rows], batch_size)
+    return calibrate(model, (to_model_device(b, model) for b in batches), config, progress=progress,
+                     total=-(-len(rows) // batch_size))

@@ -13,6 +13,8 @@ import torch
 import transformers
 from PIL import Image
 
+from .compat import is_unnamed_tokenizer
+
 
 def local_folder(path: str | Path) -> Path:
     folder = Path(path)
@@ -22,10 +24,27 @@ def local_folder(path: str | Path) -> Path:
     return folder
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def read_config(path: str | Path) -> dict:
+    """The folder's config.json as a dict; a damaged file is named in the error."""
+    file = local_folder(path) / "config.json"
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file} is not a readable config.json ({err}); restore it from the checkpoint.") from None
+
+
 def load_model(path: str | Path, dtype: str | torch.dtype = "auto", device_map: str | dict | None = None,
                trust_remote_code: bool = False, **kwargs):
     """A vision-language model from a local folder, in eval mode."""
     folder = local_folder(path)
+    read_config(folder)
+    if not any(f.suffix in WEIGHT_SUFFIXES for f in folder.iterdir()):
+        raise ValueError(f"{folder} has a config.json but no weights (*.safetensors or *.bin): copy the whole "
+                         "checkpoint folder.")
     model = transformers.AutoModelForImageTextToText.from_pretrained(
         folder, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, **kwargs)
     return model.eval()
@@ -35,13 +54,18 @@ def load_processor(path: str | Path, trust_remote_code: bool = False):
     """The model's processor. Without torchvision, transformers 5.x cannot build the video processor that
     Qwen-VL-style processors ask for (transformers issue #48558), so we build the processor for images only."""
     folder = local_folder(path)
+    if (folder / "config.json").is_file():
+        read_config(folder)  # a damaged one is named here, not deep inside transformers
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(f"{folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): copy the whole checkpoint "
+                         "folder, processor files included.")
     try:
         return transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except ImportError as err:
         if "orchvision" not in str(err):
             raise
-    except ValueError as err:  # a tokenizer saved by transformers 5 ("TokenizersBackend"), read by 4.x
-        if "TokenizersBackend" not in str(err):
+    except ValueError as err:  # a tokenizer saved by transformers 5, read by 4.x
+        if not is_unnamed_tokenizer(err):
             raise
     return _image_only_processor(folder)
 
@@ -69,12 +93,12 @@ def _image_only_processor(folder: Path):
 
 
 def _tokenizer(folder: Path, processor_class):
-    """The folder's tokenizer. transformers 4.x cannot name the class that 5.x writes for a tokenizer.json
-    ("TokenizersBackend"); it reads the same file through the fast class the processor expects."""
+    """The folder's tokenizer. transformers 4.x cannot name the class that 5.x writes for a tokenizer.json;
+    it reads the same file through the fast class the processor expects."""
     try:
         return transformers.AutoTokenizer.from_pretrained(folder)
     except ValueError as err:
-        if "TokenizersBackend" not in str(err):
+        if not is_unnamed_tokenizer(err):
             raise
     names = processor_class.tokenizer_class
     fast = [n for n in (names if isinstance(names, (tuple, list)) else [names]) if n and n.endswith("Fast")]
@@ -100,9 +124,17 @@ def prompt_inputs(processor, images: Sequence[Image.Image] | None, prompts: Sequ
     return dict(processor(images=nested, text=texts, return_tensors="pt", padding=True, padding_side="left"))
 
 
+def to_model_device(inputs: dict, model) -> dict:
+    """Processor inputs on the device of the model's first weights, where its embeddings read them."""
+    device = model.device
+    return {key: value.to(device) if hasattr(value, "to") else value for key, value in inputs.items()}
+
+
 def read_prompts(path: str | Path) -> list[dict]:
     """Rows of a JSONL file with `image` (a path, relative to the file) and `prompt` (or `question`)."""
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: give a JSONL file with one {{'image', 'prompt'}} per line.")
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -116,9 +148,14 @@ def read_prompts(path: str | Path) -> list[dict]:
         if not isinstance(prompt, str) or not image.is_file():
             raise ValueError(f"{path}:{number}: " + ("no 'prompt' text" if not isinstance(prompt, str)
                                                      else f"image {image} does not exist"))
+        try:
+            with Image.open(image) as opened:
+                opened.verify()
+        except (OSError, SyntaxError) as err:
+            raise ValueError(f"{path}:{number}: {image} is not a readable image ({err}).") from None
         rows.append({"image": image, "prompt": prompt})
     if not rows:
-        raise ValueError(f"{path} holds no rows.")
+        raise ValueError(f"{path} holds no rows: one JSON object with 'image' and 'prompt' per line.")
     return rows
 
 

@@ -21,6 +21,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .architectures import ModelLayout, locate
+from .compat import attention_implementation, attention_switched
 
 PROBE = "functional_heads_probe"
 _WRAPPABLE = ("sdpa", "eager")  # others (flash, flex) are probed through sdpa: same outputs, known masks
@@ -65,7 +66,10 @@ def _probe_attention(module, query, key, value, attention_mask, **kwargs):
 
 
 def _probe_mask(*args, **kwargs):
-    return ALL_MASK_ATTENTION_FUNCTIONS[_active.get().base](*args, **kwargs)
+    probe = _active.get()
+    if probe is None:
+        raise RuntimeError(f"attn_implementation '{PROBE}' is only valid inside functional_heads probes.")
+    return ALL_MASK_ATTENTION_FUNCTIONS[probe.base](*args, **kwargs)
 
 
 AttentionInterface.register(PROBE, _probe_attention)
@@ -127,7 +131,7 @@ def visual_token_mask(input_ids: torch.Tensor, layout: ModelLayout, include_vide
 
 
 def wrappable_base(layout: ModelLayout) -> str:
-    current = layout.text_configs[0]._attn_implementation
+    current = attention_implementation(layout.text_configs[0])
     return current if current in _WRAPPABLE else "sdpa"
 
 
@@ -147,27 +151,13 @@ def probing(model, input_ids, attention_mask, on_layer, *, query_offset: int = -
 @contextmanager
 def attention_state(layout: ModelLayout, implementation: str, variable: ContextVar, state) -> Iterator[None]:
     """Within the block `variable` holds `state` (what the registered attention function reads) and the text
-    decoder runs `implementation`; both are restored on exit, also on error."""
+    decoder (only it) runs `implementation`; both are restored on exit, also on error."""
     token = variable.set(state)
     try:
-        with using_attention(layout, implementation):
+        with attention_switched(layout.model, layout.text_configs, implementation):
             yield
     finally:
         variable.reset(token)
-
-
-@contextmanager
-def using_attention(layout: ModelLayout, implementation: str) -> Iterator[None]:
-    """Within the block the text decoder runs `implementation` (a name registered with AttentionInterface and
-    AttentionMaskInterface); only the decoder's config is switched, and it is always restored."""
-    saved = [(cfg, cfg._attn_implementation_internal) for cfg in layout.text_configs]
-    try:
-        for cfg, _ in saved:
-            cfg._attn_implementation_internal = implementation
-        yield
-    finally:
-        for cfg, previous in saved:
-            cfg._attn_implementation_internal = previous
 
 
 @torch.no_grad()

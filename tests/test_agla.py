@@ -6,10 +6,10 @@ import torch
 from PIL import Image
 
 from decoding import assert_same_scores, manual_contrastive_steps
-from functional_heads.evaluation import shapes
+from functional_heads.evaluation import shapes_generator as shapes
 from functional_heads.evaluation.agla import (AGLAConfig, ImageTextMatcher, agla_combine, agla_generate,
                                               augmented_views, keep_mask, mask_image)
-from functional_heads.evaluation.methods import Method
+from functional_heads.evaluation.methods import get_method
 from functional_heads.loading import prompt_inputs
 
 TEXTS = ["how many red circles are there", "what is the total of blue squares in the image"]
@@ -115,12 +115,12 @@ def test_agla_generate_matches_manual_decoding(bundled_vlm):
 
 def test_method_needs_a_blip_itm_model(blip_itm_folder, clip_folder, tmp_path):
     with pytest.raises(ValueError, match="itm=PATH"):
-        Method("agla")
+        get_method("agla")
     with pytest.raises(ValueError, match="not a local model folder"):
-        Method.from_options("agla", {"itm": str(tmp_path)})
+        get_method("agla", {"itm": str(tmp_path)})
     with pytest.raises(ValueError, match="must be a BLIP image-text matching model"):
-        Method.from_options("agla", {"itm": str(clip_folder)})
+        get_method("agla", {"itm": str(clip_folder)})
     with pytest.raises(ValueError, match="layer 6 does not exist"):
         ImageTextMatcher(blip_itm_folder).relevance(_images(), TEXTS, 6, 35)
-    method = Method.from_options("agla", {"itm": str(blip_itm_folder), "alpha": "1.5", "layer": "1"})
-    assert method.settings()["agla"]["alpha"] == 1.5 and method.settings()["agla"]["layer"] == 1
+    method = get_method("agla", {"itm": str(blip_itm_folder), "alpha": "1.5", "layer": "1"})
+    assert method.identity()["agla"]["alpha"] == 1.5 and method.identity()["agla"]["layer"] == 1

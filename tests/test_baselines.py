@@ -7,7 +7,7 @@ import torch
 
 import tiny_models
 from decoding import assert_same_scores, manual_contrastive_steps
-from functional_heads.evaluation import shapes
+from functional_heads.evaluation import shapes_generator as shapes
 from functional_heads.evaluation.baselines import (PAIConfig, VCDConfig, _pai_attention, _pai, _PAIState,
                                                    diffusion_noise, pai_attention, pai_combine, pai_generate, vcd_combine,
                                                    vcd_generate)

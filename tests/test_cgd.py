@@ -5,11 +5,11 @@ import tiny_models
 import torch
 from PIL import Image
 
-from functional_heads.evaluation import shapes
+from functional_heads.evaluation import shapes_generator as shapes
 from functional_heads.evaluation.baselines import with_generated
 from functional_heads.evaluation.cgd import (CGDConfig, ImageTextSimilarity, Sentence, cgd_generate, search,
                                              sentence_sampler, terminal_token_ids)
-from functional_heads.evaluation.methods import Method
+from functional_heads.evaluation.methods import get_method
 from functional_heads.loading import prompt_inputs
 
 
@@ -146,15 +146,15 @@ def test_method_needs_a_clip_model(clip_folder):
     from functional_heads.bundled import bundled_model_path
 
     with pytest.raises(ValueError, match="clip=PATH"):
-        Method("cgd")
+        get_method("cgd")
     with pytest.raises(ValueError, match="CLIP-style dual encoder"):
-        Method.from_options("cgd", {"clip": str(bundled_model_path())})
+        get_method("cgd", {"clip": str(bundled_model_path())})
     with pytest.raises(ValueError, match="cgd has no setting gamma"):
-        Method.from_options("cgd", {"clip": str(clip_folder), "gamma": "1"})
+        get_method("cgd", {"clip": str(clip_folder), "gamma": "1"})
     with pytest.raises(ValueError, match="wrong type"):
-        Method.from_options("cgd", {"clip": str(clip_folder), "beams": "three"})
-    method = Method.from_options("cgd", {"clip": str(clip_folder), "beams": "2"})
-    assert method.settings()["cgd"]["beams"] == 2 and method.settings()["cgd"]["alpha"] == 0.01
+        get_method("cgd", {"clip": str(clip_folder), "beams": "three"})
+    method = get_method("cgd", {"clip": str(clip_folder), "beams": "2"})
+    assert method.identity()["cgd"]["beams"] == 2 and method.identity()["cgd"]["alpha"] == 0.01
 
 
 class IdsAsText:

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 import transformers
 from typer.testing import CliRunner
 
@@ -10,8 +11,11 @@ import functional_heads as fh
 from functional_heads.bundled import bundled_model_path, bundled_settings
 from functional_heads.cli import app
 from functional_heads.demo import METHODS
-from functional_heads.evaluation import shapes
-from functional_heads.evaluation.runner import answer
+from functional_heads.evaluation import shapes_generator as shapes
+from functional_heads.evaluation.benchmarks import get_benchmark
+from functional_heads.evaluation.methods import get_method
+from functional_heads.evaluation.run_folders import Decoding, answer_all
+from functional_heads.evaluation.report import build_report
 
 
 def test_bundled_model_loads_offline_and_answers_in_format():
@@ -19,40 +23,57 @@ def test_bundled_model_loads_offline_and_answers_in_format():
     model = transformers.AutoModelForImageTextToText.from_pretrained(path).eval()
     processor = fh.load_processor(path)
     assert model.config.model_type == "qwen2_5_vl" and fh.locate(model).num_layers == 8
-    items = list(shapes.items("dev"))[:28]
-    outputs, _ = answer(model, processor, [it.scene.render() for it in items], [it.question for it in items])
-    assert all(o.startswith("<think>") and o.endswith("</answer>") for o in outputs), outputs
-    outcomes = [shapes.score(it, o) for it, o in zip(items, outputs)]
+    bench = get_benchmark("shapes")
+    examples = list(bench.examples(None, "dev"))[:28]
+    records = answer_all(model, processor, bench, examples, get_method("vanilla"), Decoding(max_new_tokens=64), 64)
+    assert all(r["prediction"].startswith("<think>") and r["prediction"].endswith("</answer>") for r in records)
     # Trained: every answer is a well-formed chain (an untrained model writes no tagged answer at all), and
     # well over half are right (17 of these 28; the model card reports 66% on test).
-    assert not any(o.error == "malformed" for o in outcomes)
-    assert sum(o.correct for o in outcomes) >= 14
+    assert not any(r["failure"] == "malformed" for r in records)
+    assert sum(r["score"] for r in records) >= 14
     assert bundled_settings().tau_reas < bundled_settings().tau_perc
 
 
-def test_short_demo_run_writes_report_and_figures(tmp_path):
+@pytest.mark.slow
+def test_short_demo_run_writes_report_figures_and_run_folders_that_report_reads(tmp_path):
+    grad = torch.is_grad_enabled()
     result = CliRunner().invoke(app, ["demo", "--limit", "16", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert torch.is_grad_enabled() == grad  # the demo leaves the caller's grad mode alone
     report = json.loads((tmp_path / "demo.json").read_text())
-    assert list(report["methods"]) == list(METHODS)
-    for name, r in report["methods"].items():
+    shapes_report = report["shapes"]
+    assert list(shapes_report["methods"]) == list(METHODS) and shapes_report["items"] == 16
+    for name, r in shapes_report["methods"].items():
         assert r["n"] == 16
-        total = r["accuracy"] + r["perceptual_error_rate"] + r["reasoning_drift_rate"] + r["malformed_rate"]
-        assert total == pytest.approx(1.0)
+        assert r["accuracy"] + r["perceptual_rate"] + r["drift_rate"] + r["malformed_rate"] == pytest.approx(1.0)
         assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
         assert (name == "vanilla") == ("mcnemar_vs_vanilla" not in r)
     assert report["settings_tuned_on"] == "dev" and report["reported_on"] == "test (16 items)"
-    assert report["methods"]["vanilla"]["heads_rescaled"] == 0.0
+    assert shapes_report["methods"]["vanilla"]["heads_rescaled"] == 0.0
     heads = fh.HeadMap.load(tmp_path / "heads.json")
     gains = heads.gains  # heads whose gain is not 1 (a class with gain 1 is selected but not rescaled)
-    assert report["methods"]["static"]["heads_rescaled"] == pytest.approx((gains != 1).float().mean().item())
-    for name in ("demo.md", "ratios_heatmap.png", "ratios_by_layer.png"):
+    assert shapes_report["methods"]["static"]["heads_rescaled"] == pytest.approx((gains != 1).float().mean().item())
+    for name in ("demo.md", "ratios_heatmap.png", "ratios_by_layer.png", "report.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "| static |" in (tmp_path / "demo.md").read_text()
+    # the demo's run folders are `fheads eval`'s: `fheads report` reads them and finds the same numbers
+    again = build_report(tmp_path / "runs")["shapes"]
+    for name, r in shapes_report["methods"].items():
+        assert again["methods"][name]["accuracy"] == r["accuracy"]
+    rerun = CliRunner().invoke(app, ["demo", "--limit", "16", "--out", str(tmp_path)])  # resumes: nothing to do
+    assert rerun.exit_code == 0 and json.loads((tmp_path / "demo.json").read_text())["shapes"] == shapes_report
 
 
-def test_data_shapes_command(tmp_path):
+def test_demo_rejects_an_unknown_method_before_loading(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--method", "nope", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "Unknown method(s) nope" in result.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_data_shapes_folder_is_read_by_eval(tmp_path):
     result = CliRunner().invoke(app, ["data", "shapes", "--out", str(tmp_path), "--split", "test", "--n", "7"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "test.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == [it.id for it in shapes.items("test", n=7)]
+    examples = list(get_benchmark("shapes").examples(tmp_path, "test"))  # the folder as written, not the .jsonl
+    assert [e.id for e in examples] == [r["id"] for r in rows]

@@ -5,7 +5,7 @@ import pytest
 lmms_eval = pytest.importorskip("lmms_eval")
 
 from functional_heads.bundled import bundled_model_path  # noqa: E402
-from functional_heads.evaluation import shapes  # noqa: E402
+from functional_heads.evaluation import shapes_generator as shapes  # noqa: E402
 from functional_heads.evaluation.runner import answer  # noqa: E402
 from functional_heads.loading import load_model, load_processor  # noqa: E402
 

@@ -7,11 +7,11 @@ from typer.testing import CliRunner
 
 from functional_heads.cli import app
 from functional_heads.evaluation.report import build_report, markdown
-from functional_heads.evaluation.runs import Run
+from functional_heads.evaluation.run_folders import Run
 
 
 def write_run(out, method, scores, seconds=1.0, prompt="p", bench="pope", extra=None):
-    run = Run.open(out, bench, method, {"model": "m", "method_settings": method})
+    run = Run.open(out, {"benchmark": bench, "method": method, "model": "m"})
     run.append([{"id": str(i), "gold": "yes", "prediction": "yes" if s else "no", "extracted": "yes" if s else "no",
                  "score": float(s), "seconds": seconds, "error": None, "category": "random",
                  "prompt_sha": prompt} for i, s in enumerate(scores)] + (extra or []))
@@ -30,7 +30,8 @@ def test_side_by_side_with_paired_test_and_latency(tmp_path):
     assert static["latency_ratio"] == pytest.approx(1.1) and static["unusable_items"] == 1
     assert static["random"]["recall"] == pytest.approx(5 / 6)  # POPE's own metrics per split
     text = markdown({"pope": report})
-    assert "| static | 83.3% |" in text
+    assert "| static | 83.3% [" in text and "+3 / -0, p=0.25" in text
+    assert "Unusable items (recorded with their reason, left out above): static 1" in text
     write_run(tmp_path / "seed", "vanilla", [1, 0], bench="seedbench")
     seed = markdown(build_report(tmp_path / "seed"))
     assert "| method | random |" in seed and "| vanilla | 50.0% |" in seed  # the per-category table

@@ -8,7 +8,7 @@ from PIL import Image
 
 from functional_heads.loading import load_model, load_processor, prompt_inputs
 from functional_heads.testing import save_tiny_qwen2_5_vl
-from functional_heads.wordlevel import bert_tokenizer, readable_by_transformers_4
+from functional_heads.compat import bert_tokenizer, readable_by_transformers_4
 
 
 def _logits(folder):

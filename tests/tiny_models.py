@@ -13,21 +13,18 @@ from typing import Callable
 import torch
 import transformers as tf
 
+from functional_heads.compat import IS_TRANSFORMERS_5, projected_features, rope_settings
 
 VOCAB = 320
 IMAGE, VIDEO, V_START, V_END, BOI, EOI = 300, 301, 302, 303, 304, 305
 TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=4096, pad_token_id=0,
             bos_token_id=1, eos_token_id=2)
-V5 = int(tf.__version__.split(".")[0]) >= 5
 
 
 def rope(**parameters) -> dict:
     """Rotary settings under the config names of the installed transformers (4.57 or 5.x)."""
-    parameters = {"rope_type": "default", **parameters}
-    if V5:
-        return {"rope_parameters": {**parameters, "rope_theta": 10000.0}}
-    return {"rope_scaling": {**parameters, "type": parameters["rope_type"]}, "rope_theta": 10000.0}
+    return rope_settings({"rope_type": "default", **parameters, "rope_theta": 10000.0})
 
 
 QWEN_ROPE = rope(mrope_section=[2, 2, 4])
@@ -67,7 +64,7 @@ class Tiny:
         join = torch.stack if self.stack_images else torch.cat
         out.update({key: join([f[key] for f in fields]) for key in fields[0]})
         type_ids = (input_ids == IMAGE).long()
-        if self.arch.startswith("qwen") and V5:  # the 5.x processors return it; 4.57 knows no such input
+        if self.arch.startswith("qwen") and IS_TRANSFORMERS_5:  # the 5.x processors return it; 4.57 knows no such input
             out["mm_token_type_ids"] = type_ids
         if self.arch == "gemma3":
             out["token_type_ids"] = type_ids
@@ -138,7 +135,7 @@ def _llava_onevision():
     with torch.no_grad():  # the anyres layout decides the count: ask the model once
         feats = model.model.get_image_features(**fields(1), vision_feature_layer=-1,
                                                vision_feature_select_strategy="full")
-    feats = getattr(feats, "pooler_output", feats)
+    feats = projected_features(feats)
     return model, sum(f.shape[0] for f in feats), fields
 
 
@@ -194,7 +191,7 @@ def save_tiny_blip_itm(folder, seed: int = 0, layers: int = 2):
     processor, as `save_pretrained` writes them."""
     from transformers import BlipProcessor
 
-    from functional_heads.wordlevel import bert_tokenizer
+    from functional_heads.compat import bert_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(ITM_WORDS) + "\n")

@@ -14,19 +14,18 @@ import argparse
 import itertools
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from functional_heads.bundled import BUNDLED
 from functional_heads.config import RescaleConfig
-from functional_heads.demo import calibration_batches
-from functional_heads.evaluation import shapes
-from functional_heads.evaluation.runner import answer
+from functional_heads.demo import DECODING, calibration_batches
+from functional_heads.evaluation.benchmarks import get_benchmark
+from functional_heads.evaluation.methods import get_method
+from functional_heads.evaluation.run_folders import answer_all
 from functional_heads.heads import calibrate, identify_heads
 from functional_heads.loading import load_model, load_processor
-from functional_heads.rescale import rescale
 
 LAYER_BOUNDS = [(1, 4), (2, 5), (3, 6), (3, 4), (1, 6)]  # (perc_last_layer, reas_first_layer) of 8 layers
 QUANTILES = [(0.8, 0.2), (0.9, 0.1), (0.95, 0.05)]  # (tau_perc, tau_reas) as quantiles of calib S_v
@@ -37,21 +36,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=BUNDLED)
     args = parser.parse_args()
-    torch.set_grad_enabled(False)
     model, processor = load_model(args.model, dtype=torch.float32), load_processor(args.model)
-    dev = list(shapes.items("dev"))
-    images, prompts = [it.scene.render() for it in dev], [it.question for it in dev]
+    benchmark = get_benchmark("shapes")
+    dev = list(benchmark.examples(None, "dev"))
     probe = RescaleConfig(perc_last_layer=0, reas_first_layer=0, tau_perc=1.0, tau_reas=0.0)
-    ratios = calibrate(model, calibration_batches(processor), probe).ratios
+    with torch.no_grad():
+        ratios = calibrate(model, calibration_batches(processor, model), probe).ratios
     log = open(args.model / "search_log.jsonl", "w")
 
     def accuracy(cfg: RescaleConfig | None) -> dict:
         heads = identify_heads(ratios, cfg) if cfg else None
+        method = get_method("static", heads=heads) if heads else get_method("vanilla")
         start = time.time()
-        with rescale(model, heads) if heads else nullcontext():
-            outputs, _ = answer(model, processor, images, prompts, max_new_tokens=shapes.MAX_ANSWER_TOKENS)
-        correct = sum(shapes.score(it, o).correct for it, o in zip(dev, outputs)) / len(dev)
-        row = {"config": cfg.to_dict() if cfg else None, "dev_accuracy": correct,
+        records = answer_all(model, processor, benchmark, dev, method, DECODING, batch_size=64)
+        row = {"config": cfg.to_dict() if cfg else None, "dev_accuracy": benchmark.metrics(records)["accuracy"],
                "heads": int((heads.gains != 1).sum()) if heads else 0, "seconds": round(time.time() - start, 1)}
         log.write(json.dumps(row) + "\n")
         log.flush()

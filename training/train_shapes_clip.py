@@ -27,7 +27,8 @@ import transformers as tf
 from tokenizers import Tokenizer, processors
 
 from functional_heads.bundled import bundled_model_path
-from functional_heads.evaluation import shapes
+from functional_heads.compat import projected_features
+from functional_heads.evaluation import shapes_generator as shapes
 
 END = "<|im_end|>"
 
@@ -124,18 +125,14 @@ def build(tokenizer, seed: int) -> tf.CLIPModel:
     return tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=64))
 
 
-def features(output):
-    return output if torch.is_tensor(output) else output.pooler_output
-
-
 def step_loss(model, tokenizer, pixel_processor, batch, negatives):
     images = [scene.render() for scene, _, _ in batch]
     positives = [p for _, p, _ in batch]
     wrong = [n for _, _, ns in batch for n in ns]
     pixels = pixel_processor(images=images, return_tensors="pt")["pixel_values"]
-    image = F.normalize(features(model.get_image_features(pixel_values=pixels)), dim=-1)
+    image = F.normalize(projected_features(model.get_image_features(pixel_values=pixels)), dim=-1)
     tokens = tokenizer(positives + wrong, padding=True, return_tensors="pt")
-    text = F.normalize(features(model.get_text_features(**tokens)), dim=-1)
+    text = F.normalize(projected_features(model.get_text_features(**tokens)), dim=-1)
     pos, neg = text[:len(batch)], text[len(batch):].view(len(batch), negatives, -1)
     scale = model.logit_scale.exp()
     # each image against every scene's true sentence and its own false ones; each sentence against the images
@@ -151,9 +148,9 @@ def ranking_accuracy(model, tokenizer, pixel_processor, held_out, negatives) -> 
     right = 0
     for scene, positive, wrong in held_out:
         pixels = pixel_processor(images=[scene.render()], return_tensors="pt")["pixel_values"]
-        image = F.normalize(features(model.get_image_features(pixel_values=pixels)), dim=-1)
+        image = F.normalize(projected_features(model.get_image_features(pixel_values=pixels)), dim=-1)
         tokens = tokenizer([positive, *wrong], padding=True, return_tensors="pt")
-        sims = (F.normalize(features(model.get_text_features(**tokens)), dim=-1) @ image[0])
+        sims = (F.normalize(projected_features(model.get_text_features(**tokens)), dim=-1) @ image[0])
         right += int(sims[0] > sims[1:].max())
     model.train()
     return right / len(held_out)

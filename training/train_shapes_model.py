@@ -19,11 +19,14 @@ from pathlib import Path
 import torch
 import transformers as tf
 
-from functional_heads.demo import summarize
-from functional_heads.evaluation import shapes
-from functional_heads.evaluation.runner import answer
+from functional_heads.compat import projected_features, readable_by_transformers_4
+from functional_heads.demo import DECODING as DEMO_DECODING
+from functional_heads.evaluation import shapes_generator as shapes
+from functional_heads.evaluation.benchmarks import get_benchmark
+from functional_heads.evaluation.methods import get_method
+from functional_heads.evaluation.run_folders import answer_all
 from functional_heads.loading import load_processor
-from functional_heads.wordlevel import qwen2_5_vl_config, readable_by_transformers_4, save_word_level_processor
+from functional_heads.wordlevel import qwen2_5_vl_config, save_word_level_processor
 
 PATCH = 8
 # what a cell holds, for the optional auxiliary loss on the merged visual tokens (one token per cell)
@@ -60,15 +63,16 @@ def mrope_section(head_dim: int) -> list[int]:
 
 
 def dev_accuracy(model, processor, n: int, families: list[str] | None = None) -> dict:
-    items = [it for it in shapes.items("dev") if not families or it.family in families][:n]
+    """Vanilla on the first n dev items (of the families given), through `fheads eval`'s generation path."""
+    benchmark = get_benchmark("shapes")
+    examples = [e for e in benchmark.examples(None, "dev") if not families or e.category in families][:n]
     model.eval()
-    outputs, _ = answer(model, processor, [it.scene.render() for it in items], [it.question for it in items],
-                        batch_size=64, max_new_tokens=shapes.MAX_ANSWER_TOKENS)
+    records = answer_all(model, processor, benchmark, examples, get_method("vanilla"), DEMO_DECODING, batch_size=64)
     model.train()
-    summary = summarize(items, [shapes.score(it, out) for it, out in zip(items, outputs)], 0.0, 0.0)
-    return {"dev_accuracy": summary["accuracy"], "dev_perceptual": summary["perceptual_error_rate"],
-            "dev_drift": summary["reasoning_drift_rate"], "dev_malformed": summary["malformed_rate"],
-            "dev_families": {name: round(f["accuracy"], 3) for name, f in summary["families"].items()}}
+    summary = benchmark.metrics(records)
+    return {"dev_accuracy": summary["accuracy"], "dev_perceptual": summary["perceptual_rate"],
+            "dev_drift": summary["drift_rate"], "dev_malformed": summary["malformed_rate"],
+            "dev_families": {name: round(value, 3) for name, value in summary["categories"].items()}}
 
 
 def main():
@@ -127,7 +131,7 @@ def main():
         loss = model(**batch).loss
         if cell_head is not None:  # teach the vision tower to tell cells apart, beside the answer loss
             features = model.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"])
-            features = getattr(features, "pooler_output", features)
+            features = projected_features(features)
             features = torch.cat(list(features)) if isinstance(features, (list, tuple)) else features
             aux = torch.nn.functional.cross_entropy(cell_head(features), cells.flatten())
             loss = loss + args.aux_cell_loss * aux

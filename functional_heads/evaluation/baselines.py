@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-import transformers
 from transformers import AttentionInterface, LogitsProcessor
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from ..architectures import locate
+from ..compat import CACHE_ARGUMENT, returned_cache
 from ..ratios import attention_state, base_attention, visual_token_mask
 
 
@@ -119,14 +119,6 @@ class ContrastiveLogits(LogitsProcessor):
 
 
 SEQUENCE_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
-CACHE_ARGUMENT = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
-
-
-def returned_cache(output):
-    """The KV cache a forward or `generate()` returned (`cache` in transformers 5.2x, `past_key_values` before)."""
-    return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
-
-
 def continuing(inputs: dict, cache) -> dict:
     """`generate()` inputs that continue `cache`: what runs along the sequence (the image is in the cache)."""
     return {**{k: v for k, v in inputs.items() if k in SEQUENCE_INPUTS}, CACHE_ARGUMENT: cache}
@@ -233,4 +225,4 @@ def pai_generate(model, inputs: dict, unconditional: dict, cfg: PAIConfig, **gen
 
 
 __all__ = ["VCDConfig", "PAIConfig", "diffusion_noise", "vcd_combine", "pai_combine", "ContrastiveLogits",
-           "pai_attention", "vcd_generate", "pai_generate", "with_generated", "continuing", "returned_cache"]
+           "pai_attention", "vcd_generate", "pai_generate", "with_generated", "continuing"]

@@ -6,8 +6,8 @@ the image and each of its sentences under a CLIP/SigLIP model, plus alpha x the 
 its tokens (from the model's raw logits). The `beams` best unfinished candidates go on; the search stops
 once `samples` candidates have ended and returns the best of those. Published defaults: SigLIP
 so400m-patch14-384, alpha 0.01, beta 1, 3 beams, 3 samples (the authors' COCO script).
-CGD always samples, with its own settings; the random state is seeded at each item, so an item's answer
-does not depend on the batch it came in.
+CGD always samples, with its own settings, from a random state seeded at each item (so an item's answer
+does not depend on the batch it came in) inside a scoped fork (so the caller's random state is untouched).
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer, StoppingCriteria
 
-from ..loading import local_folder, prompt_inputs
-from .baselines import SEQUENCE_INPUTS, continuing, returned_cache, with_generated
+from ..loading import local_folder, prompt_inputs, to_model_device
+from ..compat import projected_features, returned_cache
+from .baselines import SEQUENCE_INPUTS, continuing, with_generated
+from .seeding import seeded
 
 TERMINALS = ".?!"
 # how each dual encoder's text side was trained to be padded (SigLIP: always to 64 tokens)
@@ -71,19 +73,14 @@ class ImageTextSimilarity:
     @torch.no_grad()
     def image(self, image: Image.Image) -> torch.Tensor:
         inputs = self.image_processor(images=image.convert("RGB"), return_tensors="pt").to(self.model.device)
-        return F.normalize(_features(self.model.get_image_features(**inputs)), dim=-1)[0]
+        return F.normalize(projected_features(self.model.get_image_features(**inputs)), dim=-1)[0]
 
     @torch.no_grad()
     def __call__(self, image_features: torch.Tensor, texts: Sequence[str]) -> list[float]:
         padding = TEXT_PADDING.get(self.model_type, {"padding": True})
         inputs = self.tokenizer(list(texts), truncation=True, return_tensors="pt", **padding).to(self.model.device)
-        text = F.normalize(_features(self.model.get_text_features(**inputs)), dim=-1)
+        text = F.normalize(projected_features(self.model.get_text_features(**inputs)), dim=-1)
         return (text @ image_features).tolist()
-
-
-def _features(output) -> torch.Tensor:
-    """Projected features: transformers 5 returns them as `pooler_output`, 4.x as a tensor."""
-    return output if torch.is_tensor(output) else output.pooler_output
 
 
 @dataclass
@@ -186,12 +183,11 @@ def cgd_generate(model, processor, scorer: ImageTextSimilarity, images: Sequence
     eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
     answers = []
     for image, prompt in zip(images, prompts):
-        rows = {k: v.to(model.device) for k, v in prompt_inputs(processor, [image] * cfg.samples,
-                                                                 [prompt] * cfg.samples).items()}
-        torch.manual_seed(cfg.seed)  # per item: its answer does not depend on its batch
-        sample = sentence_sampler(model, tokenizer, rows, cfg, terminal_ids, eos_ids)
-        features = scorer.image(image)
-        answers.append(search(sample, lambda texts: scorer(features, texts), cfg, max_new_tokens).tokens)
+        rows = to_model_device(prompt_inputs(processor, [image] * cfg.samples, [prompt] * cfg.samples), model)
+        with seeded(cfg.seed, model.device):  # per item: its answer does not depend on its batch
+            sample = sentence_sampler(model, tokenizer, rows, cfg, terminal_ids, eos_ids)
+            features = scorer.image(image)
+            answers.append(search(sample, lambda texts: scorer(features, texts), cfg, max_new_tokens).tokens)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
     out = torch.full((len(answers), max(map(len, answers), default=0)), pad, dtype=torch.long)
     for row, tokens in enumerate(answers):

@@ -1,131 +1,268 @@
-"""The methods compared in evaluations, each one way to call `generate` on the same prompts.
+"""The methods compared in evaluations: one registry of small classes, as transformers keeps its attention
+functions.
 
-vanilla; static (a calibrated head map); dynamic (per-input heads); perception-only and reasoning-only
-(the static map with the other class's gain set to 1); the decoding baselines vcd, pai, agla and cgd, each
-with its settings dataclass (published defaults). AGLA and CGD load their extra model (a BLIP image-text
-matching model, a CLIP/SigLIP model) from the local folder their settings name.
+A method says what it needs (`settings_class`, a head map, rescaling settings), what surrounds
+`generate()` (`context`), how it decodes (`decode`, or `generate` as a whole), and what identifies its
+run (`identity`). `register_method` adds one; `fheads eval`, `fheads demo`, `fheads report` and the
+lmms-eval wrapper then find it by name. Packages register theirs on import through the entry-point group
+`functional_heads.methods`.
+
+Built in: vanilla; static (a calibrated head map); perception-only and reasoning-only (the static map with
+the other class's gain set to 1); dynamic (per-input heads); the decoding baselines vcd, pai, agla and cgd
+with their published defaults. AGLA and CGD load their extra model from the local folder their settings
+name when the method is made, so a wrong path fails before the VLM loads.
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
 
 import torch
 
 from ..config import RescaleConfig
 from ..dynamic import dynamic
 from ..heads import HeadMap
-from ..loading import prompt_inputs
+from ..loading import prompt_inputs, to_model_device
 from ..rescale import rescale
 from .agla import AGLAConfig, ImageTextMatcher, agla_generate, augmented_views
 from .baselines import PAIConfig, VCDConfig, pai_generate, vcd_generate
 from .cgd import CGDConfig, ImageTextSimilarity, cgd_generate, terminal_token_ids
 
-RESCALING = ("static", "dynamic", "perception-only", "reasoning-only")
-BASELINES = {"vcd": VCDConfig, "pai": PAIConfig, "agla": AGLAConfig, "cgd": CGDConfig}
-METHODS = ("vanilla", *RESCALING, *BASELINES)
-
-
-def static_map(name: str, heads: HeadMap) -> HeadMap | None:
-    """The head map a static method applies (None for vanilla); ablations set the other class's gain to 1."""
-    gains = {"static": {}, "perception-only": {"g_reas": 1.0}, "reasoning-only": {"g_perc": 1.0}}
-    if name not in gains:
-        return None
-    return HeadMap(heads.perception, heads.reasoning, replace(heads.config, **gains[name]), heads.model_type)
-
-
-def method_context(name: str, model, heads: HeadMap | None, config: RescaleConfig | None):
-    """What surrounds generate() for a rescaling method (nothing for the others)."""
-    if name == "dynamic":
-        return dynamic(model, config)
-    static = static_map(name, heads) if heads is not None else None
-    return nullcontext() if static is None else rescale(model, static)
+ENTRY_POINT_GROUP = "functional_heads.methods"
+METHODS: dict[str, type["Method"]] = {}
+_plugins_loaded = False
 
 
 @dataclass
+class Generation:
+    """What a method generated for a batch of prompts."""
+
+    tokens: torch.Tensor  # [batch, length]
+    prompt_length: int  # the generated tokens start at this column
+    heads_rescaled: list[float]  # per prompt: the share of heads whose gain was not 1
+
+
 class Method:
-    """A method with everything it needs; `settings()` is what goes into a run's identity."""
+    """Subclass, set `name`, override what differs, and decorate with `@register_method`."""
 
-    name: str
-    heads: HeadMap | None = None
-    config: RescaleConfig | None = None  # dynamic's thresholds and gains (default: the head map's)
-    baseline: Any = None  # a decoding baseline's settings (VCDConfig, ...); default: the published ones
-    _helper: Any = field(default=None, init=False, repr=False, compare=False)  # AGLA's / CGD's extra model
-    _terminal_ids: Any = field(default=None, init=False, repr=False, compare=False)  # CGD's sentence ends
+    name: ClassVar[str] = ""
+    settings_class: ClassVar[type | None] = None  # a dataclass of the method's own settings (text-parsable)
 
-    def __post_init__(self):
-        if self.name not in METHODS:
-            raise ValueError(f"Unknown method '{self.name}': choose one of {', '.join(METHODS)}.")
-        if self.name in RESCALING and self.name != "dynamic" and self.heads is None:
-            raise ValueError(f"Method '{self.name}' needs a head map: pass --heads heads.json (from `fheads calibrate`).")
-        if self.name == "dynamic" and self.config is None:
-            if self.heads is None:
-                raise ValueError("Method 'dynamic' needs settings: pass --heads heads.json or --preset.")
-            self.config = self.heads.config
-        if self.name in BASELINES:
-            self.baseline = self.baseline if self.baseline is not None else BASELINES[self.name]()
-            if not isinstance(self.baseline, BASELINES[self.name]):
-                raise TypeError(f"Method '{self.name}' takes a {BASELINES[self.name].__name__}, "
-                                f"got {type(self.baseline).__name__}.")
-        elif self.baseline is not None:
-            raise ValueError(f"Method '{self.name}' takes no baseline settings.")
-        if self.name == "agla":
-            self._helper = ImageTextMatcher(self.baseline.itm)
-        if self.name == "cgd":
-            self._helper = ImageTextSimilarity(self.baseline.clip)
+    def __init__(self, heads: HeadMap | None = None, config: RescaleConfig | None = None, settings: Any = None):
+        self.heads, self.config = heads, config
+        if self.settings_class is None:
+            if settings is not None:
+                raise ValueError(f"Method '{self.name}' takes no settings of its own.")
+        elif settings is None:
+            settings = self.settings_class()
+        elif not isinstance(settings, self.settings_class):
+            raise TypeError(f"Method '{self.name}' takes a {self.settings_class.__name__}, "
+                            f"got {type(settings).__name__}.")
+        self.settings = settings
 
     @classmethod
-    def from_options(cls, name: str, options: dict[str, str], **kwargs) -> "Method":
-        """A method whose baseline settings are given as text, e.g. {"alpha": "1.0"} (CLI and lmms-eval)."""
-        if name not in BASELINES:
-            if options:
-                raise ValueError(f"Method options are for {', '.join(BASELINES)} only; '{name}' takes none.")
-            return cls(name, **kwargs)
-        types = {f.name: f.type for f in fields(BASELINES[name])}
-        unknown = set(options) - set(types)
-        if unknown:
-            raise ValueError(f"{name} has no setting {', '.join(sorted(unknown))} (it has: {', '.join(types)}).")
-        parse = {"int": int, "float": float, "str": str}
-        try:
-            values = {k: parse[getattr(types[k], "__name__", types[k])](v) for k, v in options.items()}
-        except ValueError as err:
-            raise ValueError(f"{name}: a setting has the wrong type ({err}).") from None
-        return cls(name, baseline=BASELINES[name](**values), **kwargs)
+    def from_options(cls, options: dict[str, str], **kwargs) -> "Method":
+        """The method with its settings given as text, e.g. {"alpha": "1.0"} (CLI and lmms-eval)."""
+        if not options:
+            return cls(**kwargs)
+        if cls.settings_class is None:
+            raise ValueError(f"Method options are for {', '.join(n for n, m in METHODS.items() if m.settings_class)} "
+                             f"only; '{cls.name}' takes none.")
+        return cls(settings=_parse_settings(cls.name, cls.settings_class, options), **kwargs)
 
-    def settings(self) -> dict:
-        settings = {"method": self.name}
-        if self.name in RESCALING and self.name != "dynamic":
-            settings["heads"] = static_map(self.name, self.heads).gains.flatten().tolist()
-        if self.name == "dynamic":
-            settings["config"] = self.config.to_dict()
-        if self.name in BASELINES:
-            settings[self.name] = asdict(self.baseline)
-        return settings
+    def identity(self) -> dict:
+        """Every setting of the method that affects its answers (part of a run folder's identity)."""
+        identity = {"method": self.name}
+        if self.settings is not None:
+            identity[self.name] = asdict(self.settings)
+        return identity
+
+    def context(self, model):
+        """What surrounds `generate()`; what it yields goes to `heads_rescaled`."""
+        return nullcontext()
+
+    def heads_rescaled(self, handle, batch: int) -> list[float]:
+        return [0.0] * batch
+
+    def decode(self, model, processor, inputs: dict, images, prompts, **generate_kwargs) -> torch.Tensor:
+        return model.generate(**inputs, **generate_kwargs)
 
     @torch.no_grad()
-    def generate(self, model, processor, images, prompts, **generate_kwargs) -> tuple[torch.Tensor, int]:
-        """Generated token ids for the prompts, and the prompt length they start after."""
-        if self.name == "cgd":
-            if self._terminal_ids is None:
-                self._terminal_ids = terminal_token_ids(processor.tokenizer)
-            return cgd_generate(model, processor, self._helper.to(model.device), images, prompts, self.baseline,
-                                self._terminal_ids, **generate_kwargs), 0
-        inputs = _on(model, prompt_inputs(processor, images, prompts))
-        start = inputs["input_ids"].shape[1]
-        if self.name == "vcd":
-            return vcd_generate(model, inputs, self.baseline, **generate_kwargs), start
-        if self.name == "pai":
-            blind = _on(model, prompt_inputs(processor, None, prompts))
-            return pai_generate(model, inputs, blind, self.baseline, **generate_kwargs), start
-        if self.name == "agla":
-            views = augmented_views(self._helper.to(model.device), images, prompts, self.baseline)
-            augmented = _on(model, prompt_inputs(processor, views, prompts))
-            return agla_generate(model, inputs, augmented, self.baseline, **generate_kwargs), start
-        with method_context(self.name, model, self.heads, self.config):
-            return model.generate(**inputs, **generate_kwargs), start
+    def generate(self, model, processor, images, prompts, **generate_kwargs) -> Generation:
+        """Generated token ids for one image and one prompt per row, batched with left padding."""
+        inputs = to_model_device(prompt_inputs(processor, images, prompts), model)
+        with self.context(model) as handle:
+            tokens = self.decode(model, processor, inputs, images, prompts, **generate_kwargs)
+            return Generation(tokens, inputs["input_ids"].shape[1], self.heads_rescaled(handle, len(prompts)))
 
 
-def _on(model, inputs: dict) -> dict:
-    return {k: v.to(model.device) for k, v in inputs.items()}
+def register_method(cls: type[Method]) -> type[Method]:
+    """Add a method to the registry under its `name` (a class decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)) or not cls.name:
+        raise TypeError("register_method takes a Method subclass with a name.")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def load_plugins() -> None:
+    """Import the methods that installed packages declare under the entry-point group (once)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        loaded = point.load()
+        if isinstance(loaded, type) and issubclass(loaded, Method) and loaded.name not in METHODS:
+            register_method(loaded)
+
+
+def method_names() -> list[str]:
+    load_plugins()
+    return list(METHODS)
+
+
+def get_method(name: str, options: dict[str, str] | None = None, heads: HeadMap | None = None,
+               config: RescaleConfig | None = None) -> Method:
+    """The registered method `name`, made with its options given as text, the head map and the settings."""
+    if name not in METHODS:
+        load_plugins()
+    if name not in METHODS:
+        raise ValueError(f"Unknown method '{name}': choose one of {', '.join(METHODS)}.")
+    return METHODS[name].from_options(options or {}, heads=heads, config=config)
+
+
+def _parse_settings(name: str, settings_class: type, options: dict[str, str]):
+    types = {f.name: f.type for f in fields(settings_class)}
+    unknown = set(options) - set(types)
+    if unknown:
+        raise ValueError(f"{name} has no setting {', '.join(sorted(unknown))} (it has: {', '.join(types)}).")
+    parse = {"int": int, "float": float, "str": str, "bool": lambda v: v.lower() in ("1", "true", "yes")}
+    try:
+        return settings_class(**{k: parse[getattr(types[k], "__name__", types[k])](v) for k, v in options.items()})
+    except ValueError as err:
+        raise ValueError(f"{name}: a setting has the wrong type ({err}).") from None
+
+
+# ---------------------------------------------------------------- built in
+
+@register_method
+class Vanilla(Method):
+    name = "vanilla"
+
+
+@register_method
+class Static(Method):
+    """The calibrated head map's gains, as hooks on o_proj."""
+
+    name = "static"
+    gain_overrides: ClassVar[dict] = {}  # ablations set one class's gain to 1
+
+    def __init__(self, heads=None, config=None, settings=None):
+        super().__init__(heads, config, settings)
+        if heads is None:
+            raise ValueError(f"Method '{self.name}' needs a head map: pass --heads heads.json "
+                             "(from `fheads calibrate`).")
+        self.static = HeadMap(heads.perception, heads.reasoning, replace(heads.config, **self.gain_overrides),
+                              heads.model_type)
+
+    def identity(self) -> dict:
+        return {**super().identity(), "heads": self.static.gains.flatten().tolist()}
+
+    def context(self, model):
+        return rescale(model, self.static)
+
+    def heads_rescaled(self, handle, batch):
+        return [(self.static.gains != 1).float().mean().item()] * batch
+
+
+@register_method
+class Dynamic(Method):
+    """Per-input heads from each prompt's own S_v (settings: `config`, or the head map's)."""
+
+    name = "dynamic"
+
+    def __init__(self, heads=None, config=None, settings=None):
+        super().__init__(heads, config, settings)
+        if self.config is None:
+            if heads is None:
+                raise ValueError("Method 'dynamic' needs settings: pass --heads heads.json or --preset.")
+            self.config = heads.config
+
+    def identity(self) -> dict:
+        return {**super().identity(), "config": self.config.to_dict()}
+
+    def context(self, model):
+        return dynamic(model, self.config)
+
+    def heads_rescaled(self, handle, batch):
+        return (handle.heads.gains != 1).float().flatten(1).mean(1).tolist()
+
+
+@register_method
+class PerceptionOnly(Static):
+    name = "perception-only"
+    gain_overrides = {"g_reas": 1.0}
+
+
+@register_method
+class ReasoningOnly(Static):
+    name = "reasoning-only"
+    gain_overrides = {"g_perc": 1.0}
+
+
+@register_method
+class VCD(Method):
+    name = "vcd"
+    settings_class = VCDConfig
+
+    def decode(self, model, processor, inputs, images, prompts, **generate_kwargs):
+        return vcd_generate(model, inputs, self.settings, **generate_kwargs)
+
+
+@register_method
+class PAI(Method):
+    name = "pai"
+    settings_class = PAIConfig
+
+    def decode(self, model, processor, inputs, images, prompts, **generate_kwargs):
+        blind = to_model_device(prompt_inputs(processor, None, prompts), model)
+        return pai_generate(model, inputs, blind, self.settings, **generate_kwargs)
+
+
+@register_method
+class AGLA(Method):
+    name = "agla"
+    settings_class = AGLAConfig
+
+    def __init__(self, heads=None, config=None, settings=None):
+        super().__init__(heads, config, settings)
+        self.matcher = ImageTextMatcher(self.settings.itm)
+
+    def decode(self, model, processor, inputs, images, prompts, **generate_kwargs):
+        views = augmented_views(self.matcher.to(model.device), images, prompts, self.settings)
+        augmented = to_model_device(prompt_inputs(processor, views, prompts), model)
+        return agla_generate(model, inputs, augmented, self.settings, **generate_kwargs)
+
+
+@register_method
+class CGD(Method):
+    """Sentence-level search of its own: always samples with its settings, seeded per item."""
+
+    name = "cgd"
+    settings_class = CGDConfig
+
+    def __init__(self, heads=None, config=None, settings=None):
+        super().__init__(heads, config, settings)
+        self.scorer = ImageTextSimilarity(self.settings.clip)
+        self._terminal_ids = None
+
+    @torch.no_grad()
+    def generate(self, model, processor, images, prompts, **generate_kwargs) -> Generation:
+        if self._terminal_ids is None:
+            self._terminal_ids = terminal_token_ids(processor.tokenizer)
+        tokens = cgd_generate(model, processor, self.scorer.to(model.device), images, prompts, self.settings,
+                              self._terminal_ids, **generate_kwargs)
+        return Generation(tokens, 0, [0.0] * len(prompts))

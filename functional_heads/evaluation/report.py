@@ -12,24 +12,28 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from .. import figures
 from .benchmarks import get_benchmark
-from .methods import METHODS
-from .runs import RESULTS, SPEC, read_records
+from .methods import method_names
+from .run_folders import RESULTS, SPEC, read_records
 from .stats import mcnemar
 
-_ORDER = {name: i for i, name in enumerate(METHODS)}
+_NOT_METRICS = ("accuracy", "ci95", "categories", "seconds_per_item", "latency_ratio", "unusable_items", "folder",
+                "mcnemar_vs_vanilla", "heads_rescaled", "n")
 
 
 def load_runs(folder: str | Path) -> list[dict]:
-    """Every run folder under `folder` (or `folder` itself): settings and records."""
+    """Every run folder under `folder` (or `folder` itself) that holds records: settings and records."""
     folder = Path(folder)
     specs = [folder / SPEC] if (folder / SPEC).is_file() else sorted(folder.glob(f"*/{SPEC}"))
-    if not specs:
-        raise ValueError(f"No run folders (with {SPEC}) under {folder}: run `fheads eval --out {folder}` first.")
     runs = []
     for spec in specs:
-        settings = json.loads(spec.read_text())["settings"]
-        runs.append({"folder": spec.parent, "settings": settings, "records": read_records(spec.parent / RESULTS)})
+        records = read_records(spec.parent / RESULTS)
+        if records:  # a run killed before its first batch holds nothing to compare
+            runs.append({"folder": spec.parent, "settings": json.loads(spec.read_text())["settings"],
+                         "records": records})
+    if not runs:
+        raise ValueError(f"No run folders with results under {folder}: run `fheads eval --out {folder}` first.")
     return runs
 
 
@@ -37,15 +41,18 @@ def build_report(folder: str | Path, common_items: bool = False) -> dict:
     by_benchmark = defaultdict(list)
     for run in load_runs(folder):
         by_benchmark[run["settings"]["benchmark"]].append(run)
-    return {name: _compare(name, runs, common_items) for name, runs in sorted(by_benchmark.items())}
+    return {name: compare(name, runs, common_items) for name, runs in sorted(by_benchmark.items())}
 
 
-def _compare(name: str, runs: list[dict], common_items: bool) -> dict:
-    runs = sorted(runs, key=lambda r: _ORDER.get(r["settings"]["method"], len(_ORDER)))
+def compare(name: str, runs: list[dict], common_items: bool = False) -> dict:
+    """One benchmark's runs ({folder, settings, records}) side by side on the same items."""
+    order = {method: i for i, method in enumerate(method_names())}
+    runs = sorted(runs, key=lambda r: order.get(r["settings"]["method"], len(order)))
     methods = [r["settings"]["method"] for r in runs]
-    if len(set(methods)) < len(methods):
-        raise ValueError(f"{name}: several runs of the same method ({', '.join(str(r['folder']) for r in runs)}); "
-                         "report one folder per setting.")
+    for method in sorted({m for m in methods if methods.count(m) > 1}):
+        folders = ", ".join(str(r["folder"]) for r in runs if r["settings"]["method"] == method)
+        raise ValueError(f"{name}: several runs of '{method}' with different settings ({folders}); a report "
+                         "compares one run per method: move the others to another folder.")
     answered = [{i: r for i, r in run["records"].items() if r.get("error") is None} for run in runs]
     items = [set(a) for a in answered]
     shared = set.intersection(*items)
@@ -68,7 +75,10 @@ def _compare(name: str, runs: list[dict], common_items: bool) -> dict:
     for method, run, records in zip(methods, runs, answered):
         rows = [records[i] for i in ids]
         entry = benchmark.metrics(rows)
+        entry["n"] = len(rows)
         entry["seconds_per_item"] = sum(r["seconds"] for r in rows) / len(rows) if rows else None
+        shares = [r["heads_rescaled"] for r in rows if r.get("heads_rescaled") is not None]
+        entry["heads_rescaled"] = sum(shares) / len(shares) if shares else None
         entry["unusable_items"] = sum(r.get("error") is not None for r in run["records"].values())
         entry["folder"] = str(run["folder"])
         if vanilla is not None and method != "vanilla" and rows:
@@ -80,29 +90,49 @@ def _compare(name: str, runs: list[dict], common_items: bool) -> dict:
 
 
 def markdown(report: dict) -> str:
+    """Per benchmark: one row per method (accuracy with its interval, the benchmark's own metrics, heads
+    rescaled, the paired test against vanilla, time), then accuracy per category."""
     lines = []
     for name, result in report.items():
-        lines += [f"## {name} ({result['items']} items)", "",
-                  _prompt_line(result), "",
-                  "| method | accuracy | 95% CI | other metrics | p vs vanilla | s/item | latency x |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for method, m in result["methods"].items():
+        methods = result["methods"]
+        metrics = sorted({k for m in methods.values() for k, v in m.items()
+                          if isinstance(v, float) and k not in _NOT_METRICS})
+        lines += [f"## {name} ({result['items']} items)", "", _prompt_line(result), "",
+                  "| method | accuracy [95% CI] | " + "".join(f"{k} | " for k in metrics)
+                  + "heads rescaled | vs vanilla (+/-, McNemar p) | s/item | latency x |",
+                  "|---|---|" + "---|" * len(metrics) + "---|---|---|---|"]
+        for method, m in methods.items():
             low, high = m.get("ci95") or (None, None)
-            extra = ", ".join(f"{k} {v:.3f}" for k, v in m.items() if isinstance(v, float)
-                              and k not in ("accuracy", "seconds_per_item", "latency_ratio"))
-            p = m.get("mcnemar_vs_vanilla", {}).get("p")
-            lines.append(f"| {method} | {_pct(m.get('accuracy'))} | {_pct(low)}-{_pct(high)} | {extra} | "
-                         f"{'' if p is None else f'{p:.3g}'} | {_num(m.get('seconds_per_item'))} | "
+            test = m.get("mcnemar_vs_vanilla")
+            versus = f"+{test['b_only']} / -{test['a_only']}, p={test['p']:.3g}" if test else ""
+            lines.append(f"| {method} | {_pct(m.get('accuracy'))} [{_pct(low)}, {_pct(high)}] | "
+                         + "".join(f"{_pct(m.get(k))} | " for k in metrics)
+                         + f"{_pct(m.get('heads_rescaled'))} | {versus} | {_num(m.get('seconds_per_item'), 4)} | "
                          f"{_num(m.get('latency_ratio'))} |")
+        unusable = {method: m["unusable_items"] for method, m in methods.items() if m.get("unusable_items")}
+        if unusable:
+            lines += ["", "Unusable items (recorded with their reason, left out above): "
+                      + ", ".join(f"{method} {n}" for method, n in unusable.items())]
         lines.append("")
-        categories = sorted({c for m in result["methods"].values() for c in m.get("categories", {})})
+        categories = sorted({c for m in methods.values() for c in m.get("categories", {})})
         if categories:
             lines += ["Accuracy per category:", "", "| method | " + " | ".join(categories) + " |",
                       "|---|" + "---|" * len(categories)]
-            for method, m in result["methods"].items():
+            for method, m in methods.items():
                 lines.append(f"| {method} | " + " | ".join(_pct(m.get("categories", {}).get(c)) for c in categories) + " |")
             lines.append("")
     return "\n".join(lines)
+
+
+def write_report(report: dict, out: Path) -> list[Path]:
+    """report.md, report.json and (with matplotlib) report.png in `out`; returns what was written."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(markdown(report))
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    written = [out / "report.md", out / "report.json"]
+    if figures.available():
+        written.append(figures.accuracy_bars(report, out / "report.png"))
+    return written
 
 
 def _prompt_line(result: dict) -> str:
@@ -115,38 +145,5 @@ def _pct(value) -> str:
     return "" if value is None else f"{100 * value:.1f}%"
 
 
-def _num(value) -> str:
-    return "" if value is None else f"{value:.3f}"
-
-
-def plot(report: dict, path: Path) -> Path:
-    """One figure: accuracy with its 95% interval per benchmark and method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(report)
-    methods = sorted({m for r in report.values() for m in r["methods"]}, key=lambda m: (m != "vanilla", m))
-    width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(names) * max(1, len(methods) / 3)), 3.5))
-    for k, method in enumerate(methods):
-        xs, ys, errs = [], [], [[], []]
-        for i, name in enumerate(names):
-            m = report[name]["methods"].get(method)
-            if m is None or m.get("accuracy") is None:
-                continue
-            low, high = m.get("ci95") or (m["accuracy"], m["accuracy"])
-            xs.append(i + (k - (len(methods) - 1) / 2) * width)
-            ys.append(m["accuracy"])
-            errs[0].append(max(0.0, m["accuracy"] - (low if low is not None else m["accuracy"])))
-            errs[1].append(max(0.0, (high if high is not None else m["accuracy"]) - m["accuracy"]))
-        ax.bar(xs, ys, width, yerr=errs, capsize=2, label=method)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("accuracy (95% CI)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, ncol=min(len(methods), 4))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def _num(value, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"

@@ -5,7 +5,7 @@ Registered through the `lmms_eval.models` entry point as `functional_heads`:
     lmms-eval --model functional_heads \
         --model_args pretrained=/models/Ocean-R1-7B,method=static,heads=heads.json --tasks mmstar
 
-model_args: pretrained (a local folder), method (as in `fheads eval`), heads, preset, batch_size, dtype,
+model_args: pretrained (a local folder), method (as in `fheads eval`, registered methods included), heads, preset, batch_size, dtype,
 device_map; any other key is a decoding baseline's setting, as `--method-option` takes them (e.g.
 method=agla,itm=/models/blip-itm-large-coco or method=vcd,alpha=0.5). Greedy unless the task asks for a temperature above 0. Only `generate_until` is supported
 (the paper's benchmarks are all generative); log-likelihood tasks raise a clear error.
@@ -18,7 +18,7 @@ from pathlib import Path
 from lmms_eval.api.model import lmms
 
 from ..config import RescaleConfig
-from ..evaluation.methods import Method
+from ..evaluation.methods import get_method
 from ..heads import HeadMap
 from ..loading import load_model, load_processor
 
@@ -37,9 +37,9 @@ class FunctionalHeads(lmms):
     def __init__(self, pretrained: str, method: str = "vanilla", heads: str | None = None, preset: str | None = None,
                  batch_size: int | str = 1, dtype: str = "auto", device_map: str | None = None, **kwargs):
         super().__init__()
-        self.method = Method.from_options(method, {k: str(v) for k, v in kwargs.items()},
-                                          heads=HeadMap.load(heads) if heads else None,
-                                          config=RescaleConfig.preset(preset) if preset else None)
+        self.method = get_method(method, {k: str(v) for k, v in kwargs.items()},
+                                 heads=HeadMap.load(heads) if heads else None,
+                                 config=RescaleConfig.preset(preset) if preset else None)
         self.processor = load_processor(Path(pretrained))
         self.model = load_model(Path(pretrained), dtype=dtype, device_map=device_map)
         self.batch_size = int(batch_size)
@@ -55,9 +55,9 @@ class FunctionalHeads(lmms):
             generation = {"max_new_tokens": int(gen_kwargs.get("max_new_tokens", 1024)), "do_sample": temperature > 0}
             if temperature > 0:
                 generation["temperature"] = temperature
-            tokens, start = self.method.generate(self.model, self.processor, [visuals[0].convert("RGB")], [context],
-                                                 **generation)
-            text = self.processor.batch_decode(tokens[:, start:], skip_special_tokens=True)[0]
+            out = self.method.generate(self.model, self.processor, [visuals[0].convert("RGB")], [context],
+                                       **generation)
+            text = self.processor.batch_decode(out.tokens[:, out.prompt_length:], skip_special_tokens=True)[0]
             for stop in gen_kwargs.get("until", []) or []:
                 if stop and stop in text:
                     text = text.split(stop)[0]

@@ -54,6 +54,7 @@ class Scored:
 class Benchmark:
     name: str = ""
     default_split: str = "test"
+    needs_data: bool = True  # False where items can be made without a local copy (shapes)
     instruction: str = ""  # appended to every prompt; reported with the results
 
     def __init__(self, **options: str):
@@ -115,11 +116,14 @@ def _row_id(row, index) -> Any:
 def read_rows(path: str | Path, split: str) -> Iterator[tuple[dict, Path]]:
     """Rows of a local dataset copy and the folder its relative image paths start from. Accepts the
     parquet files of a hub repository (a file or a folder; files whose name holds `split` are taken when
-    there are several splits), a `datasets.save_to_disk` folder, or a JSONL / JSON file."""
+    there are several splits), a `datasets.save_to_disk` folder, a JSONL / JSON file, or a folder holding
+    `{split}.jsonl`."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"Data path {path} does not exist.")
-    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+    if path.is_dir() and (path / f"{split}.jsonl").is_file():  # a folder `fheads data shapes` wrote
+        yield from ((row, path) for row in _json_rows(path / f"{split}.jsonl"))
+    elif path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
         yield from ((row, path) for row in _saved_dataset_rows(path, split))
     elif path.suffix == ".parquet" or (path.is_dir() and any(path.rglob("*.parquet"))):
         for file in _parquet_files(path, split):

@@ -1,19 +1,21 @@
-"""The project's synthetic `shapes` benchmark (see `functional_heads.evaluation.shapes`).
+"""The project's synthetic `shapes` benchmark (items from `functional_heads.evaluation.shapes_generator`).
 
 Data: none needed (items come from the deterministic generator; `--split` picks calib, dev or test), or
-the JSONL that `fheads data shapes` writes. Scoring: the answer tag, with each wrong answer classified as
-a perceptual error or reasoning drift; metrics add the two rates and accuracy per family.
+the folder (or one of its JSONL files) that `fheads data shapes` writes. Scoring: the answer tag, with
+each wrong answer classified as a perceptual error or reasoning drift; metrics add the two rates and
+accuracy per family.
 """
 
 from __future__ import annotations
 
-from .. import shapes
+from .. import shapes_generator as shapes
 from .base import Benchmark, Example, Scored
 
 
 class Shapes(Benchmark):
     name = "shapes"
     default_split = "test"
+    needs_data = False
 
     def examples(self, path=None, split=None):
         if path is not None:

@@ -11,17 +11,24 @@ import pytest
 
 from functional_heads.bundled import bundled_model_path
 from functional_heads.evaluation.benchmarks import get_benchmark
-from functional_heads.evaluation.methods import Method
-from functional_heads.evaluation.runs import RESULTS, Run, evaluate, read_records
+from functional_heads.evaluation.methods import Vanilla
+from functional_heads.evaluation.run_folders import RESULTS, SPEC, Decoding, Run, fill, read_records
 from functional_heads.loading import load_model, load_processor
 
 
-def test_folder_per_setting(tmp_path):
-    a = Run.open(tmp_path, "pope", "vanilla", {"model": "m", "generation": {"max_new_tokens": 8}})
-    same = Run.open(tmp_path, "pope", "vanilla", {"model": "m", "generation": {"max_new_tokens": 8}})
-    other = Run.open(tmp_path, "pope", "vanilla", {"model": "m", "generation": {"max_new_tokens": 9}})
+def settings(**extra):
+    return {"benchmark": "shapes", "method": "vanilla", "model": "m", **extra}
+
+
+def test_folder_per_setting_made_with_its_first_record(tmp_path):
+    a = Run.open(tmp_path, settings(generation={"max_new_tokens": 8}))
+    same = Run.open(tmp_path, settings(generation={"max_new_tokens": 8}))
+    other = Run.open(tmp_path, settings(generation={"max_new_tokens": 9}))
     assert a.folder == same.folder != other.folder
-    assert a.folder.name.startswith("pope-vanilla-")
+    assert a.folder.name.startswith("shapes-vanilla-")
+    assert not a.folder.exists()  # nothing is written before there is something to keep
+    a.append([{"id": "x", "score": 1.0}])
+    assert (a.folder / SPEC).is_file() and set(Run.open(tmp_path, settings(generation={"max_new_tokens": 8})).records) == {"x"}
 
 
 def test_torn_last_line_is_dropped_and_others_kept(tmp_path):
@@ -34,11 +41,11 @@ def test_torn_last_line_is_dropped_and_others_kept(tmp_path):
         read_records(path)
 
 
-class Interrupted(Method):
+class Interrupted(Vanilla):
     """Vanilla that dies (as on Ctrl-C) at its `die_at`-th batch."""
 
     def __init__(self, die_at):
-        super().__init__("vanilla")
+        super().__init__()
         self.calls, self.die_at = 0, die_at
 
     def generate(self, *args, **kwargs):
@@ -52,18 +59,22 @@ def test_resume_does_nothing_twice(tmp_path):
     path = bundled_model_path()
     model, processor = load_model(path), load_processor(path)
     bench = get_benchmark("shapes")
-    run = Run.open(tmp_path, "shapes", "vanilla", {"split": "dev"})
-    dying = Interrupted(die_at=3)
+    run = Run.open(tmp_path, settings(split="dev"))
+    decoding = Decoding(max_new_tokens=64)
     with pytest.raises(KeyboardInterrupt):
-        evaluate(model, processor, bench, bench.examples(None, "dev"), dying, run, batch_size=4, limit=16,
-                 progress=False, max_new_tokens=64)
+        fill(run, model, processor, bench, bench.examples(None, "dev"), Interrupted(die_at=1), decoding,
+             batch_size=4, limit=16, progress=False)
+    assert not run.folder.exists()  # killed before its first record: nothing left behind
+    with pytest.raises(KeyboardInterrupt):
+        fill(run, model, processor, bench, bench.examples(None, "dev"), Interrupted(die_at=3), decoding,
+             batch_size=4, limit=16, progress=False)
     assert len(read_records(run.folder / RESULTS)) == 8  # two batches finished before the kill
     with open(run.folder / RESULTS, "a") as f:
         f.write('{"id": "dev-0000')  # and a torn write on top
-    again = Run.open(tmp_path, "shapes", "vanilla", {"split": "dev"})
+    again = Run.open(tmp_path, settings(split="dev"))
     counting = Interrupted(die_at=-1)
-    evaluate(model, processor, bench, bench.examples(None, "dev"), counting, again, batch_size=4, limit=16,
-             progress=False, max_new_tokens=64)
+    fill(again, model, processor, bench, bench.examples(None, "dev"), counting, decoding, batch_size=4, limit=16,
+         progress=False)
     assert counting.calls == 2  # only the 8 missing items were answered
     lines = (run.folder / RESULTS).read_text().splitlines()
     ids = [json.loads(line)["id"] for line in lines]
@@ -92,3 +103,25 @@ def test_killed_cli_run_continues_where_it_stopped(tmp_path):
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ids = [json.loads(line)["id"] for line in results.read_text().splitlines()]
     assert len(ids) == 48 and len(set(ids)) == 48
+
+
+def test_interrupted_cli_run_says_how_to_resume_and_logs_progress_out_of_the_whole(tmp_path):
+    command = [sys.executable, "-m", "functional_heads.cli", "eval", "--model", str(bundled_model_path()),
+               "--bench", "shapes", "--method", "vanilla", "--out", str(tmp_path), "--limit", "24",
+               "--batch-size", "4", "--max-new-tokens", "64"]
+    subprocess.run(command[:-6] + ["--limit", "8", "--batch-size", "4", "--max-new-tokens", "64"], check=True,
+                   capture_output=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = None
+    deadline = time.time() + 120
+    while time.time() < deadline and log is None:  # wait until the resumed run has finished a batch
+        found = list(tmp_path.glob("*/log.txt"))
+        if found and "12/24" in found[0].read_text():
+            log = found[0]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert log is not None, "no progress line in the run's log"
+    assert process.returncode == 130 and "rerun the same command to resume" in stderr
+    assert "8/24 items done, starting" in stderr  # out of the whole job, not of what is left
+    assert "Traceback" not in stderr

@@ -1,0 +1,67 @@
+"""Evaluate and report from Python, with the same run folders as `fheads eval` and `fheads report`.
+
+    from functional_heads.evaluation import evaluate, report
+    run = evaluate("models/Ocean-R1-7B", "mathvista", "static", data="data/MathVista", heads="heads.json")
+    result = report("runs", out="report")
+
+Every request is checked before the model loads (benchmark, data, method, head map against the model's
+config, output folder), so a bad one fails in a second and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..config import RescaleConfig
+from ..heads import HeadMap
+from ..loading import load_model, load_processor, read_config
+from .benchmarks import get_benchmark
+from .methods import get_method
+from .run_folders import Decoding, Run, fill, run_identity
+
+
+def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str | Path = "runs",
+             data: str | Path | None = None, split: str | None = None, options: dict[str, str] | None = None,
+             heads: HeadMap | str | Path | None = None, preset: str | None = None,
+             method_options: dict[str, str] | None = None, limit: int | None = None, batch_size: int = 8,
+             decoding: Decoding = Decoding(), judge=None, dtype: str = "auto", device_map: str | None = None,
+             progress: bool = True) -> Run:
+    """Run `method` on benchmark `bench` into its run folder under `out` (resumable: call again to
+    continue), and return the run. `fheads eval` is this function behind option parsing."""
+    benchmark = get_benchmark(bench, **(options or {}))
+    if data is None and benchmark.needs_data:
+        raise ValueError(f"{bench} needs --data: a local copy of the dataset (see the README).")
+    if data is not None and not Path(data).exists():
+        raise ValueError(f"Data path {data} does not exist.")
+    head_map = heads if isinstance(heads, HeadMap) or heads is None else HeadMap.load(heads)
+    chosen = get_method(method, method_options, heads=head_map,
+                        config=RescaleConfig.preset(preset) if preset else None)
+    read_config(model)  # the folder is a model folder with a readable config
+    if head_map is not None:
+        head_map.check_fits_config(model)
+    check_writable(out)
+    run = Run.open(out, run_identity(model, benchmark, chosen, data, split, dtype, decoding, judge))
+    examples = benchmark.examples(data, split)
+    processor, vlm = load_processor(model), load_model(model, dtype=dtype, device_map=device_map)
+    return fill(run, vlm, processor, benchmark, examples, chosen, decoding, batch_size, limit, judge, progress)
+
+
+def report(runs: str | Path = "runs", out: str | Path | None = None, common_items: bool = False) -> dict:
+    """Every benchmark's methods side by side from the run folders under `runs` (see `report.build_report`);
+    with `out`, also writes report.md, report.json and report.png there."""
+    from .report import build_report, write_report
+
+    result = build_report(runs, common_items=common_items)
+    if out is not None:
+        write_report(result, Path(out))
+    return result
+
+
+def check_writable(out: str | Path) -> None:
+    """Raise if `out` (or the nearest folder above it that exists) cannot be written to."""
+    path = Path(out).resolve()
+    while not path.exists():
+        path = path.parent
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"Cannot write to {out} ({path} is not a writable folder): choose another --out.")

@@ -1,0 +1,238 @@
+"""Run folders that never lose work, and the one batched generation path every caller goes through.
+
+A run folder is named `{benchmark}-{method}-{hash}`, the hash covering every setting that affects results
+(`run_identity`: model, data, split, benchmark options, method identity, dtype, decoding, judge).
+`run.json` holds those settings; `results.jsonl` one record per item: id, gold, prediction, extracted,
+score, seconds, error (and the benchmark's category, info and failure label, and the share of heads the
+method rescaled); `log.txt` the progress lines. Restarted, a run skips the ids already written; a torn
+last line (a kill mid-write) is dropped and its item done again. `limit` and the batch size are not part
+of the identity: a longer run continues a shorter one. The folder is made with its first record, so a
+run that fails before answering anything leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..progress import progress as progress_lines
+from .benchmarks import Benchmark, Example, Unusable
+from .seeding import seeded, text_seed
+
+RESULTS, SPEC, LOG = "results.jsonl", "run.json", "log.txt"
+
+
+def settings_hash(settings: dict) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def prompt_hash(prompt: str) -> str:
+    return hashlib.sha1(prompt.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How answers are decoded: greedy by default; with `sample`, at `temperature`, seeded per batch."""
+
+    max_new_tokens: int = 1024
+    sample: bool = False
+    temperature: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1 or self.temperature < 0:
+            raise ValueError(f"Decoding needs max_new_tokens >= 1 and temperature >= 0, got {self}.")
+
+    def identity(self) -> dict:
+        identity = {"max_new_tokens": self.max_new_tokens, "do_sample": self.sample}
+        return {**identity, "temperature": self.temperature, "seed": self.seed} if self.sample else identity
+
+    def generate_kwargs(self) -> dict:
+        kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": self.sample}
+        return {**kwargs, "temperature": self.temperature} if self.sample else kwargs
+
+
+def run_identity(model: str | Path, benchmark: Benchmark, method, data: str | Path | None = None,
+                 split: str | None = None, dtype: str = "auto", decoding: Decoding = Decoding(),
+                 judge=None) -> dict:
+    """Every setting that affects a run's results: what `Run.open` names and checks the folder by. The CLI,
+    the Python API and the demo build it here, so each reproduces the others' folders."""
+    return {"benchmark": benchmark.name, "method": method.name, "model": str(Path(model).resolve()),
+            "data": str(Path(data).resolve()) if data is not None else None,
+            "split": split or benchmark.default_split, "options": dict(benchmark.options), "dtype": dtype,
+            **method.identity(), "generation": decoding.identity(),
+            "judge": {"url": judge.url, "model": judge.model} if judge is not None else None}
+
+
+@dataclass
+class Run:
+    """A run folder (made with its first record): its settings and the records already written."""
+
+    folder: Path
+    settings: dict
+    records: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, out: str | Path, settings: dict) -> "Run":
+        """The run of these settings under `out` (see `run_identity`), with what it already holds."""
+        folder = Path(out) / f"{settings['benchmark']}-{settings['method']}-{settings_hash(settings)}"
+        spec = folder / SPEC
+        if spec.is_file():
+            if json.loads(spec.read_text())["settings"] != json.loads(json.dumps(settings, default=str)):
+                raise ValueError(f"{spec} holds other settings than this run's; move that folder away.")
+        return cls(folder, settings, read_records(folder / RESULTS, repair=True))
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / LOG
+
+    def start(self) -> None:
+        """Make the folder and write its run.json (once)."""
+        if not (self.folder / SPEC).is_file():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / SPEC).write_text(json.dumps({"settings": self.settings,
+                                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                                                       indent=1, default=str))
+
+    def discard_if_empty(self) -> None:
+        """Remove the folder of a run that holds no record (a run that failed before its first batch)."""
+        if not self.records and self.folder.is_dir() and not (self.folder / RESULTS).exists():
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def append(self, records: Iterable[dict]) -> None:
+        self.start()
+        with open(self.folder / RESULTS, "a") as f:
+            for record in records:
+                f.write(json.dumps(record, default=str) + "\n")
+                self.records[record["id"]] = record
+            f.flush()
+            os.fsync(f.fileno())
+
+    def usable_records(self) -> list[dict]:
+        return [r for r in self.records.values() if r.get("error") is None]
+
+
+def read_records(path: Path, repair: bool = False) -> dict[str, dict]:
+    """Records by id. A last line without its newline or not valid JSON is a torn write: with repair it is
+    cut off the file (its item will be done again); any other bad line is an error."""
+    if not path.is_file():
+        return {}
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    records, good_bytes = {}, 0
+    for number, line in enumerate(lines):
+        last = number == len(lines) - 1
+        if not line.strip():
+            good_bytes += len(line) + (0 if last else 1)
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number >= len(lines) - 2 and (last or not any(x.strip() for x in lines[number + 1:])):
+                break  # torn last line
+            raise ValueError(f"{path}:{number + 1} is not valid JSON; the run folder is damaged.") from None
+        if last:  # valid JSON but no newline yet: keep it and end the line
+            records[record["id"]] = record
+            if repair:
+                with open(path, "ab") as f:
+                    f.write(b"\n")
+            return records
+        records[record["id"]] = record
+        good_bytes += len(line) + 1
+    if repair and good_bytes < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_bytes)
+    return records
+
+
+def answer_batches(model, processor, benchmark: Benchmark, examples: Iterable[Example | Unusable], method,
+                   decoding: Decoding = Decoding(), batch_size: int = 8, judge=None) -> Iterator[list[dict]]:
+    """The records of the examples, `batch_size` at a time: the one path from examples to scored answers
+    (`fheads eval`, the demo, training's dev checks). Unusable rows are recorded with their reason."""
+    batch: list = []
+    for example in examples:
+        batch.append(example)
+        if len(batch) == batch_size:
+            yield _answer_batch(model, processor, benchmark, batch, method, decoding, judge)
+            batch = []
+    if batch:
+        yield _answer_batch(model, processor, benchmark, batch, method, decoding, judge)
+
+
+def answer_all(model, processor, benchmark: Benchmark, examples: list, method, decoding: Decoding = Decoding(),
+               batch_size: int = 8, judge=None, progress: bool = False) -> list[dict]:
+    """`answer_batches` into one list, kept in memory (no run folder), with optional progress."""
+    records = []
+    with progress_lines(f"{benchmark.name} {method.name}", len(examples), enabled=progress) as advance:
+        for batch in answer_batches(model, processor, benchmark, examples, method, decoding, batch_size, judge):
+            records += batch
+            advance(len(batch))
+    return records
+
+
+def fill(run: Run, model, processor, benchmark: Benchmark, examples: Iterable[Example | Unusable], method,
+         decoding: Decoding = Decoding(), batch_size: int = 8, limit: int | None = None, judge=None,
+         progress: bool = True) -> Run:
+    """Answer every example of the first `limit` that the run does not hold yet, writing each batch's records
+    as soon as it is done. Progress is shown out of the whole job and logged to the run's log.txt."""
+    todo, seen = [], 0
+    for example in examples:
+        if limit is not None and seen >= limit:
+            break
+        seen += 1
+        if example.id not in run.records:
+            todo.append(example)
+    if seen == 0:
+        raise ValueError(f"{benchmark.name}: the data holds no items (check --data and --split).")
+    if not todo:
+        return run
+    run.start()
+    try:
+        with progress_lines(f"{benchmark.name} {method.name}", seen, seen - len(todo), log_file=run.log_file,
+                            enabled=progress) as advance:
+            for records in answer_batches(model, processor, benchmark, todo, method, decoding, batch_size, judge):
+                run.append(records)
+                advance(len(records))
+    except BaseException:
+        run.discard_if_empty()
+        raise
+    return run
+
+
+def _answer_batch(model, processor, benchmark, batch, method, decoding: Decoding, judge=None) -> list[dict]:
+    records, ready, images = [], [], []
+    for example in batch:
+        if isinstance(example, Unusable):
+            records.append({"id": example.id, "error": example.reason, "score": None})
+            continue
+        try:
+            images.append(example.load_image())
+            ready.append(example)
+        except (OSError, ValueError) as err:
+            records.append({"id": example.id, "gold": example.gold, "error": f"unusable image: {err}",
+                            "score": None, "category": example.category})
+    if not ready:
+        return records
+    start = time.perf_counter()
+    if decoding.sample:  # seeded per batch by its first item: a resumed run draws the same
+        with seeded(text_seed(f"{decoding.seed}/{batch[0].id}"), model.device):
+            out = method.generate(model, processor, images, [e.prompt for e in ready], **decoding.generate_kwargs())
+    else:
+        out = method.generate(model, processor, images, [e.prompt for e in ready], **decoding.generate_kwargs())
+    seconds = (time.perf_counter() - start) / len(ready)
+    texts = processor.batch_decode(out.tokens[:, out.prompt_length:], skip_special_tokens=True)
+    for example, text, share in zip(ready, texts, out.heads_rescaled):
+        judged = judge.judged(example.prompt, text) if judge is not None else None
+        scored = benchmark.score(example, judged or text)
+        records.append({"id": example.id, "gold": example.gold, "prediction": text, "judged": judged,
+                        "extracted": scored.extracted, "score": scored.score, "seconds": seconds, "error": None,
+                        "category": example.category, "prompt": example.prompt,
+                        "prompt_sha": prompt_hash(example.prompt), "failure": scored.failure,
+                        "heads_rescaled": share, "info": example.info})
+    return records
