@@ -21,12 +21,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Functional head identification and class-conditioned rescaling (arXiv 2510.10285).")
 console = Console()
 errors = Console(stderr=True)
-_state = {"debug": os.environ.get("FHEADS_DEBUG", "") not in ("", "0")}
+_state = {"debug": False}
+
+
+def _debug_from_environment() -> bool:
+    return os.environ.get("FHEADS_DEBUG", "") not in ("", "0")
 
 
 @app.callback()
 def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error.")):
-    _state["debug"] = _state["debug"] or debug
+    _state["debug"] = debug or _debug_from_environment()
 
 
 def guarded(resumable: bool = False):

@@ -1,20 +1,37 @@
 #!/usr/bin/env bash
-# One command from a fresh clone: make .venv (CPU torch pinned), install functional-heads, then run a job.
-#   bash scripts/setup.sh demo     # fheads demo --out demo/ on the bundled model (the main job)
-#   bash scripts/setup.sh test     # the test suite
+# One command from a fresh clone: make .venv, install torch and functional-heads, then run a job.
+#   bash scripts/setup.sh [demo]   # fheads demo --out demo/ on the bundled model (the main job)
+#   bash scripts/setup.sh test     # the test suite (what CI runs)
 #   bash scripts/setup.sh bench    # benchmarks/overhead.py
+# torch: a torch already installed in the venv is kept. Otherwise TORCH_SPEC is installed (default
+# torch==2.13.0). Whether that is a CPU or a CUDA build depends on the package index: on this project's
+# machines the pin resolves to a CPU wheel kept on local disk; on an ordinary Linux machine PyPI serves
+# the CUDA build of that pin (several GB). For another build, set TORCH_INDEX_URL to PyTorch's wheel index
+# of your choice (CPU or a CUDA version, from PyTorch's install page) and/or TORCH_SPEC.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+JOB=${1:-demo}
+case "$JOB" in
+  demo|test|bench) ;;
+  *) echo "error: unknown job '$JOB'; use: bash scripts/setup.sh [demo|test|bench] [args...]" >&2; exit 2 ;;
+esac
+[ $# -gt 0 ] && shift
 VENV=${VENV:-.venv}
+PIP=("$VENV/bin/pip" install --disable-pip-version-check)
 if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: making $VENV"
   python3 -m venv "$VENV"
 fi
-# torch first and pinned: 2.13.0 is the CPU build on these machines; an unpinned torch pulls a multi-GB CUDA build.
-"$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0
-"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test,plot,eval]"
-case "${1:-demo}" in
-  demo) shift || true; exec "$VENV/bin/fheads" demo --out "${DEMO_OUT:-demo}" "$@" ;;
-  test) shift || true; exec "$VENV/bin/python" -m pytest "$@" ;;
-  bench) shift; exec "$VENV/bin/python" benchmarks/overhead.py "$@" ;;
-  *) echo "usage: bash scripts/setup.sh [demo|test|bench] [args...]" >&2; exit 2 ;;
+if [ -n "${TORCH_SPEC:-}" ] || ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  echo "setup: installing ${TORCH_SPEC:-torch==2.13.0}${TORCH_INDEX_URL:+ from $TORCH_INDEX_URL}"
+  "${PIP[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "${TORCH_SPEC:-torch==2.13.0}"
+else
+  echo "setup: keeping the installed torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
+fi
+echo "setup: installing functional-heads with its test, plot and eval extras"
+"${PIP[@]}" -e ".[test,plot,eval]"
+case "$JOB" in
+  demo) exec "$VENV/bin/fheads" demo --out "${DEMO_OUT:-demo}" "$@" ;;
+  test) exec "$VENV/bin/python" -m pytest "$@" ;;
+  bench) exec "$VENV/bin/python" benchmarks/overhead.py "$@" ;;
 esac

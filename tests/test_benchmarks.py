@@ -4,8 +4,6 @@ generated images), against hand-computed metric values."""
 import io
 import json
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -24,6 +22,9 @@ def image_cell(name="x.png"):
 
 
 def write_parquet(rows, path):
+    pa = pytest.importorskip("pyarrow", reason="reading parquet needs the eval extra (pyarrow)")
+    import pyarrow.parquet as pq
+
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
@@ -97,7 +98,7 @@ def test_mathvision_parquet(tmp_path):
 
 
 def test_hallusionbench_save_to_disk(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = pytest.importorskip("datasets", reason="save_to_disk folders need the eval extra (datasets)")
     keys = [("VD", "illusion", "0", "0", "0", "1"), ("VD", "illusion", "0", "1", "0", "0"),
             ("VD", "illusion", "0", "0", "1", "1"), ("VS", "chart", "1", "0", "0", "1"),
             ("VS", "chart", "1", "1", "0", "0")]

@@ -75,6 +75,8 @@ def test_similarity_is_the_cosine_of_clip_features(clip_folder):
 
 def test_siglip_texts_are_padded_to_64_tokens_as_siglip_was_trained(tmp_path):
     """SigLIP pools the last position, so its padding changes the features: it must be max_length 64."""
+    pytest.importorskip("sentencepiece", reason="SigLIP tokenizers need the eval extra (sentencepiece)")
+    pytest.importorskip("google.protobuf", reason="SigLIP tokenizers need the eval extra (protobuf)")
     from transformers import AutoImageProcessor, SiglipModel, SiglipTokenizer
 
     folder = tiny_models.save_tiny_siglip(tmp_path / "siglip")
@@ -119,6 +121,7 @@ def test_sentence_sampler_cuts_at_terminals_and_scores_raw_logprobs(bundled_vlm)
     assert all(s.ended and s.tokens[-1] in eos for s in rest)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_cgd_generate_is_reproducible_and_independent_of_the_batch(bundled_vlm, clip_folder):
     model, processor = bundled_vlm

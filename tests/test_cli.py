@@ -32,6 +32,7 @@ def calib_file(tmp_path_factory):
     return folder / "calib.jsonl"
 
 
+@pytest.mark.slow
 def test_calibrate_inspect_export(qwen_folder, calib_file, tmp_path):
     result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(calib_file), "--out",
                                  str(tmp_path / "heads.json"), "--batch-size", "2", *SETTINGS])
@@ -67,6 +68,28 @@ def test_calibrate_inspect_export(qwen_folder, calib_file, tmp_path):
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), rescaled, atol=1e-5, rtol=0)
     assert (tmp_path / "folded" / "functional_heads.json").is_file()
     assert (tmp_path / "folded" / "tokenizer.json").is_file()
+
+
+def test_export_keeps_every_config_key_of_the_original(tmp_path):
+    """Saving drops keys that transformers 4.57 reads (e.g. text_config.rope_scaling beside rope_parameters);
+    the exported folder keeps all of the original's."""
+    from functional_heads.bundled import bundled_model_path
+
+    def keys(data, prefix=""):
+        out = set()
+        for key, value in data.items():
+            out.add(prefix + key)
+            if isinstance(value, dict):
+                out |= keys(value, prefix + key + ".")
+        return out
+
+    source = bundled_model_path()
+    heads = fh.HeadMap(torch.zeros(8, 8, dtype=torch.bool), torch.eye(8, dtype=torch.bool),
+                       fh.RescaleConfig(0, 1, 0.9, 0.1, 1.0, 1.5))
+    fh.export_folded(source, heads, tmp_path / "folded")
+    original = json.loads((source / "config.json").read_text())
+    exported = json.loads((tmp_path / "folded" / "config.json").read_text())
+    assert "text_config.rope_scaling" in keys(original) and keys(original) <= keys(exported)
 
 
 def test_clear_errors(qwen_folder, calib_file, tmp_path):
@@ -119,3 +142,83 @@ def test_eval_runs_agla_and_cgd_with_the_models_given(method, option, blip_itm_f
     assert len(records) == 3 and all("<answer>" in r["prediction"] and r["error"] is None for r in records)
     settings = json.loads((run / "run.json").read_text())["settings"]
     assert settings[method][option] == str(folder) and settings[method]["alpha"] == 1.5
+
+
+def _copy_model_files(source, folder, keep):
+    folder.mkdir()
+    for file in source.iterdir():
+        if keep(file):
+            (folder / file.name).write_bytes(file.read_bytes())
+    return folder
+
+
+def test_bad_inputs_are_one_line_errors_naming_the_fix(qwen_folder, calib_file, tmp_path):
+    def fails(args, message):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output, result.output
+        assert result.output.strip().count("\n") <= 3, result.output  # one error line (wrapped at most)
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "rows.jsonl").write_text('{"image": "notes.txt", "prompt": "hi"}\n')
+    fails(["calibrate", "--model", str(qwen_folder), "--data", str(tmp_path / "rows.jsonl"), *SETTINGS],
+          "rows.jsonl:1")
+    fails(["calibrate", "--model", str(qwen_folder), "--data", str(tmp_path / "missing.jsonl"), *SETTINGS],
+          "missing.jsonl does not exist")
+    config_only = _copy_model_files(qwen_folder, tmp_path / "config_only", lambda f: f.name == "config.json")
+    fails(["calibrate", "--model", str(config_only), "--data", str(calib_file), *SETTINGS], "holds no tokenizer")
+    no_weights = _copy_model_files(qwen_folder, tmp_path / "no_weights", lambda f: f.suffix != ".safetensors")
+    fails(["calibrate", "--model", str(no_weights), "--data", str(calib_file), *SETTINGS], "no weights")
+    corrupt = _copy_model_files(qwen_folder, tmp_path / "corrupt", lambda f: True)
+    (corrupt / "config.json").write_text('{"model_type": "qwen2_5_vl",')
+    fails(["calibrate", "--model", str(corrupt), "--data", str(calib_file), *SETTINGS],
+          f"{corrupt / 'config.json'} is not a readable config.json")
+    fails(["calibrate", "--model", str(qwen_folder), "--data", str(calib_file), "--out",
+           str(tmp_path / "notes.txt" / "heads.json"), *SETTINGS], "Cannot write to")
+    fails(["eval", "--model", str(qwen_folder), "--bench", "shapes", "--out", str(tmp_path / "notes.txt" / "runs")],
+          "Cannot write to")
+    (tmp_path / "empty.jsonl").write_text("")
+    fails(["eval", "--model", str(qwen_folder), "--bench", "pope", "--data", str(tmp_path / "empty.jsonl"),
+           "--out", str(tmp_path / "runs")], "holds no items")
+    assert not (tmp_path / "runs").exists()  # a failed eval leaves no run folder behind
+
+
+def test_hand_edited_or_foreign_head_maps_are_refused_before_the_model_loads(qwen_folder, calib_file, tmp_path,
+                                                                             monkeypatch):
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(calib_file), "--out",
+                                 str(tmp_path / "heads.json"), *SETTINGS])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "heads.json").read_text())
+    data["ratios"] = data["ratios"][:2]  # a hand edit that no longer matches the stated shape
+    (tmp_path / "edited.json").write_text(json.dumps(data))
+    result = runner.invoke(app, ["inspect", str(tmp_path / "edited.json")])
+    assert result.exit_code == 2 and "ratios are [2, 4], not the stated [4, 4]" in result.output
+
+    import functional_heads.evaluation.api as api
+
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    from functional_heads.bundled import bundled_model_path
+
+    for command in (["eval", "--bench", "shapes", "--method", "static", "--out", str(tmp_path / "runs")],
+                    ["export", "--out", str(tmp_path / "folded")]):
+        result = runner.invoke(app, [command[0], "--model", str(bundled_model_path()), "--heads",
+                                     str(tmp_path / "heads.json"), *command[1:]])
+        assert result.exit_code == 2 and "Calibrate on this model" in result.output, result.output
+    assert not (tmp_path / "folded").exists() and not (tmp_path / "runs").exists()
+
+
+def test_unusual_share_of_heads_is_warned_about(tmp_path):
+    from functional_heads.bundled import bundled_model_path
+
+    assert runner.invoke(app, ["data", "shapes", "--out", str(tmp_path), "--split", "calib", "--n", "8"]).exit_code == 0
+    result = runner.invoke(app, ["calibrate", "--model", str(bundled_model_path()), "--data",
+                                 str(tmp_path / "calib.jsonl"), "--preset", "ocean-r1", "--out",
+                                 str(tmp_path / "heads.json")])
+    assert result.exit_code == 0, result.output
+    share = fh.HeadMap.load(tmp_path / "heads.json").share_selected
+    assert share > 0.5 and f"warning: the map selects {share:.0%} of all heads" in result.output
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    result = runner.invoke(app, ["--debug", "inspect", str(tmp_path / "nothing.json")])
+    assert result.exit_code != 0 and isinstance(result.exception, ValueError)

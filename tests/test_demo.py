@@ -8,6 +8,7 @@ import transformers
 from typer.testing import CliRunner
 
 import functional_heads as fh
+from functional_heads import figures
 from functional_heads.bundled import bundled_model_path, bundled_settings
 from functional_heads.cli import app
 from functional_heads.demo import METHODS
@@ -53,8 +54,10 @@ def test_short_demo_run_writes_report_figures_and_run_folders_that_report_reads(
     heads = fh.HeadMap.load(tmp_path / "heads.json")
     gains = heads.gains  # heads whose gain is not 1 (a class with gain 1 is selected but not rescaled)
     assert shapes_report["methods"]["static"]["heads_rescaled"] == pytest.approx((gains != 1).float().mean().item())
-    for name in ("demo.md", "ratios_heatmap.png", "ratios_by_layer.png", "report.png"):
-        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "demo.md").stat().st_size > 0
+    for name in ("ratios_heatmap.png", "ratios_by_layer.png", "report.png"):  # figures need the plot extra
+        assert (tmp_path / name).is_file() == figures.available()
+    assert (figures.MISSING in (tmp_path / "demo.md").read_text()) != figures.available()
     assert "| static |" in (tmp_path / "demo.md").read_text()
     # the demo's run folders are `fheads eval`'s: `fheads report` reads them and finds the same numbers
     again = build_report(tmp_path / "runs")["shapes"]

@@ -73,12 +73,13 @@ def test_single_pass_with_unit_gains_measures_the_unmodified_model(qwen):
 def test_cleans_up_after_an_error_and_rejects_bad_input(qwen):
     inputs = qwen.inputs()
     cfg = config_for(fh.visual_attention_ratios(qwen.model, inputs))
-    with pytest.raises(ValueError, match="mode='fast' is invalid"):
-        fh.dynamic(qwen.model, cfg, mode="fast").__enter__()
+    with pytest.raises(ValueError, match="mode='fast' is invalid"), fh.dynamic(qwen.model, cfg, mode="fast"):
+        pass
     for mode in ("two-pass", "single-pass"):
         with pytest.raises(ValueError, match="needs input_ids"):
             with fh.dynamic(qwen.model, cfg, mode=mode), torch.no_grad():
                 embeds = qwen.model.get_input_embeddings()(inputs["input_ids"])
                 qwen.model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
     with pytest.raises(ValueError, match="perc_last_layer=7 is outside the model"):
-        fh.dynamic(qwen.model, fh.RescaleConfig.preset("ocean-r1")).__enter__()
+        with fh.dynamic(qwen.model, fh.RescaleConfig.preset("ocean-r1")):
+            pass

@@ -44,6 +44,7 @@ def test_builtin_methods_are_registered_in_order():
         register_method(dict)
 
 
+@pytest.mark.slow
 def test_a_registered_method_works_in_eval_demo_and_report(tmp_path):
     args = ["eval", "--model", str(bundled_model_path()), "--bench", "shapes", "--limit", "8", "--batch-size", "4",
             "--max-new-tokens", "64", "--out", str(tmp_path / "runs")]
@@ -58,6 +59,7 @@ def test_a_registered_method_works_in_eval_demo_and_report(tmp_path):
     assert demo["toy-scaled"]["accuracy"] == demo["vanilla"]["accuracy"] == report["methods"]["vanilla"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_a_method_from_an_installed_package_is_found_through_its_entry_point(tmp_path):
     (tmp_path / "toy_plugin.py").write_text(textwrap.dedent('''
         from functional_heads.evaluation import Method

@@ -113,9 +113,11 @@ def test_hooks_are_removed_when_the_block_raises(tiny):
 def test_bad_gains_are_clear_errors(tiny):
     model = tiny("llava").model
     with pytest.raises(ValueError, match=r"gains must be \[layers, heads\].*layers=4 and heads=4, got \(3, 4\)"):
-        fh.rescale(model, torch.ones(3, 4)).__enter__()
+        with fh.rescale(model, torch.ones(3, 4)):
+            pass
     with pytest.raises(ValueError, match="finite and > 0"):
-        fh.rescale(model, -torch.ones(4, 4)).__enter__()
+        with fh.rescale(model, -torch.ones(4, 4)):
+            pass
 
 
 def test_bfloat16_model_gets_gains_in_its_dtype(tiny):

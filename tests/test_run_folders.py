@@ -55,6 +55,7 @@ class Interrupted(Vanilla):
         return super().generate(*args, **kwargs)
 
 
+@pytest.mark.slow
 def test_resume_does_nothing_twice(tmp_path):
     path = bundled_model_path()
     model, processor = load_model(path), load_processor(path)
@@ -82,6 +83,7 @@ def test_resume_does_nothing_twice(tmp_path):
     assert all(json.loads(line)["prediction"].startswith("<think>") for line in lines)
 
 
+@pytest.mark.slow
 def test_killed_cli_run_continues_where_it_stopped(tmp_path):
     command = [sys.executable, "-m", "functional_heads.cli", "eval", "--model", str(bundled_model_path()),
                "--bench", "shapes", "--method", "vanilla", "--out", str(tmp_path), "--limit", "48",
@@ -105,6 +107,7 @@ def test_killed_cli_run_continues_where_it_stopped(tmp_path):
     assert len(ids) == 48 and len(set(ids)) == 48
 
 
+@pytest.mark.slow
 def test_interrupted_cli_run_says_how_to_resume_and_logs_progress_out_of_the_whole(tmp_path):
     command = [sys.executable, "-m", "functional_heads.cli", "eval", "--model", str(bundled_model_path()),
                "--bench", "shapes", "--method", "vanilla", "--out", str(tmp_path), "--limit", "24",
@@ -125,3 +128,21 @@ def test_interrupted_cli_run_says_how_to_resume_and_logs_progress_out_of_the_who
     assert process.returncode == 130 and "rerun the same command to resume" in stderr
     assert "8/24 items done, starting" in stderr  # out of the whole job, not of what is left
     assert "Traceback" not in stderr
+
+
+def test_sampled_runs_are_seeded_per_batch_and_leave_the_global_random_state_alone(bundled_vlm):
+    import torch
+
+    from functional_heads.evaluation.methods import get_method
+    from functional_heads.evaluation.run_folders import answer_all
+
+    model, processor = bundled_vlm
+    bench = get_benchmark("shapes")
+    examples = list(bench.examples(None, "dev"))[:4]
+    decoding = Decoding(max_new_tokens=16, sample=True, temperature=1.5, seed=3)
+    state = torch.random.get_rng_state()
+    first = answer_all(model, processor, bench, examples, get_method("vanilla"), decoding, batch_size=2)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(12345)  # whatever the caller's state, the draws are the run's own
+    again = answer_all(model, processor, bench, examples, get_method("vanilla"), decoding, batch_size=2)
+    assert [r["prediction"] for r in first] == [r["prediction"] for r in again]

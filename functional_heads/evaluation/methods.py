@@ -46,10 +46,13 @@ class Generation:
 
 
 class Method:
-    """Subclass, set `name`, override what differs, and decorate with `@register_method`."""
+    """Subclass, set `name`, override what differs (`setup`, `context`, `decode` or `generate`, `identity`),
+    and decorate with `@register_method`."""
 
     name: ClassVar[str] = ""
     settings_class: ClassVar[type | None] = None  # a dataclass of the method's own settings (text-parsable)
+    # a second model the method uses: (the settings field naming its local folder, the class that loads it)
+    extra_model: ClassVar[tuple[str, type] | None] = None
 
     def __init__(self, heads: HeadMap | None = None, config: RescaleConfig | None = None, settings: Any = None):
         self.heads, self.config = heads, config
@@ -62,6 +65,13 @@ class Method:
             raise TypeError(f"Method '{self.name}' takes a {self.settings_class.__name__}, "
                             f"got {type(settings).__name__}.")
         self.settings = settings
+        self.setup()
+
+    def setup(self) -> None:
+        """Check what the method needs and load what it uses (called once, when it is made)."""
+        if self.extra_model is not None:
+            field_name, loader = self.extra_model
+            self.extra = loader(getattr(self.settings, field_name))
 
     @classmethod
     def from_options(cls, options: dict[str, str], **kwargs) -> "Method":
@@ -160,11 +170,12 @@ class Static(Method):
     name = "static"
     gain_overrides: ClassVar[dict] = {}  # ablations set one class's gain to 1
 
-    def __init__(self, heads=None, config=None, settings=None):
-        super().__init__(heads, config, settings)
-        if heads is None:
+    def setup(self):
+        super().setup()
+        if self.heads is None:
             raise ValueError(f"Method '{self.name}' needs a head map: pass --heads heads.json "
                              "(from `fheads calibrate`).")
+        heads = self.heads
         self.static = HeadMap(heads.perception, heads.reasoning, replace(heads.config, **self.gain_overrides),
                               heads.model_type)
 
@@ -184,12 +195,12 @@ class Dynamic(Method):
 
     name = "dynamic"
 
-    def __init__(self, heads=None, config=None, settings=None):
-        super().__init__(heads, config, settings)
+    def setup(self):
+        super().setup()
         if self.config is None:
-            if heads is None:
+            if self.heads is None:
                 raise ValueError("Method 'dynamic' needs settings: pass --heads heads.json or --preset.")
-            self.config = heads.config
+            self.config = self.heads.config
 
     def identity(self) -> dict:
         return {**super().identity(), "config": self.config.to_dict()}
@@ -222,29 +233,42 @@ class VCD(Method):
         return vcd_generate(model, inputs, self.settings, **generate_kwargs)
 
 
+class SecondViewContrast(Method):
+    """A decoding baseline that contrasts every step with the same prompts over other images (or none)."""
+
+    contrast: ClassVar  # (model, inputs, second_inputs, settings, **generate_kwargs) -> token ids
+
+    def second_images(self, model, images, prompts):
+        raise NotImplementedError
+
+    def decode(self, model, processor, inputs, images, prompts, **generate_kwargs):
+        second = to_model_device(prompt_inputs(processor, self.second_images(model, images, prompts), prompts), model)
+        return type(self).contrast(model, inputs, second, self.settings, **generate_kwargs)
+
+
 @register_method
-class PAI(Method):
+class PAI(SecondViewContrast):
+    """Image attention boosted, guided against the prompts without their image."""
+
     name = "pai"
     settings_class = PAIConfig
+    contrast = pai_generate
 
-    def decode(self, model, processor, inputs, images, prompts, **generate_kwargs):
-        blind = to_model_device(prompt_inputs(processor, None, prompts), model)
-        return pai_generate(model, inputs, blind, self.settings, **generate_kwargs)
+    def second_images(self, model, images, prompts):
+        return None
 
 
 @register_method
-class AGLA(Method):
+class AGLA(SecondViewContrast):
+    """Contrasted with the images whose regions irrelevant to the prompt are blacked out."""
+
     name = "agla"
     settings_class = AGLAConfig
+    extra_model = ("itm", ImageTextMatcher)
+    contrast = agla_generate
 
-    def __init__(self, heads=None, config=None, settings=None):
-        super().__init__(heads, config, settings)
-        self.matcher = ImageTextMatcher(self.settings.itm)
-
-    def decode(self, model, processor, inputs, images, prompts, **generate_kwargs):
-        views = augmented_views(self.matcher.to(model.device), images, prompts, self.settings)
-        augmented = to_model_device(prompt_inputs(processor, views, prompts), model)
-        return agla_generate(model, inputs, augmented, self.settings, **generate_kwargs)
+    def second_images(self, model, images, prompts):
+        return augmented_views(self.extra.to(model.device), images, prompts, self.settings)
 
 
 @register_method
@@ -253,16 +277,12 @@ class CGD(Method):
 
     name = "cgd"
     settings_class = CGDConfig
-
-    def __init__(self, heads=None, config=None, settings=None):
-        super().__init__(heads, config, settings)
-        self.scorer = ImageTextSimilarity(self.settings.clip)
-        self._terminal_ids = None
+    extra_model = ("clip", ImageTextSimilarity)
 
     @torch.no_grad()
     def generate(self, model, processor, images, prompts, **generate_kwargs) -> Generation:
-        if self._terminal_ids is None:
-            self._terminal_ids = terminal_token_ids(processor.tokenizer)
-        tokens = cgd_generate(model, processor, self.scorer.to(model.device), images, prompts, self.settings,
-                              self._terminal_ids, **generate_kwargs)
+        if getattr(self, "_terminals", (None,))[0] is not processor.tokenizer:  # once per tokenizer
+            self._terminals = (processor.tokenizer, terminal_token_ids(processor.tokenizer))
+        tokens = cgd_generate(model, processor, self.extra.to(model.device), images, prompts, self.settings,
+                              self._terminals[1], **generate_kwargs)
         return Generation(tokens, 0, [0.0] * len(prompts))

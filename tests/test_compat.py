@@ -1,14 +1,17 @@
-"""Word-level processor files, and the keys that let transformers 4.57 read a folder written by 5.x."""
+"""What differs between transformers versions: folder keys 4.57 reads, tokenizers, attention switching."""
 
 import json
 import shutil
 
+import pytest
 import torch
 from PIL import Image
 
 from functional_heads.loading import load_model, load_processor, prompt_inputs
 from functional_heads.testing import save_tiny_qwen2_5_vl
-from functional_heads.compat import bert_tokenizer, readable_by_transformers_4
+from functional_heads.compat import (attention_implementation, attention_switched, bert_tokenizer,
+                                     readable_by_transformers_4)
+from functional_heads.ratios import PROBE
 
 
 def _logits(folder):
@@ -43,3 +46,15 @@ def test_bert_tokenizer_reads_its_vocabulary(tmp_path):
     (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "circle"]))
     tokenizer = bert_tokenizer(tmp_path / "vocab.txt")
     assert tokenizer("Red circle")["input_ids"] == [2, 5, 6, 3]
+
+
+def test_attention_switch_touches_only_the_text_decoder_and_always_restores(bundled_vlm):
+    model, _ = bundled_vlm
+    text, vision = model.config.text_config, model.config.vision_config
+    before = attention_implementation(text), attention_implementation(vision)
+    with attention_switched(model, [text], PROBE):
+        assert attention_implementation(text) == PROBE and attention_implementation(vision) == before[1]
+    assert (attention_implementation(text), attention_implementation(vision)) == before
+    with pytest.raises(RuntimeError, match="boom"), attention_switched(model, [text], PROBE):
+        raise RuntimeError("boom")
+    assert (attention_implementation(text), attention_implementation(vision)) == before
