@@ -19,7 +19,7 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Functional head identification and class-conditioned rescaling (arXiv 2510.10285).")
-console = Console()
+console = Console(soft_wrap=True, markup=False, highlight=False)  # our text, printed as it is
 errors = Console(stderr=True)
 _state = {"debug": False}
 

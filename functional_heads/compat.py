@@ -142,13 +142,14 @@ def _config_path(root, target) -> list[str] | None:
 
 def _set_attention(model, config, implementation: str) -> None:
     path = _config_path(model.config, config)
-    if path is None or not hasattr(model, "set_attn_implementation"):
-        # A config outside the model's sub-config tree (an attention module holding its own copy): the
-        # public API cannot reach it, so set the attribute that API itself sets.
+    if path is None or (len(path) > 1 and not IS_TRANSFORMERS_5) or not hasattr(model, "set_attn_implementation"):
+        # Out of the public API's reach: a config outside the model's sub-config tree (an attention module
+        # holding its own copy), or nested deeper than 4.57's one level of sub-config keys. Set the
+        # attribute that `set_attn_implementation` itself sets.
         config._attn_implementation_internal = implementation
         return
-    request: dict | str = {"": implementation}
-    for key in reversed(path):
+    request: dict | str = implementation if path else {"": implementation}
+    for key in reversed(path):  # 5.x takes nested keys; a plain value applies to that sub-config's tree
         request = {key: request}
     model.set_attn_implementation(request)
 

@@ -79,7 +79,8 @@ class HeadMap:
     def check_fits_config(self, model_path: str | Path) -> None:
         """Raise before loading weights if the model folder's config gives another number of layers or
         heads (where the config names them: num_hidden_layers, num_attention_heads)."""
-        text = read_config(model_path).get("text_config") or read_config(model_path)
+        config = read_config(model_path)
+        text = config.get("text_config") or config
         shape = (text.get("num_hidden_layers"), text.get("num_attention_heads"))
         if all(isinstance(n, int) for n in shape) and shape != (self.num_layers, self.num_heads):
             raise ValueError(f"This head map was made for a model of {self.num_layers} layers x {self.num_heads} "

@@ -2,7 +2,7 @@
 # The README's evaluation report: every method of `fheads eval` on the bundled model and the shapes test
 # split, then `fheads report`. Static heads are calibrated on the calib split with the dev-chosen settings.
 # CGD scores sentences with a tiny CLIP trained on shapes scenes (training/train_shapes_clip.py, trained
-# here first if OUT_DIR/aux/shapes-clip does not exist: about 30 minutes on 2 cores). AGLA is left out:
+# here first if OUT_DIR/aux/shapes-clip does not exist: 1500 steps, about 15 minutes on 2 cores). AGLA is left out:
 # it needs a BLIP image-text matching model that knows such images, which this project does not have.
 #   bash scripts/shapes_report.sh [OUT_DIR]      (default runs/shapes)
 set -euo pipefail
@@ -20,7 +20,7 @@ for method in vanilla static dynamic perception-only reasoning-only vcd pai; do
 done
 CLIP="$OUT/aux/shapes-clip"
 if [ ! -f "$CLIP/model.safetensors" ]; then
-  "$PYTHON" training/train_shapes_clip.py --out "$CLIP" --steps 8000
+  "$PYTHON" training/train_shapes_clip.py --out "$CLIP" --steps 1500
 fi
 "$FHEADS" eval --model "$MODEL" --bench shapes --split test --method cgd --method-option clip="$CLIP" \
   --out "$OUT/runs" --max-new-tokens 64

@@ -6,7 +6,9 @@ lmms_eval = pytest.importorskip("lmms_eval")
 
 from functional_heads.bundled import bundled_model_path  # noqa: E402
 from functional_heads.evaluation import shapes_generator as shapes  # noqa: E402
-from functional_heads.evaluation.runner import answer  # noqa: E402
+from functional_heads.evaluation.benchmarks import get_benchmark  # noqa: E402
+from functional_heads.evaluation.methods import get_method  # noqa: E402
+from functional_heads.evaluation.run_folders import Decoding, answer_all  # noqa: E402
 from functional_heads.loading import load_model, load_processor  # noqa: E402
 
 
@@ -31,9 +33,10 @@ def test_generate_until_answers_like_fheads():
                          idx=0, metadata={"task": "shapes", "doc_id": i, "repeats": 1}) for i, it in enumerate(items)]
     got = model.generate_until(requests)
     path = bundled_model_path()
-    expected, _ = answer(load_model(path), load_processor(path), [it.scene.render() for it in items],
-                         [it.question for it in items], max_new_tokens=64)
-    assert got == expected
+    bench = get_benchmark("shapes")
+    records = answer_all(load_model(path), load_processor(path), bench, list(bench.examples(None, "dev"))[:4],
+                         get_method("vanilla"), Decoding(max_new_tokens=64), batch_size=1)
+    assert got == [r["prediction"] for r in records]  # what `fheads eval` records
     with pytest.raises(NotImplementedError):
         model.loglikelihood(requests)
 
@@ -42,7 +45,7 @@ def test_model_args_beyond_the_wrapper_s_own_are_baseline_settings():
     from functional_heads.integrations.lmms_eval import FunctionalHeads
 
     model = FunctionalHeads(pretrained=str(bundled_model_path()), method="vcd", alpha="0.5", noise_step=300)
-    assert model.method.baseline.alpha == 0.5 and model.method.baseline.noise_step == 300
+    assert model.method.settings.alpha == 0.5 and model.method.settings.noise_step == 300
     with pytest.raises(ValueError, match="vcd has no setting gamma"):
         FunctionalHeads(pretrained=str(bundled_model_path()), method="vcd", gamma=2)
     with pytest.raises(ValueError, match="takes none"):

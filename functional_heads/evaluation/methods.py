@@ -124,7 +124,11 @@ def load_plugins() -> None:
         return
     _plugins_loaded = True
     for point in entry_points(group=ENTRY_POINT_GROUP):
-        loaded = point.load()
+        try:
+            loaded = point.load()
+        except Exception as err:  # a broken plugin is named, not a traceback from deep inside importlib
+            raise ValueError(f"The method plugin '{point.name}' ({point.value}) failed to load: "
+                             f"{type(err).__name__}: {err}") from err
         if isinstance(loaded, type) and issubclass(loaded, Method) and loaded.name not in METHODS:
             register_method(loaded)
 
