@@ -34,7 +34,7 @@ def scored_records(bench, examples, outputs):
     """Records as a run writes them, for the benchmark's metrics."""
     records = []
     for example, output in zip(examples, outputs):
-        s = bench.score(example, output)
+        s = bench.score_output(example, output)
         records.append({"id": example.id, "gold": example.gold, "prediction": output, "extracted": s.extracted,
                         "score": s.score, "category": example.category, "info": example.info, "failure": s.failure})
     return records
@@ -174,6 +174,32 @@ def test_pope_jsonl_metrics_per_split(tmp_path):
     assert metrics["adversarial"] == {"accuracy": 0.5, "precision": 1.0, "recall": 1.0, "f1": 1.0, "yes_ratio": 0.5,
                                       "unanswered": 1, "n": 2}
     assert metrics["overall"]["accuracy"] == pytest.approx(3 / 6)
+    # the official rule reads the answer with neither word as "yes": right on that "yes" item
+    assert metrics["official_rule"]["adversarial"]["accuracy"] == 0.5 and metrics["official_accuracy"] == 0.5
+    assert metrics["official_rule"]["adversarial"]["unanswered"] == 0 and metrics["unanswered_rate"] == 1 / 6
+
+
+@pytest.mark.parametrize("output, ours, official", [
+    ("There is not a dog in the image.", "no", "no"),  # a negation is "no", as in the official script
+    ("No, there isn't.", "no", "no"),
+    ("Yes. There is no cat though.", "yes", "yes"),  # the first sentence decides
+    ("<think> no dog? </think> Yes, a dog.", "yes", "yes"),  # the thinking is not the answer
+    ("I cannot tell.", None, "yes"),  # "cannot" is not "not": unanswered for us, "yes" officially
+    ("It is unclear", None, "yes"),  # neither word: unanswered for us, "yes" for the official rule
+    ("NO", "no", "yes"),  # the official rule is case-sensitive for "no"
+])
+def test_pope_readings(output, ours, official):
+    from functional_heads.evaluation.benchmarks.pope import official_reading, read_yes_no
+
+    assert read_yes_no(output) == ours and official_reading(output) == official
+
+
+def test_pope_copy_without_ids_keeps_the_splits_apart(tmp_path):
+    rows = [{"question_id": "1", "question": "Is there a dog?", "answer": "yes", "image": "a.png", "category": split}
+            for split in ("random", "popular", "adversarial")]
+    (tmp_path / "pope.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ids = [e.id for e in get_benchmark("pope").examples(tmp_path / "pope.jsonl")]
+    assert ids == ["random-1", "popular-1", "adversarial-1"]
 
 
 def test_chair_folder_of_images(tmp_path):

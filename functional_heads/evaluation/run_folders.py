@@ -228,8 +228,8 @@ def _answer_batch(model, processor, benchmark, batch, method, decoding: Decoding
     seconds = (time.perf_counter() - start) / len(ready)
     texts = processor.batch_decode(out.tokens[:, out.prompt_length:], skip_special_tokens=True)
     for example, text, share in zip(ready, texts, out.heads_rescaled):
-        judged = judge.judged(example.prompt, text) if judge is not None else None
-        scored = benchmark.score(example, judged or text)
+        judged = judge.judged(example.prompt, text) if judge is not None and not benchmark.truncated(text) else None
+        scored = benchmark.score_output(example, judged or text)
         records.append({"id": example.id, "gold": example.gold, "prediction": text, "judged": judged,
                         "extracted": scored.extracted, "score": scored.score, "seconds": seconds, "error": None,
                         "category": example.category, "prompt": example.prompt,

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from PIL import Image
 
+from .. import answers
 from ..stats import bootstrap_ci
 
 
@@ -55,6 +56,7 @@ class Benchmark:
     name: str = ""
     default_split: str = "test"
     needs_data: bool = True  # False where items can be made without a local copy (shapes)
+    truncation_rule: bool = True  # a chain of thought never closed (token limit) has no final answer
     instruction: str = ""  # appended to every prompt; reported with the results
 
     def __init__(self, **options: str):
@@ -73,10 +75,22 @@ class Benchmark:
     def score(self, example: Example, output: str) -> Scored:
         raise NotImplementedError
 
+    def truncated(self, output: str) -> bool:
+        return self.truncation_rule and answers.is_truncated(output)
+
+    def score_output(self, example: Example, output: str) -> Scored:
+        """The score of a model output: a truncated one is unanswered (failure 'truncated'), the rest the
+        benchmark's own rule decides."""
+        if self.truncated(output):
+            return Scored(None, 0.0, "truncated")
+        return self.score(example, output)
+
     def metrics(self, records: list[dict]) -> dict:
         """Accuracy with a 95% bootstrap interval, overall and per category, from the run's records."""
         scores = [r["score"] for r in records]
         result = {"accuracy": _mean(scores), "ci95": bootstrap_ci(scores) if scores else [None, None]}
+        if self.truncation_rule:  # rows cut off by the token limit, scored as unanswered
+            result["truncated_rate"] = _mean(r.get("failure") == "truncated" for r in records)
         categories = sorted({r.get("category", "") for r in records} - {""})
         if categories:
             result["categories"] = {c: _mean([r["score"] for r in records if r.get("category") == c])

@@ -42,7 +42,7 @@ class MathVista(Benchmark):
             value = answers.number(output)
             return Scored(value, float(answers.same_number(value, float(gold), precision)))
         if info["answer_type"] == "list":
-            predicted = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", answers.final_answer(output))]
+            predicted = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", answers.final_answer(output) or "")]
             expected = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", gold)]
             return Scored(predicted, float(predicted == expected))
         extracted = answers.final_answer(output)
