@@ -79,6 +79,50 @@ def test_mathvista_parquet(tmp_path):
     assert len(list(bench.examples(path))) == 4  # a single file works too
 
 
+@pytest.mark.parametrize("output, info, gold, right", [
+    ("\\boxed{3.9}", {"answer_type": "integer"}, "3", True),  # int(float(x)) truncates, as the official code
+    ("\\boxed{4}", {"answer_type": "integer"}, "3", False),
+    ("\\boxed{1.254}", {"answer_type": "float", "precision": 2}, "1.25", True),
+    ("\\boxed{1.256}", {"answer_type": "float", "precision": 2}, "1.25", False),
+    ("\\boxed{\\frac{5}{4}}", {"answer_type": "float", "precision": 2}, "1.25", True),
+    ("<think> it is 7 </think> The answer is 2.", {"answer_type": "integer"}, "2", True),
+    ("<think> it is 2, cut off", {"answer_type": "integer"}, "2", False),
+])
+def test_mathvista_numbers_as_the_official_code_normalises_them(output, info, gold, right):
+    bench = get_benchmark("mathvista")
+    example = Example("1", None, "q", gold, "", {"question_type": "free_form", "choices": None, "precision": None,
+                                                 **info})
+    assert bench.score_output(example, output).score == float(right)
+
+
+def test_mathvista_multiple_choice_falls_back_to_the_nearest_option():
+    bench = get_benchmark("mathvista")
+    choices = ["triangle", "square", "circle"]
+    example = Example("1", None, "q", "circle", "", {"question_type": "multi_choice", "answer_type": "text",
+                                                     "precision": None, "choices": choices})
+    assert bench.score_output(example, "<think>...</think> circel").extracted == "circle"
+    assert bench.score_output(example, "The answer is (C).").score == 1.0
+    assert bench.score_output(example, "squares").extracted == "square"
+
+
+@pytest.mark.parametrize("output, gold, right", [
+    ("\\boxed{0.5}", "\\frac{1}{2}", True),  # LaTeX evaluated on both sides
+    ("\\boxed{\\dfrac{1}{2}}", "0.5", True),
+    ("\\boxed{7/3}", "2.33", True),  # rounded to 2 decimals
+    ("\\boxed{2\\sqrt{2}}", "2.83", True),
+    ("\\boxed{x = 12}", "12", True),  # the value after an equality
+    ("\\boxed{2.836}", "2.83", False),
+    ("\\boxed{(1, 2)}", "(1,2)", True),
+    ("\\boxed{(1, 3)}", "(1,2)", False),
+    ("\\boxed{Yellow}", "yellow", True),
+    ("<think> \\boxed{5} and then the chain was cut", "5", False),
+])
+def test_mathvision_equality_as_the_official_code(output, gold, right):
+    bench = get_benchmark("mathvision")
+    example = Example("1", None, "q", gold, "", {"options": []})
+    assert bench.score_output(example, output).score == float(right)
+
+
 def test_mathvision_parquet(tmp_path):
     rows = [dict(id="1", question="<image1>Which shape is next?", options=["A1", "B1", "C1", "D1", "E1"],
                  image="images/1.jpg", decoded_image=image_cell(), answer="C", solution="", level=2,
@@ -126,17 +170,19 @@ def test_hallusionbench_save_to_disk(tmp_path):
         list(bench.examples(tmp_path / "hb", split="test"))
 
 
-def test_mmstar_mean_of_category_means(tmp_path):
+def test_mmstar_headline_is_plain_accuracy_with_lmms_evals_number_beside_it(tmp_path):
     rows = [dict(index=i, question="Which? Options: A: x, B: y, C: z, D: w", image=image_cell(), answer=a,
-                 category="coarse perception", l2_category=l2, meta_info={"source": "x"})
-            for i, (a, l2) in enumerate([("A", "a"), ("B", "a"), ("C", "b")])]
+                 category=core, l2_category=l2, meta_info={"source": "x"})
+            for i, (a, core, l2) in enumerate([("A", "coarse perception", "a"), ("B", "coarse perception", "a"),
+                                               ("C", "math", "b")])]
     write_parquet(rows, tmp_path / "val.parquet")
     bench = get_benchmark("mmstar")
     examples = list(bench.examples(tmp_path / "val.parquet"))
     records = scored_records(bench, examples, ["A", "C", "(C)"])
     metrics = bench.metrics(records)
-    assert metrics["accuracy"] == pytest.approx((0.5 + 1.0) / 2)  # mean over l2 categories
-    assert metrics["item_accuracy"] == pytest.approx(2 / 3)
+    assert metrics["accuracy"] == pytest.approx(2 / 3)  # over the items, as MMStar and VLMEvalKit report it
+    assert metrics["categories"] == {"coarse perception": 0.5, "math": 1.0}  # the core categories
+    assert metrics["l2_category_mean"] == pytest.approx((0.5 + 1.0) / 2)  # lmms-eval's headline, kept beside
 
 
 def test_seedbench_image_part_only(tmp_path):

@@ -118,9 +118,13 @@ def number(output: str) -> float | None:
 def latex_number(text: str) -> float | None:
     """The value of a short LaTeX answer ("\\frac{3}{2}", "2\\sqrt{2}", "0 \\text{ cm}^2", "-1,250", "7/3");
     for an expression it cannot evaluate, the first number in it."""
-    plain = latex_number_text(text)
-    value = _evaluate(plain)
-    return value if value is not None else _first_number(plain)
+    value = latex_value(text)
+    return value if value is not None else _first_number(latex_number_text(text))
+
+
+def latex_value(text: str) -> float | None:
+    """The value of a LaTeX expression made of numbers, fractions, roots and arithmetic; None otherwise."""
+    return _evaluate(latex_number_text(text))
 
 
 def latex_number_text(text: str) -> str:

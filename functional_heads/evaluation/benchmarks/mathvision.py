@@ -1,9 +1,16 @@
 """MathVision (test 3040, testmini 304): competition math with images.
 
+Follows the official equality (repository mathllm/MATH-V, `evaluation/utils.py`, `is_equal` and
+`find_math_answer`): case and spaces ignored, the value after an `=` or `\\approx`, then both sides
+evaluated as LaTeX (`\\frac`, `\\dfrac`, `\\sqrt`, `a/b`) and compared after rounding to 2 decimals,
+tuples element by element; so `0.5` equals `\\frac{1}{2}` and `2\\sqrt{2}` equals 2.83. About 6% of the
+free-form gold answers are not plain numbers. Our LaTeX evaluation is a small arithmetic parser in place
+of latex2sympy (symbols other than pi are not evaluated: such answers are compared as text).
+
 Prompt: the question (its `<image1>` placeholders removed), the options lettered A-E when there are
-any, then an instruction to box the final answer. Scoring by rules: the answer is read from `\\boxed{}`
-or "the answer is"; a letter for items with options, otherwise numbers compared numerically and text up
-to case and spacing. Categories: `subject`.
+any, then an instruction to box the final answer. The answer is read from the final-answer region
+(`\\boxed{}` or "the answer is"); a letter for items with options, the equality above otherwise.
+Categories: `subject`.
 """
 
 from __future__ import annotations
@@ -33,9 +40,27 @@ class MathVision(Benchmark):
             letter = answers.choice_letter(output, options)
             return Scored(letter, float(letter == gold.strip().upper()))
         extracted = answers.final_answer(output)
-        try:
-            expected = float(gold)
-        except ValueError:
-            return Scored(extracted, float(answers.same_text(extracted, gold)))
-        value = answers.number(output)
-        return Scored(value, float(answers.same_number(value, expected)))
+        return Scored(extracted, float(math_equal(extracted, gold)))
+
+
+def math_equal(answer: str | None, gold: str) -> bool:
+    """The official equality: text up to case and spaces, else the values rounded to 2 decimals."""
+    if answer is None:
+        return False
+    answer, gold = answer.lower().strip(), gold.lower().strip()
+    if not answer.replace(" ", "") or not gold.replace(" ", ""):
+        return False
+    if answer == gold or answer.replace(" ", "") == gold.replace(" ", ""):
+        return True
+    answer = re.split(r"\\approx", answer.split("=")[-1])[-1]  # the value after an equality
+    values = [_values(answer), _values(gold)]
+    return None not in values and len(values[0]) == len(values[1]) and \
+        all(round(a, 2) == round(b, 2) for a, b in zip(*values))
+
+
+def _values(text: str) -> list[float] | None:
+    """The value of an expression, or of each element of a tuple or list "(a, b)"; None if one is not a number."""
+    text = text.strip()
+    parts = text[1:-1].split(",") if len(text) > 1 and text[0] + text[-1] in ("()", "[]") and "," in text else [text]
+    values = [answers.latex_value(part) for part in parts]
+    return None if None in values else values
