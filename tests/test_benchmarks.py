@@ -270,6 +270,38 @@ def test_chair_folder_of_images(tmp_path):
         get_benchmark("chair", annotation="x")
 
 
+def test_chair_counts_every_mention_and_reads_the_reference_captions(tmp_path):
+    (tmp_path / "val2014").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "val2014" / "COCO_val2014_000000000042.jpg")
+    coco = {"images": [{"id": 42}], "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}],
+            "annotations": [{"image_id": 42, "category_id": 1}]}
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    (tmp_path / "captions.json").write_text(json.dumps({"annotations": [
+        {"image_id": 42, "caption": "A chef with his puppy in a kitchen."}, {"image_id": 7, "caption": "A cat."}]}))
+    bench = get_benchmark("chair", annotations=str(tmp_path / "instances.json"),
+                          captions=str(tmp_path / "captions.json"))
+    example, = bench.examples(tmp_path / "val2014")
+    assert example.gold == ["dog", "person"]  # the dog is named only in a reference caption
+    records = scored_records(bench, [example], ["A cook, a dog and a cat; another cat and a cupcake."])
+    metrics = bench.metrics(records)
+    assert records[0]["extracted"]["named"] == ["dog", "cat", "cat", "cake"]
+    assert metrics["CHAIR_i"] == pytest.approx(3 / 4)  # every mention: the two cats count twice
+    assert metrics["CHAIR_s"] == 1.0
+
+
+@pytest.mark.parametrize("caption, objects", [
+    ("A chef by the stove next to a van and a stool", ["person", "oven", "car", "chair"]),  # the official list
+    ("A baby elephant and an adult giraffe", ["elephant", "giraffe"]),  # not a person
+    ("The toilet seat is up", ["toilet"]),  # not a chair
+    ("Two hot dogs and a teddy bear beside a bear", ["hot dog", "teddy bear", "bear"]),
+    ("A passenger jet over three buses", ["airplane", "bus"]),
+])
+def test_chair_mentions_follow_the_official_rules(caption, objects):
+    from functional_heads.evaluation.benchmarks.chair import caption_mentions
+
+    assert caption_mentions(caption) == objects
+
+
 def test_unusable_rows_are_reported_not_fatal(tmp_path):
     lines = [json.dumps({"id": "ok", "question": "Is there a dog?", "answer": "yes", "image": "missing.png"}),
              json.dumps({"id": "bad", "answer": "yes", "image": "missing.png"}),  # no question
