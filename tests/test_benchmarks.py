@@ -150,8 +150,12 @@ def test_hallusionbench_save_to_disk(tmp_path):
                  question=f"Is claim {i} true?", gt_answer_details="", gt_answer=g, filename=f"{i}.png",
                  image=Image.new("RGB", (16, 16))) for i, (c, s, st, f, q, g) in enumerate(keys)]
     write_parquet([{**r, "image": image_cell()} for r in rows], tmp_path / "pq" / "data" / "image-00000-of-00001.parquet")
-    write_parquet([{**rows[0], "image": image_cell()}], tmp_path / "pq" / "data" / "non_image-00000-of-00001.parquet")
-    assert len(list(get_benchmark("hallusionbench").examples(tmp_path / "pq"))) == 5  # not the non_image split
+    text_only = dict(rows[3], question_id="1", visual_input="0", question="Is claim 5 true?", image=None, filename="")
+    write_parquet([text_only], tmp_path / "pq" / "data" / "non_image-00000-of-00001.parquet")
+    both = list(get_benchmark("hallusionbench").examples(tmp_path / "pq"))  # the leaderboard: both splits
+    assert len(both) == 6 and both[-1].image is None and both[-1].load_image() is None
+    assert len({e.id for e in both}) == 6  # the official item key is unique across the two
+    assert len(list(get_benchmark("hallusionbench").examples(tmp_path / "pq", split="image"))) == 5
     data = datasets.DatasetDict({"image": datasets.Dataset.from_list(rows)})
     data.save_to_disk(str(tmp_path / "hb"))
     bench = get_benchmark("hallusionbench")

@@ -146,3 +146,33 @@ def test_sampled_runs_are_seeded_per_batch_and_leave_the_global_random_state_alo
     torch.manual_seed(12345)  # whatever the caller's state, the draws are the run's own
     again = answer_all(model, processor, bench, examples, get_method("vanilla"), decoding, batch_size=2)
     assert [r["prediction"] for r in first] == [r["prediction"] for r in again]
+
+
+@pytest.mark.parametrize("method", ["vanilla", "static", "dynamic", "vcd", "pai"])
+def test_questions_without_an_image_are_asked_as_text_only_prompts(bundled_vlm, method):
+    """HallusionBench's leaderboard includes 178 questions without a figure. Static gains apply to them;
+    dynamic has no S_v there and the contrastive baselines nothing to contrast: they decode plainly."""
+    from functional_heads.bundled import bundled_settings
+    from functional_heads.evaluation.benchmarks import Example
+    from functional_heads.evaluation.methods import get_method
+    from functional_heads.evaluation.run_folders import answer_all
+    from functional_heads.evaluation import shapes_generator as shapes
+    from functional_heads.heads import identify_heads
+
+    import torch
+
+    model, processor = bundled_vlm
+    item = next(iter(shapes.items("dev", n=1)))
+    examples = [Example("with", item.scene.render(), item.question, "yes"),
+                Example("without", None, item.question, "yes")]
+    heads = identify_heads(torch.rand(8, 8), bundled_settings())
+    records = answer_all(model, processor, get_benchmark("pope"), examples,
+                         get_method(method, heads=heads, config=bundled_settings()), Decoding(max_new_tokens=8), 2)
+    assert [r["id"] for r in records] == ["with", "without"] and all(r["error"] is None for r in records)
+    assert [r["image"] for r in records] == [True, False]
+    text_only = records[1]["heads_rescaled"]
+    assert text_only == (float((heads.gains != 1).float().mean()) if method == "static" else 0.0)
+    plain = answer_all(model, processor, get_benchmark("pope"), examples[1:], get_method("vanilla"),
+                       Decoding(max_new_tokens=8), 2)
+    if method != "static":
+        assert records[1]["prediction"] == plain[0]["prediction"]

@@ -53,6 +53,9 @@ class Method:
     settings_class: ClassVar[type | None] = None  # a dataclass of the method's own settings (text-parsable)
     # a second model the method uses: (the settings field naming its local folder, the class that loads it)
     extra_model: ClassVar[tuple[str, type] | None] = None
+    # methods that work on the image (measure attention to it, contrast it): a prompt without an image is
+    # answered by plain decoding, which is where each of them ends when there is no image to work on
+    needs_image: ClassVar[bool] = False
 
     def __init__(self, heads: HeadMap | None = None, config: RescaleConfig | None = None, settings: Any = None):
         self.heads, self.config = heads, config
@@ -102,8 +105,12 @@ class Method:
 
     @torch.no_grad()
     def generate(self, model, processor, images, prompts, **generate_kwargs) -> Generation:
-        """Generated token ids for one image and one prompt per row, batched with left padding."""
+        """Generated token ids for one image and one prompt per row (images=None: text-only prompts), batched
+        with left padding."""
         inputs = to_model_device(prompt_inputs(processor, images, prompts), model)
+        if images is None and self.needs_image:
+            return Generation(model.generate(**inputs, **generate_kwargs), inputs["input_ids"].shape[1],
+                              [0.0] * len(prompts))
         with self.context(model) as handle:
             tokens = self.decode(model, processor, inputs, images, prompts, **generate_kwargs)
             return Generation(tokens, inputs["input_ids"].shape[1], self.heads_rescaled(handle, len(prompts)))
@@ -198,6 +205,7 @@ class Dynamic(Method):
     """Per-input heads from each prompt's own S_v (settings: `config`, or the head map's)."""
 
     name = "dynamic"
+    needs_image = True  # no image tokens, no S_v to pick heads from: such prompts are not rescaled
 
     def setup(self):
         super().setup()
@@ -232,6 +240,7 @@ class ReasoningOnly(Static):
 class VCD(Method):
     name = "vcd"
     settings_class = VCDConfig
+    needs_image = True
 
     def decode(self, model, processor, inputs, images, prompts, **generate_kwargs):
         return vcd_generate(model, inputs, self.settings, **generate_kwargs)
@@ -241,6 +250,7 @@ class SecondViewContrast(Method):
     """A decoding baseline that contrasts every step with the same prompts over other images (or none)."""
 
     contrast: ClassVar  # (model, inputs, second_inputs, settings, **generate_kwargs) -> token ids
+    needs_image = True
 
     def second_images(self, model, images, prompts):
         raise NotImplementedError
@@ -281,10 +291,13 @@ class CGD(Method):
 
     name = "cgd"
     settings_class = CGDConfig
+    needs_image = True
     extra_model = ("clip", ImageTextSimilarity)
 
     @torch.no_grad()
     def generate(self, model, processor, images, prompts, **generate_kwargs) -> Generation:
+        if images is None:  # nothing for the image-text scorer to compare with
+            return super().generate(model, processor, images, prompts, **generate_kwargs)
         if getattr(self, "_terminals", (None,))[0] is not processor.tokenizer:  # once per tokenizer
             self._terminals = (processor.tokenizer, terminal_token_ids(processor.tokenizer))
         tokens = cgd_generate(model, processor, self.extra.to(model.device), images, prompts, self.settings,

@@ -206,27 +206,40 @@ def fill(run: Run, model, processor, benchmark: Benchmark, examples: Iterable[Ex
 
 
 def _answer_batch(model, processor, benchmark, batch, method, decoding: Decoding, judge=None) -> list[dict]:
-    records, ready, images = [], [], []
+    """Records of one batch, in its order. Questions without an image go to the method as a text-only batch
+    of their own (`images=None`)."""
+    records, groups = {}, {True: ([], []), False: ([], [])}
     for example in batch:
         if isinstance(example, Unusable):
-            records.append({"id": example.id, "error": example.reason, "score": None})
+            records[example.id] = {"id": example.id, "error": example.reason, "score": None}
             continue
         try:
-            images.append(example.load_image())
-            ready.append(example)
+            image = example.load_image()
         except (OSError, ValueError) as err:
-            records.append({"id": example.id, "gold": example.gold, "error": f"unusable image: {err}",
-                            "score": None, "category": example.category})
-    if not ready:
-        return records
+            records[example.id] = {"id": example.id, "gold": example.gold, "error": f"unusable image: {err}",
+                                   "score": None, "category": example.category}
+            continue
+        groups[image is not None][0].append(example)
+        groups[image is not None][1].append(image)
+    for with_image, (ready, images) in groups.items():
+        if ready:
+            records.update((r["id"], r) for r in _answered(model, processor, benchmark, ready,
+                                                             images if with_image else None, method, decoding, judge,
+                                                             seed_id=batch[0].id))
+    return [records[example.id] for example in batch]
+
+
+def _answered(model, processor, benchmark, ready, images, method, decoding, judge, seed_id) -> list[dict]:
     start = time.perf_counter()
+    prompts = [e.prompt for e in ready]
     if decoding.sample:  # seeded per batch by its first item: a resumed run draws the same
-        with seeded(text_seed(f"{decoding.seed}/{batch[0].id}"), model.device):
-            out = method.generate(model, processor, images, [e.prompt for e in ready], **decoding.generate_kwargs())
+        with seeded(text_seed(f"{decoding.seed}/{seed_id}"), model.device):
+            out = method.generate(model, processor, images, prompts, **decoding.generate_kwargs())
     else:
-        out = method.generate(model, processor, images, [e.prompt for e in ready], **decoding.generate_kwargs())
+        out = method.generate(model, processor, images, prompts, **decoding.generate_kwargs())
     seconds = (time.perf_counter() - start) / len(ready)
     texts = processor.batch_decode(out.tokens[:, out.prompt_length:], skip_special_tokens=True)
+    records = []
     for example, text, share in zip(ready, texts, out.heads_rescaled):
         judged = judge.judged(example.prompt, text) if judge is not None and not benchmark.truncated(text) else None
         scored = benchmark.score_output(example, judged or text)
@@ -234,5 +247,5 @@ def _answer_batch(model, processor, benchmark, batch, method, decoding: Decoding
                         "extracted": scored.extracted, "score": scored.score, "seconds": seconds, "error": None,
                         "category": example.category, "prompt": example.prompt,
                         "prompt_sha": prompt_hash(example.prompt), "failure": scored.failure,
-                        "heads_rescaled": share, "info": example.info})
+                        "heads_rescaled": share, "image": images is not None, "info": example.info})
     return records

@@ -26,15 +26,16 @@ class Example:
     """One question: its image (decoded lazily), the prompt the model sees, the gold answer."""
 
     id: str
-    image: Any  # a PIL image, a {'bytes', 'path'} dict as stored in parquet, or a path
+    image: Any  # a PIL image, a {'bytes', 'path'} dict as stored in parquet, a path, or None (text only)
     prompt: str
     gold: Any
     category: str = ""
     info: dict = field(default_factory=dict)  # what scoring and metrics need beyond the gold answer
     base: Path | None = None  # folder that relative image paths start from
 
-    def load_image(self) -> Image.Image:
-        return open_image(self.image, self.base)
+    def load_image(self) -> Image.Image | None:
+        """The image, or None for a question asked without one."""
+        return None if self.image is None else open_image(self.image, self.base)
 
 
 @dataclass
@@ -151,6 +152,7 @@ def read_rows(path: str | Path, split: str) -> Iterator[tuple[dict, Path]]:
                          "datasets.save_to_disk folder, a .jsonl file with image paths, or a folder of images.")
 
 
+ALL_SPLITS = "all"  # every split of a local copy (parquet files, a saved DatasetDict)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
@@ -158,6 +160,8 @@ def _parquet_files(path: Path, split: str) -> list[Path]:
     files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
     # hub layouts: data/testmini-00000-of-00001.parquet, testmini/0000.parquet, val.parquet; "test" is not
     # "testmini" and "image" is not "non_image"
+    if split == ALL_SPLITS:
+        return files
     pattern = re.compile(rf"^{re.escape(split)}([-_.]|$)")
     chosen = [f for f in files if pattern.search(f.name) or f.parent.name == split]
     return chosen or files
@@ -174,6 +178,10 @@ def _saved_dataset_rows(path: Path, split: str) -> Iterator[dict]:
     import datasets
 
     data = datasets.load_from_disk(str(path))
+    if isinstance(data, datasets.DatasetDict) and split == ALL_SPLITS:
+        for name in data:
+            yield from data[name]
+        return
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
             raise ValueError(f"{path} has splits {', '.join(data)}, not '{split}': pass --split.")

@@ -1,9 +1,14 @@
-"""HallusionBench, image split (951 yes/no questions over figures, some of them edited).
+"""HallusionBench: 951 yes/no questions over figures (some of them edited) and 178 asked without a figure.
 
-Prompt: the question and "Answer yes or no." Gold `gt_answer` "1" is yes, "0" no. Metrics as the
-benchmark reports them: aAcc (per question), fAcc (a figure counts when every question on it is right;
-key category_subcategory_set_figure; visual-supplement items with figure 0 are left out) and qAcc (a
-question counts when it is right on every figure; key category_subcategory_set_question).
+Follows the benchmark's own evaluation (repository tianyi-lab/HallusionBench, `utils.py`: `get_eval_all`,
+`get_eval_fig`, `get_eval_pair_all`; its item key category_subcategory_set_figure_question), whose leaderboard covers both parts: by default both splits of the local
+copy are read (`--split all`; `image` or `non_image` for one part). Questions without a figure
+(`visual_input` 0) are asked as text-only prompts. Prompt: the question and "Answer yes or no." Gold
+`gt_answer` "1" is yes, "0" no. Metrics: aAcc (per question), fAcc (a figure counts when every question
+on it is right; key category_subcategory_set_figure; visual-supplement items with figure 0, the
+questions without a figure, are left out) and qAcc (a question counts when it is right on every figure;
+key category_subcategory_set_question). The official path extracts yes/no with a GPT judge; the rule here
+is the first yes or no of the final answer (the optional judge stands in for that step).
 """
 
 from __future__ import annotations
@@ -11,20 +16,21 @@ from __future__ import annotations
 from collections import defaultdict
 
 from .. import answers
-from .base import Benchmark, Example, Scored, _mean
+from .base import ALL_SPLITS, Benchmark, Example, Scored, _mean
 
 
 class HallusionBench(Benchmark):
     name = "hallusionbench"
-    default_split = "image"
+    default_split = ALL_SPLITS
     instruction = "Answer yes or no."
 
     def example(self, row, index):
         keys = {k: str(row[k]) for k in ("category", "subcategory", "set_id", "figure_id", "question_id")}
         gold = {"1": "yes", "0": "no"}[str(row["gt_answer"])]
         ident = "_".join(keys[k] for k in ("category", "subcategory", "set_id", "figure_id", "question_id"))
-        return Example(ident, row.get("image") or row.get("filename"), f"{row['question']} {self.instruction}", gold,
-                       keys["category"], keys)
+        with_figure = str(row.get("visual_input", "1")) != "0"
+        image = (row.get("image") or row.get("filename")) if with_figure else None
+        return Example(ident, image, f"{row['question']} {self.instruction}", gold, keys["category"], keys)
 
     def score(self, example, output):
         said = answers.yes_no(output)
