@@ -2,6 +2,9 @@
 
 Prompt: the question, options A-D on their own lines, and "Answer with the option's letter from the
 given choices directly." Score: the letter. Categories: the nine image evaluation dimensions.
+Official code: AILab-CVC/SEED-Bench (accuracy per dimension and overall); it ranks the four options by
+the model's likelihood, where we read the letter the model writes (a generative reasoning model answers
+in text), the way lmms-eval and VLMEvalKit run it.
 """
 
 from __future__ import annotations

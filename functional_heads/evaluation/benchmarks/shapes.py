@@ -1,4 +1,5 @@
 """The project's synthetic `shapes` benchmark (items from `functional_heads.evaluation.shapes_generator`).
+Official code: ours.
 
 Data: none needed (items come from the deterministic generator; `--split` picks calib, dev or test), or
 the folder (or one of its JSONL files) that `fheads data shapes` writes. Scoring: the answer tag, with
