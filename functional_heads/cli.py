@@ -7,7 +7,6 @@ FHEADS_DEBUG=1 shows the traceback instead. Ctrl-C exits 130 and says how to res
 from __future__ import annotations
 
 import functools
-import json
 import os
 from pathlib import Path
 from typing import Optional

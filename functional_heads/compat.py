@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import torch
 import transformers
 from packaging.version import Version
 

@@ -76,7 +76,7 @@ def choice_letter(output: str, options: list[str] | None = None) -> str | None:
         return m[1].upper()
     if m := re.match(rf"^\(?([{allowed}])(?:\)|[.:,]|\s*[-)]\s|$)", answer):
         return m[1]
-    named = rf"(?i:option|choice|answer)\s*(?i:is)?\s*:?\s*\(?"
+    named = r"(?i:option|choice|answer)\s*(?i:is)?\s*:?\s*\(?"
     if m := re.search(rf"{named}([{allowed}])\)?(?:[\s.,)]|$)", answer) or \
             re.search(rf"{named}([{allowed.lower()}])\)?(?:[.,)]|$)", answer):  # "answer is a cat" names no option
         return m[1].upper()
