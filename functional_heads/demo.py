@@ -28,11 +28,15 @@ METHODS = ("vanilla", "static", "dynamic", "perception-only", "reasoning-only") 
 DECODING = Decoding(max_new_tokens=shapes.MAX_ANSWER_TOKENS)
 
 
-def calibration_batches(processor, model=None, batch_size: int = 32):
-    """Processor inputs of the shapes calib split (on the model's device, given the model)."""
+CALIB_BATCH_SIZE = 32
+
+
+def calibration_batches(processor, model):
+    """Processor inputs of the shapes calib split, on the model's device."""
     calib = list(shapes.items("calib"))
-    batches = prompt_batches(processor, [it.scene.render() for it in calib], [it.question for it in calib], batch_size)
-    return (to_model_device(b, model) if model is not None else b for b in batches)
+    batches = prompt_batches(processor, [it.scene.render() for it in calib], [it.question for it in calib],
+                             CALIB_BATCH_SIZE)
+    return (to_model_device(b, model) for b in batches)
 
 
 def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int | None = None,
@@ -48,8 +52,8 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
     examples = list(benchmark.examples(None, "test"))[:limit]
     with torch.no_grad():
         model, processor = load_model(model_path, dtype=torch.float32), load_processor(model_path)
-        calib = calibration_batches(processor, model)
-        heads = calibrate(model, calib, cfg, progress=True, total=-(-shapes.EVAL_SIZES["calib"] // 32))
+        heads = calibrate(model, calibration_batches(processor, model), cfg, progress=True,
+                          total=-(-shapes.EVAL_SIZES["calib"] // CALIB_BATCH_SIZE))
         runs = [_answered(model, model_path, processor, benchmark, examples, get_method(name, heads=heads, config=cfg),
                           out, batch_size) for name in methods]
     report = {"shapes": compare("shapes", runs), "model": str(model_path), "settings": cfg.to_dict(),

@@ -15,7 +15,7 @@ import torch
 
 from .compat import readable_by_transformers_4
 from .heads import HeadMap
-from .loading import WEIGHT_SUFFIXES, load_model, local_folder
+from .loading import WEIGHT_SUFFIXES, load_model, local_folder, read_config
 from .rescale import fold
 
 HEAD_MAP_FILE = "functional_heads.json"
@@ -37,13 +37,13 @@ def export_folded(model: str | Path, heads: HeadMap | str | Path, out: str | Pat
     for file in source.iterdir():  # processor, tokenizer and chat template travel unchanged
         if file.is_file() and file.name not in _WRITTEN_BY_SAVE and file.suffix not in WEIGHT_SUFFIXES:
             shutil.copy2(file, out / file.name)
-    _keep_config_keys(source / "config.json", out / "config.json")
+    _keep_config_keys(read_config(source), out / "config.json")
     readable_by_transformers_4(out)
     head_map.save(out / HEAD_MAP_FILE)
     return out
 
 
-def _keep_config_keys(original: Path, written: Path) -> None:
+def _keep_config_keys(original: dict, written: Path) -> None:
     """Put back the keys of the original config.json that saving dropped (e.g. the `rope_scaling` that
     transformers 4.57 reads beside 5.x's `rope_parameters`), at any depth; written values stay."""
     def merge(old: dict, new: dict) -> bool:
@@ -56,5 +56,5 @@ def _keep_config_keys(original: Path, written: Path) -> None:
         return changed
 
     data = json.loads(written.read_text())
-    if merge(json.loads(original.read_text()), data):
+    if merge(original, data):
         written.write_text(json.dumps(data, indent=2) + "\n")

@@ -6,8 +6,8 @@ A run folder is named `{benchmark}-{method}-{hash}`, the hash covering every set
 score, seconds, error (and the benchmark's category, info and failure label, and the share of heads the
 method rescaled); `log.txt` the progress lines. Restarted, a run skips the ids already written; a torn
 last line (a kill mid-write) is dropped and its item done again. `limit` and the batch size are not part
-of the identity: a longer run continues a shorter one. The folder is made with its first record, so a
-run that fails before answering anything leaves nothing behind.
+of the identity: a longer run continues a shorter one. The folder is made when answering starts and
+removed again if the run fails before its first record, so a failed run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def run_identity(model: str | Path, benchmark: Benchmark, method, data: str | Pa
 
 @dataclass
 class Run:
-    """A run folder (made with its first record): its settings and the records already written."""
+    """A run folder (made when answering starts): its settings and the records already written."""
 
     folder: Path
     settings: dict
