@@ -235,6 +235,59 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
 
 
 @app.command()
+@guarded(resumable=True)
+def tune(model: Path = typer.Option(..., help="Local model folder."),
+         bench: str = typer.Option(..., help="Benchmark to tune on (see `fheads eval --help`)."),
+         out: Path = typer.Option(Path("tune"), help="tune.json, tune.md, settings.json, heads.json, figures, "
+                                                     "log.txt and (by default) the study's SQLite file go here."),
+         data: Optional[Path] = typer.Option(None, help="Local copy of the benchmark (as for `fheads eval`)."),
+         split: str = typer.Option("dev", help="The dev split: searched and confirmed on; never the test split."),
+         option: list[str] = typer.Option([], help="Benchmark option KEY=VALUE."),
+         trials: int = typer.Option(200, min=1, help="Finished trials of the whole study (all workers, all resumes)."),
+         storage: Optional[str] = typer.Option(None, help="Optuna storage: sqlite:///FILE (default OUT/study.db), "
+                                                          "postgresql://... or mysql://... for many machines, or "
+                                                          "journal:FILE. Workers on one storage share the study."),
+         study: str = typer.Option("fheads-tune", help="Study name inside the storage."),
+         calib_split: Optional[str] = typer.Option(None, help="Measure S_v on this split of the benchmark "
+                                                              "(default: the search part's items)."),
+         calib_data: Optional[Path] = typer.Option(None, help="Or on a JSONL of {'image', 'prompt'} rows."),
+         calib_items: int = typer.Option(64, min=1, help="Calibration items."),
+         confirm_fraction: float = typer.Option(0.5, help="Share of the dev split held out for confirmation."),
+         min_effect: float = typer.Option(0.05, help="Smallest gain worth confirming, as a share (0.05 = 5 points)."),
+         alpha: float = typer.Option(0.05, help="Significance level of the confirmation test."),
+         objective: str = typer.Option("accuracy", help="accuracy, or likelihood: log p(gold answer) after "
+                                                        "vanilla's own chain (no generation per trial)."),
+         pruner: str = typer.Option("halving", help="halving (successive halving), hyperband or none."),
+         min_items: int = typer.Option(25, min=1, help="Items of the first rung; rungs double up to the search part."),
+         max_share: float = typer.Option(0.1, help="Largest share of all heads one class may select."),
+         allow_damping: bool = typer.Option(False, help="Let gains go below 1 (down to 0.6)."),
+         per_layer_gains: bool = typer.Option(False, help="One gain per layer instead of one per class."),
+         query_tokens: int = typer.Option(1, min=1, help="Average S_v over the last K prompt tokens, not i* alone."),
+         heartbeat: int = typer.Option(60, min=1, help="Seconds between a trial's heartbeats (database storages)."),
+         seed: int = typer.Option(0), batch_size: int = typer.Option(8, min=1),
+         max_new_tokens: int = typer.Option(1024, min=1),
+         dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+         device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
+    """Choose the settings with an Optuna study on the dev split, confirm the best one on held-out dev items,
+    and write it as settings.json and heads.json (resumable; run it on several workers to share the study)."""
+    from .evaluation.run_folders import Decoding
+    from .evaluation.tuning import TuneSettings, tune as run_study
+
+    settings = TuneSettings(trials=trials, confirm_fraction=confirm_fraction, min_effect=min_effect, alpha=alpha,
+                            objective=objective, pruner=pruner, min_items=min_items, seed=seed, heartbeat=heartbeat)
+    space = {"max_share": max_share, "per_layer_gains": per_layer_gains, "query_tokens": query_tokens,
+             **({"gain_low": 0.6} if allow_damping else {})}
+    summary = run_study(model, bench, out=out, data=data, split=split, options=_pairs(option, "--option"),
+                        calib_split=calib_split, calib_data=calib_data, calib_items=calib_items, settings=settings,
+                        space_options=space, storage=storage, study_name=study,
+                        decoding=Decoding(max_new_tokens=max_new_tokens), batch_size=batch_size, dtype=dtype,
+                        device_map=device_map)
+    console.print(f"{summary['verdict']}.", soft_wrap=True)
+    console.print(f"wrote {out}/tune.md, tune.json, settings.json (for --settings) and heads.json (for --heads)",
+                  soft_wrap=True)
+
+
+@app.command()
 @guarded()
 def report(runs: Path = typer.Argument(Path("runs"), help="Folder of run folders written by `fheads eval`."),
            out: Optional[Path] = typer.Option(None, help="Write report.md, report.json and report.png here."),

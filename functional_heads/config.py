@@ -13,7 +13,8 @@ class RescaleConfig:
 
     Layers are counted from 0. A head (l, h) with visual attention ratio S_v at query position i* is a
     perception head if l <= perc_last_layer and S_v >= tau_perc, and a reasoning head if
-    l >= reas_first_layer and S_v <= tau_reas. Their outputs are multiplied by g_perc and g_reas.
+    l >= reas_first_layer and S_v <= tau_reas. Their outputs are multiplied by g_perc and g_reas, or, with
+    `layer_gains` (one gain per layer), a selected head of layer l by layer_gains[l] whatever its class.
     """
 
     perc_last_layer: int
@@ -25,18 +26,26 @@ class RescaleConfig:
     query_offset: int = -1  # i*: -1 is the last prompt token, -2 the one before, ...
     include_video: bool = False  # count video tokens as visual tokens too
     per_token: bool = False  # divide S_v by the number of visual tokens (off in the paper)
+    query_tokens: int = 1  # S_v averaged over this many prompt tokens ending at i* (the paper: i* alone)
+    layer_gains: tuple[float, ...] | None = None  # per-layer gains of selected heads, instead of g_perc / g_reas
 
     def __post_init__(self):
         _check(self.perc_last_layer, "perc_last_layer", "an integer >= 0", lambda v: isinstance(v, int) and v >= 0)
         _check(self.reas_first_layer, "reas_first_layer", "an integer >= 0", lambda v: isinstance(v, int) and v >= 0)
         for name in ("tau_perc", "tau_reas"):
             _check(getattr(self, name), name, "a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1)
-        if self.tau_reas >= self.tau_perc:
-            raise ValueError(f"tau_reas={self.tau_reas} must be < tau_perc={self.tau_perc}: a head cannot be "
-                             "both image-heavy and text-heavy.")
+        if self.tau_reas >= self.tau_perc and self.reas_first_layer <= self.perc_last_layer:
+            raise ValueError(f"tau_reas={self.tau_reas} must be < tau_perc={self.tau_perc} where the bands overlap "
+                             f"(layers {self.reas_first_layer}..{self.perc_last_layer}): a head cannot be both "
+                             "image-heavy and text-heavy.")
         for name in ("g_perc", "g_reas"):
             _check(getattr(self, name), name, "a number > 0 (the paper uses >= 1)", lambda v: _number(v) and v > 0)
         _check(self.query_offset, "query_offset", "an integer <= -1", lambda v: isinstance(v, int) and v <= -1)
+        _check(self.query_tokens, "query_tokens", "an integer >= 1", lambda v: isinstance(v, int) and v >= 1)
+        if self.layer_gains is not None:
+            object.__setattr__(self, "layer_gains", tuple(self.layer_gains))  # a JSON list reads back as a tuple
+            _check(self.layer_gains, "layer_gains", "a list of numbers > 0, one per layer",
+                   lambda v: len(v) > 0 and all(_number(g) and g > 0 for g in v))
 
     def check_layers(self, num_layers: int) -> None:
         """Raise if a layer bound lies outside a model of `num_layers` layers."""
@@ -44,6 +53,8 @@ class RescaleConfig:
             if getattr(self, name) >= num_layers:
                 raise ValueError(f"{name}={getattr(self, name)} is outside the model: allowed range is "
                                  f"0..{num_layers - 1} (layers are counted from 0).")
+        if self.layer_gains is not None and len(self.layer_gains) != num_layers:
+            raise ValueError(f"layer_gains holds {len(self.layer_gains)} gains; the model has {num_layers} layers.")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "RescaleConfig":
@@ -80,10 +91,16 @@ class RescaleConfig:
 
     def probe_options(self) -> dict:
         """The keyword arguments of `visual_attention_ratios` that this config sets."""
-        return {"query_offset": self.query_offset, "include_video": self.include_video, "per_token": self.per_token}
+        return {"query_offset": self.query_offset, "include_video": self.include_video, "per_token": self.per_token,
+                "query_tokens": self.query_tokens}
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.layer_gains is None:
+            del data["layer_gains"]  # older readers and run identities know the file without it
+        if self.query_tokens == 1:
+            del data["query_tokens"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "RescaleConfig":

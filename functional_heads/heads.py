@@ -44,11 +44,24 @@ class HeadMap:
 
     @property
     def gains(self) -> torch.Tensor:
-        """float32 gains, shaped like the masks: g_perc, g_reas or 1."""
+        """float32 gains, shaped like the masks: g_perc, g_reas (or the layer's gain of `layer_gains`) or 1."""
         gains = torch.ones(self.perception.shape)
+        if self.config.layer_gains is not None:
+            per_layer = torch.tensor(self.config.layer_gains, dtype=torch.float32)[:, None].expand(self.perception.shape)
+            selected = self.perception | self.reasoning
+            gains[selected] = per_layer[selected]
+            return gains
         gains[self.perception] = self.config.g_perc
         gains[self.reasoning] = self.config.g_reas
         return gains
+
+    def only(self, kind: str) -> "HeadMap":
+        """The map with only its `kind` ("perception" or "reasoning") heads: the ablations of the paper."""
+        if kind not in ("perception", "reasoning"):
+            raise ValueError(f"kind must be 'perception' or 'reasoning', got {kind!r}.")
+        none = torch.zeros_like(self.perception)
+        masks = (self.perception, none) if kind == "perception" else (none, self.reasoning)
+        return HeadMap(*masks, self.config, self.model_type, self.ratios, self.num_samples)
 
     @property
     def share_selected(self) -> float:
@@ -129,6 +142,22 @@ def identify_heads(ratios: torch.Tensor, config: RescaleConfig, model_type: str 
     config.check_layers(ratios.shape[-2])
     perception, reasoning = classify(ratios, torch.arange(ratios.shape[-2])[:, None], config)
     return HeadMap(perception, reasoning, config, model_type, ratios)
+
+
+def thresholds_for_shares(ratios: torch.Tensor, perc_last_layer: int, reas_first_layer: int, perc_share: float,
+                          reas_share: float) -> tuple[float, float]:
+    """(tau_perc, tau_reas) that select about `perc_share` and `reas_share` of all heads of a static S_v
+    [layers, heads]: the top S_v values of the perception band and the bottom ones of the reasoning band (the
+    paper's natural knob is the share of heads: about 6% best, 18% harmful). A share of 0 selects none."""
+    total = ratios.numel()
+
+    def kth(band: torch.Tensor, share: float, largest: bool) -> float | None:
+        k = min(round(share * total), band.numel())
+        return None if k == 0 else band.flatten().topk(k, largest=largest).values[-1].item()
+
+    tau_perc = kth(ratios[:perc_last_layer + 1], perc_share, largest=True)
+    tau_reas = kth(ratios[reas_first_layer:], reas_share, largest=False)
+    return (1.0 if tau_perc is None else tau_perc, 0.0 if tau_reas is None else tau_reas)
 
 
 def classify(ratios: torch.Tensor, layer: torch.Tensor | int, config: RescaleConfig):

@@ -108,16 +108,18 @@ def _tokenizer(folder: Path, processor_class):
 
 
 def prompt_inputs(processor, images: Sequence[Image.Image] | None, prompts: Sequence[str],
-                  system: str | None = None) -> dict:
+                  system: str | None = None, replies: Sequence[str] | None = None) -> dict:
     """Processor inputs for one image and one user prompt per row, through the model's chat template,
     left-padded so that batched generation continues every row from its last token. images=None gives the
-    same prompts without their image."""
+    same prompts without their image; `replies` puts that text at the start of each assistant turn (to score
+    a forced continuation)."""
     texts = []
-    for prompt in prompts:
+    for row, prompt in enumerate(prompts):
         messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
         content = ([] if images is None else [{"type": "image"}]) + [{"type": "text", "text": prompt}]
         messages.append({"role": "user", "content": content})
-        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True))
+        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True)
+                     + (replies[row] if replies is not None else ""))
     if images is None:
         return dict(processor(text=texts, return_tensors="pt", padding=True, padding_side="left"))
     nested = [[image] for image in images]  # one list per prompt: the layout every processor accepts

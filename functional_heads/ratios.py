@@ -32,7 +32,7 @@ class Probe:
     """What the probe attention function needs for one forward pass over a batch of prompts."""
 
     layer_of: dict[int, int]  # id(attention module) -> layer index
-    query_index: torch.Tensor  # [batch] position of i* in each prompt
+    query_index: torch.Tensor  # [batch, k]: i* and the k-1 prompt tokens before it, S_v is their mean
     visual: torch.Tensor  # [batch, seq] True at visual tokens
     per_token: bool
     base: str  # the wrapped attention implementation
@@ -56,9 +56,10 @@ def _probe_attention(module, query, key, value, attention_mask, **kwargs):
     layer = probe.layer_of.get(id(module))
     if layer is not None and query.shape[2] == probe.visual.shape[1]:  # the prompt's prefill, not a decode step
         scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
-        row = query_row_attention(query, key, attention_mask, probe.query_index, scaling, kwargs.get("softcap"))
-        visual = probe.visual.to(device=row.device, dtype=row.dtype)  # layers may sit on other devices
-        ratios = (row * visual[:, None, :]).sum(-1)
+        rows = [query_row_attention(query, key, attention_mask, column, scaling, kwargs.get("softcap"))
+                for column in probe.query_index.unbind(1)]
+        visual = probe.visual.to(device=rows[0].device, dtype=rows[0].dtype)  # layers may sit on other devices
+        ratios = torch.stack([(row * visual[:, None, :]).sum(-1) for row in rows]).mean(0)
         if probe.per_token:
             ratios = ratios / visual.sum(-1, keepdim=True)
         probe.on_layer(layer, ratios)
@@ -120,6 +121,12 @@ def query_positions(attention_mask: torch.Tensor | None, input_ids: torch.Tensor
     return index
 
 
+def query_window(attention_mask: torch.Tensor | None, input_ids: torch.Tensor, offset: int = -1,
+                 tokens: int = 1) -> torch.Tensor:
+    """[batch, tokens] positions: the `tokens` prompt tokens ending at i* (offset `offset` from the end)."""
+    return torch.stack([query_positions(attention_mask, input_ids, offset - back) for back in range(tokens)], 1)
+
+
 def visual_token_mask(input_ids: torch.Tensor, layout: ModelLayout, include_video: bool = False) -> torch.Tensor:
     ids = [layout.image_token_id] + ([layout.video_token_id] if include_video and layout.video_token_id else [])
     visual = torch.isin(input_ids, torch.tensor(ids, device=input_ids.device))
@@ -137,11 +144,11 @@ def wrappable_base(layout: ModelLayout) -> str:
 
 @contextmanager
 def probing(model, input_ids, attention_mask, on_layer, *, query_offset: int = -1, include_video: bool = False,
-            per_token: bool = False, layout: ModelLayout | None = None) -> Iterator[Probe]:
+            per_token: bool = False, query_tokens: int = 1, layout: ModelLayout | None = None) -> Iterator[Probe]:
     """Within the block, every prefill of these prompts reports S_v per layer to `on_layer(layer, ratios)`."""
     layout = layout or locate(model)
     probe = Probe(layer_of={id(a): i for i, a in enumerate(layout.attentions)},
-                  query_index=query_positions(attention_mask, input_ids, query_offset),
+                  query_index=query_window(attention_mask, input_ids, query_offset, query_tokens),
                   visual=visual_token_mask(input_ids, layout, include_video),
                   per_token=per_token, base=wrappable_base(layout), on_layer=on_layer)
     with attention_state(layout, PROBE, _active, probe):
@@ -162,12 +169,13 @@ def attention_state(layout: ModelLayout, implementation: str, variable: ContextV
 
 @torch.no_grad()
 def visual_attention_ratios(model, inputs: dict, *, query_offset: int = -1, include_video: bool = False,
-                            per_token: bool = False) -> torch.Tensor:
+                            per_token: bool = False, query_tokens: int = 1) -> torch.Tensor:
     """S_v for every layer and head at i* of each prompt: float32 [batch, layers, heads].
 
     `inputs` is what the model's processor returns. i* is the last prompt token by default (query_offset=-1);
     visual tokens are the image tokens (and video tokens with include_video); per_token divides S_v by the
-    number of visual tokens (the paper uses raw sums). `RescaleConfig.probe_options()` gives these.
+    number of visual tokens (the paper uses raw sums); query_tokens > 1 averages S_v over that many prompt
+    tokens ending at i*. `RescaleConfig.probe_options()` gives these.
     """
     layout = locate(model)
     ratios = torch.full((inputs["input_ids"].shape[0], layout.num_layers, layout.num_heads), float("nan"))
@@ -176,7 +184,7 @@ def visual_attention_ratios(model, inputs: dict, *, query_offset: int = -1, incl
         ratios[:, layer] = values.float().cpu()
 
     with probing(model, inputs["input_ids"], inputs.get("attention_mask"), record, query_offset=query_offset,
-                 include_video=include_video, per_token=per_token, layout=layout):
+                 include_video=include_video, per_token=per_token, query_tokens=query_tokens, layout=layout):
         model(**inputs, use_cache=False, logits_to_keep=1)
     if ratios.isnan().any():
         missing = sorted(set(ratios.isnan().any(-1).any(0).nonzero().flatten().tolist()))

@@ -28,8 +28,8 @@ if [ -n "${TORCH_SPEC:-}" ] || ! "$VENV/bin/python" -c "import torch" 2>/dev/nul
 else
   echo "setup: keeping the installed torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
 fi
-echo "setup: installing functional-heads with its test, plot and eval extras"
-"${PIP[@]}" -e ".[test,plot,eval]"
+echo "setup: installing functional-heads with its test, plot, eval and tune extras"
+"${PIP[@]}" -e ".[test,plot,eval,tune]"
 case "$JOB" in
   demo) exec "$VENV/bin/fheads" demo --out "${DEMO_OUT:-demo}" "$@" ;;
   test) exec "$VENV/bin/python" -m pytest "$@" ;;

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 import functional_heads as fh
@@ -38,3 +40,15 @@ def test_unknown_preset_lists_the_known_ones():
 def test_round_trip_through_dict():
     cfg = fh.RescaleConfig.preset("ocean-r1", per_token=True)
     assert fh.RescaleConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_new_fields_round_trip_and_stay_out_of_files_at_their_defaults():
+    cfg = fh.RescaleConfig(1, 5, 0.3, 0.4, layer_gains=[1.0, 1.2], query_tokens=4)  # bands apart: any thresholds
+    data = json.loads(json.dumps(cfg.to_dict()))
+    assert fh.RescaleConfig.from_dict(data) == cfg and cfg.layer_gains == (1.0, 1.2)
+    plain = fh.RescaleConfig.preset("ocean-r1").to_dict()
+    assert "layer_gains" not in plain and "query_tokens" not in plain  # older files and run identities unchanged
+    with pytest.raises(ValueError, match="query_tokens=0 is invalid"):
+        fh.RescaleConfig(1, 5, 0.3, 0.1, query_tokens=0)
+    with pytest.raises(ValueError, match="where the bands overlap"):
+        fh.RescaleConfig(5, 1, 0.3, 0.4)

@@ -86,3 +86,25 @@ def test_calibrate_averages_ratios_over_batches(tiny):
     assert torch.equal(heads.perception, fh.identify_heads(ratios.mean(0), cfg).perception)
     with pytest.raises(ValueError, match="no calibration batches"):
         fh.calibrate(t.model, [], cfg)
+
+
+def test_thresholds_for_shares_select_that_many_heads_inside_each_band():
+    ratios = torch.rand(6, 8, generator=torch.Generator().manual_seed(1))
+    tau_perc, tau_reas = fh.heads.thresholds_for_shares(ratios, 2, 4, perc_share=0.125, reas_share=0.0625)
+    heads = fh.identify_heads(ratios, fh.RescaleConfig(2, 4, tau_perc, tau_reas))
+    assert int(heads.perception.sum()) == 6 and int(heads.reasoning.sum()) == 3
+    assert ratios[heads.perception].min() >= ratios[:3][~heads.perception[:3]].max()
+    assert ratios[heads.reasoning].max() <= ratios[4:][~heads.reasoning[4:]].min()
+    assert fh.heads.thresholds_for_shares(ratios, 2, 4, 0.0, 0.0) == (1.0, 0.0)  # a share of 0: none
+
+
+def test_layer_gains_replace_class_gains_and_only_keeps_one_class():
+    cfg = fh.RescaleConfig(1, 2, 0.5, 0.1, layer_gains=(1.1, 1.2, 1.3, 1.4))
+    heads = fh.identify_heads(hand_ratios(), cfg)
+    assert heads.gains[0, 0] == pytest.approx(1.1) and heads.gains[1, 1] == pytest.approx(1.2)
+    assert heads.gains[3, 0] == pytest.approx(1.4) and heads.gains[0, 1] == 1.0
+    perception = heads.only("perception")
+    assert not perception.reasoning.any() and torch.equal(perception.perception, heads.perception)
+    assert (perception.gains[2:] == 1).all()
+    with pytest.raises(ValueError, match="4 gains; the model has 3 layers"):
+        fh.identify_heads(hand_ratios()[:3], cfg)

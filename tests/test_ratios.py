@@ -112,3 +112,11 @@ def test_video_tokens_count_only_when_asked(tiny):
     ids = torch.tensor([[5, IMAGE, VIDEO, 6]])
     assert visual_token_mask(ids, layout).tolist() == [[False, True, False, False]]
     assert visual_token_mask(ids, layout, include_video=True).tolist() == [[False, True, True, False]]
+
+
+def test_query_tokens_average_the_ratios_of_the_last_prompt_tokens(tiny):
+    t = tiny("qwen2_5_vl")
+    inputs = t.inputs(padding_side="left")
+    window = fh.visual_attention_ratios(t.model, inputs, query_tokens=3)
+    each = [eager_reference(t.model, inputs, offset=offset) for offset in (-1, -2, -3)]
+    torch.testing.assert_close(window, torch.stack(each).mean(0), atol=1e-5, rtol=0)

@@ -1,6 +1,6 @@
 import pytest
 
-from functional_heads.evaluation.stats import bootstrap_ci, mcnemar
+from functional_heads.evaluation.stats import bootstrap_ci, items_needed, mcnemar, paired_difference, rank_correlation
 
 
 def test_bootstrap_interval_surrounds_the_mean_and_narrows_with_data():
@@ -22,3 +22,18 @@ def test_mcnemar_exact_against_hand_computation():
     assert mcnemar([True, False], [True, False])["p"] == 1.0
     with pytest.raises(ValueError):
         mcnemar([True], [True, False])
+
+
+def test_items_needed_matches_the_normal_approximation_by_hand():
+    # (z_.975 + z_.8)^2 = 7.849; a 5-point gain with every changed item a fix: 7.849 * (0.05 - 0.0025) / 0.0025
+    assert items_needed(0.05) == 150
+    assert items_needed(0.05, change_rate=0.15) == 464
+    assert items_needed(0.10, change_rate=0.15) > 0 and items_needed(0.10, 0.15) < items_needed(0.05, 0.15)
+
+
+def test_rank_correlation_with_ties_and_paired_difference():
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert rank_correlation([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833)  # ties share their mean rank
+    gain = paired_difference([1, 0, 1, 0], [1, 1, 1, 0])
+    assert gain["mean"] == 0.25 and gain["ci"][0] <= 0.25 <= gain["ci"][1] and gain["n"] == 4

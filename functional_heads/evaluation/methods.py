@@ -16,7 +16,7 @@ name when the method is made, so a wrong path fails before the VLM loads.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -179,16 +179,14 @@ class Static(Method):
     """The calibrated head map's gains, as hooks on o_proj."""
 
     name = "static"
-    gain_overrides: ClassVar[dict] = {}  # ablations set one class's gain to 1
+    keep: ClassVar[str | None] = None  # the ablations keep only "perception" or "reasoning" heads
 
     def setup(self):
         super().setup()
         if self.heads is None:
             raise ValueError(f"Method '{self.name}' needs a head map: pass --heads heads.json "
                              "(from `fheads calibrate`).")
-        heads = self.heads
-        self.static = HeadMap(heads.perception, heads.reasoning, replace(heads.config, **self.gain_overrides),
-                              heads.model_type)
+        self.static = self.heads.only(self.keep) if self.keep else self.heads
 
     def identity(self) -> dict:
         return {**super().identity(), "heads": self.static.gains.flatten().tolist()}
@@ -227,13 +225,13 @@ class Dynamic(Method):
 @register_method
 class PerceptionOnly(Static):
     name = "perception-only"
-    gain_overrides = {"g_reas": 1.0}
+    keep = "perception"
 
 
 @register_method
 class ReasoningOnly(Static):
     name = "reasoning-only"
-    gain_overrides = {"g_perc": 1.0}
+    keep = "reasoning"
 
 
 @register_method

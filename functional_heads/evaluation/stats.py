@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
@@ -29,3 +30,45 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict:
     n, k = a_only + b_only, min(a_only, b_only)
     p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
     return {"a_only": a_only, "b_only": b_only, "p": p}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], n_resamples: int = 2000, level: float = 0.95,
+                      seed: int = 0) -> dict:
+    """Mean of b - a over paired items with its percentile bootstrap interval (items resampled as pairs)."""
+    diff = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    if len(diff) == 0:
+        return {"mean": float("nan"), "ci": (float("nan"), float("nan")), "n": 0}
+    low, high = bootstrap_ci(diff, n_resamples, level, seed)
+    return {"mean": float(diff.mean()), "ci": (low, high), "n": len(diff)}
+
+
+def items_needed(effect: float, change_rate: float | None = None, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Paired items a two-sided test at `alpha` needs to detect a gain of `effect` (a share, e.g. 0.05) with
+    `power`, when `change_rate` of the items change outcome between the two settings (normal approximation of
+    McNemar's test). Without a rate, the fewest possible: every changed item a fix (rate = effect)."""
+    if not 0 < effect < 1:
+        raise ValueError(f"effect must be a share in (0, 1), got {effect}.")
+    rate = effect if change_rate is None else max(change_rate, effect)
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    return math.ceil(z * z * (rate - effect * effect) / (effect * effect))
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (ties get their mean rank); nan if either side is constant."""
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError("rank_correlation needs two sequences of equal length >= 2.")
+    rx, ry = _ranks(x), _ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    order = values.argsort(kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    for value in np.unique(values):  # ties share their mean rank
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks

@@ -145,6 +145,8 @@ def read_rows(path: str | Path, split: str) -> Iterator[tuple[dict, Path]]:
             yield from ((row, file.parent) for row in _parquet_rows(file))
     elif path.suffix in (".jsonl", ".json"):
         yield from ((row, path.parent) for row in _json_rows(path))
+    elif path.is_dir() and (splits := sorted(f.stem for f in path.glob("*.jsonl"))):
+        raise ValueError(f"{path} holds the splits {', '.join(splits)}, not '{split}': pass one of them as --split.")
     elif path.is_dir() and (images := sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)):
         yield from (({"id": f.stem, "image": f.name}, path) for f in images)  # a folder of images (captioning)
     else:
