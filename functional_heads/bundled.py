@@ -17,9 +17,18 @@ def bundled_model_path() -> Path:
     return BUNDLED
 
 
-def bundled_settings(model_path: str | Path | None = None) -> RescaleConfig:
-    """The settings chosen on the dev split for this model (settings.json beside the weights)."""
+def bundled_tuning(model_path: str | Path | None = None) -> dict:
+    """settings.json beside the weights: what `fheads tune` wrote (the result, the study's best setting as
+    `candidate`, its confirmation on held-out dev items)."""
     path = Path(model_path or BUNDLED) / "settings.json"
     if not path.is_file():
-        raise FileNotFoundError(f"No settings.json in {path.parent}: run training/search_settings.py first.")
-    return RescaleConfig.from_dict(json.loads(path.read_text())["config"])
+        raise FileNotFoundError(f"No settings.json in {path.parent}: run `fheads tune` on the model (see "
+                                "training/tune_settings.sh) and copy its settings.json there.")
+    return json.loads(path.read_text())
+
+
+def bundled_settings(model_path: str | Path | None = None, candidate: bool = False) -> RescaleConfig:
+    """The settings `fheads tune` chose on the dev split for this model: its result (vanilla's gains of 1 when
+    nothing was confirmed), or with `candidate` the study's best setting whether confirmed or not."""
+    tuning = bundled_tuning(model_path)
+    return RescaleConfig.from_dict(tuning.get("candidate") if candidate and tuning.get("candidate") else tuning["config"])

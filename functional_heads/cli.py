@@ -255,8 +255,6 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
          confirm_fraction: float = typer.Option(0.5, help="Share of the dev split held out for confirmation."),
          min_effect: float = typer.Option(0.05, help="Smallest gain worth confirming, as a share (0.05 = 5 points)."),
          alpha: float = typer.Option(0.05, help="Significance level of the confirmation test."),
-         objective: str = typer.Option("accuracy", help="accuracy, or likelihood: log p(gold answer) after "
-                                                        "vanilla's own chain (no generation per trial)."),
          pruner: str = typer.Option("halving", help="halving (successive halving), hyperband or none."),
          min_items: int = typer.Option(25, min=1, help="Items of the first rung; rungs double up to the search part."),
          max_share: float = typer.Option(0.1, help="Largest share of all heads one class may select."),
@@ -274,7 +272,7 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
     from .evaluation.tuning import TuneSettings, tune as run_study
 
     settings = TuneSettings(trials=trials, confirm_fraction=confirm_fraction, min_effect=min_effect, alpha=alpha,
-                            objective=objective, pruner=pruner, min_items=min_items, seed=seed, heartbeat=heartbeat)
+                            pruner=pruner, min_items=min_items, seed=seed, heartbeat=heartbeat)
     space = {"max_share": max_share, "per_layer_gains": per_layer_gains, "query_tokens": query_tokens,
              **({"gain_low": 0.6} if allow_damping else {})}
     summary = run_study(model, bench, out=out, data=data, split=split, options=_pairs(option, "--option"),

@@ -1,7 +1,8 @@
 """`fheads demo`: the whole method, end to end, on the bundled model and the `shapes` benchmark.
 
 1. S_v on the calib split: heatmap (layers x heads, selected heads marked) and per-layer curve.
-2. Settings: those chosen on the dev split and shipped with the model (`settings.json`).
+2. Settings: the best setting of the `fheads tune` study on the dev split, shipped with the model
+   (`settings.json`), run on test whether or not the study confirmed it, beside that confirmation.
 3. Test split, side by side: vanilla, static (calibrated heads), dynamic (per input), perception-only and
    reasoning-only, each through the same method objects and batched generation as `fheads eval`
    (run folders under `OUT/runs`, which `fheads report` reads too), then the report's tables.
@@ -15,12 +16,13 @@ from pathlib import Path
 import torch
 
 from . import figures
-from .bundled import bundled_model_path, bundled_settings
+from .bundled import bundled_model_path, bundled_settings, bundled_tuning
 from .evaluation import shapes_generator as shapes
 from .evaluation.benchmarks import get_benchmark
 from .evaluation.methods import get_method, method_names
 from .evaluation.report import compare, markdown as report_markdown
 from .evaluation.run_folders import Decoding, Run, answer_all, fill, run_identity
+from .evaluation.stats import paired_difference
 from .heads import HeadMap, calibrate
 from .loading import load_model, load_processor, prompt_batches, to_model_device
 
@@ -44,7 +46,7 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
     """The demo's report ({"shapes": the `fheads report` comparison, plus settings and S_v}); with `out`,
     demo.md, demo.json, heads.json, the figures and the run folders are written there."""
     model_path = Path(model_path or bundled_model_path())
-    cfg = bundled_settings(model_path)
+    cfg, tuning = bundled_settings(model_path, candidate=True), bundled_tuning(model_path)
     unknown = [name for name in methods if name not in method_names()]
     if unknown:
         raise ValueError(f"Unknown method(s) {', '.join(unknown)}: choose among {', '.join(method_names())}.")
@@ -58,7 +60,9 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
                           out, batch_size) for name in methods]
     report = {"shapes": compare("shapes", runs), "model": str(model_path), "settings": cfg.to_dict(),
               "settings_tuned_on": "dev", "reported_on": f"test ({len(examples)} items)",
-              "calibration": f"calib ({heads.num_samples} items)", "layer_mean_ratios": heads.ratios.mean(-1).tolist()}
+              "calibration": f"calib ({heads.num_samples} items)", "layer_mean_ratios": heads.ratios.mean(-1).tolist(),
+              "tuning": {k: tuning.get(k) for k in ("verdict", "confirmed", "confirmation", "tuned_on")},
+              "test_gains": _test_gains(runs)}
     if out is not None:
         write_outputs(Path(out), report, heads)
     return report
@@ -76,6 +80,19 @@ def _answered(model, model_path, processor, benchmark, examples, method, out, ba
     return {"folder": None, "settings": {"method": method.name}, "records": {r["id"]: r for r in records}}
 
 
+def _test_gains(runs: list[dict]) -> dict:
+    """Each method's paired gain over vanilla on the test items, with its bootstrap interval."""
+    vanilla = next((r["records"] for r in runs if r["settings"]["method"] == "vanilla"), None)
+    if vanilla is None:
+        return {}
+    gains = {}
+    for run in runs:
+        ids = [i for i in run["records"] if i in vanilla]
+        gains[run["settings"]["method"]] = paired_difference([vanilla[i]["score"] or 0.0 for i in ids],
+                                                             [run["records"][i]["score"] or 0.0 for i in ids])
+    return gains
+
+
 def write_outputs(out: Path, report: dict, heads: HeadMap) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
@@ -91,7 +108,24 @@ def write_outputs(out: Path, report: dict, heads: HeadMap) -> None:
 
 
 def markdown(report: dict) -> str:
-    """The settings line, then the tables of `fheads report`."""
-    return (f"Settings (chosen on {report['settings_tuned_on']}): `{json.dumps(report['settings'])}`; "
-            f"static heads calibrated on {report['calibration']}; all figures on {report['reported_on']}. "
-            "'heads rescaled' counts heads whose gain is not 1.\n\n" + report_markdown({"shapes": report["shapes"]}))
+    """The settings line, the tuning study's confirmation beside the test result, then `fheads report`'s tables."""
+    return (f"Settings (the best of the `fheads tune` study on {report['settings_tuned_on']}): "
+            f"`{json.dumps(report['settings'])}`; static heads calibrated on {report['calibration']}; all figures on "
+            f"{report['reported_on']}. 'heads rescaled' counts heads whose gain is not 1.\n\n"
+            + tuning_markdown(report) + report_markdown({"shapes": report["shapes"]}))
+
+
+def tuning_markdown(report: dict) -> str:
+    """Static rescaling against vanilla: on the dev items the study held out, and on test."""
+    tuning, static = report.get("tuning") or {}, (report.get("test_gains") or {}).get("static")
+    confirmation = tuning.get("confirmation")
+    if not confirmation:
+        return f"Tuning: {tuning.get('verdict') or 'no confirmation recorded'}.\n\n"
+    rows = ["| static vs vanilla | items | gain | 95% CI |", "|---|---|---|---|",
+            f"| dev search part (chosen here) | | {confirmation['search_gain']:+.1%} | |",
+            f"| dev confirmation part (held out) | {confirmation['items']} | {confirmation['gain']:+.1%} | "
+            f"{confirmation['ci'][0]:+.1%} to {confirmation['ci'][1]:+.1%} |"]
+    if static:
+        rows.append(f"| test (this run) | {static['n']} | {static['mean']:+.1%} | {static['ci'][0]:+.1%} to "
+                    f"{static['ci'][1]:+.1%} |")
+    return (f"Tuning ({tuning.get('tuned_on')}): {tuning['verdict']}.\n\n" + "\n".join(rows) + "\n\n")

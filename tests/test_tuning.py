@@ -135,14 +135,6 @@ def test_study_on_the_bundled_model_writes_a_result_every_reader_takes(dev_folde
     assert torch.is_grad_enabled()
 
 
-def test_the_likelihood_objective_scores_without_generating(dev_folder, tmp_path):
-    summary = tune(bundled_model_path(), "shapes", out=tmp_path, data=dev_folder, split="dev", calib_split="calib",
-                   settings=TuneSettings(trials=3, min_effect=0.3, min_items=8, objective="likelihood"),
-                   batch_size=24, progress=False)
-    complete = [t for t in summary["trials"] if t["state"] == "complete" and not t.get("vanilla_equivalent")]
-    assert complete and all(t["value"] is not None for t in complete)
-
-
 def _tune_command(out, dev_folder, storage, trials, extra=()):
     return [sys.executable, "-m", "functional_heads.cli", "tune", "--model", str(bundled_model_path()), "--bench",
             "shapes", "--data", str(dev_folder), "--calib-split", "calib", "--out", str(out), "--storage", storage,
@@ -210,7 +202,7 @@ def test_a_killed_workers_study_resumes_and_reruns_its_trial(dev_folder, tmp_pat
 @pytest.mark.parametrize("args, message", [
     (["--min-effect", "0.05"], "confirmation part holds 24 items"),
     (["--storage", "nowhere"], "Cannot open the storage nowhere"),
-    (["--objective", "loss"], "objective must be one of accuracy, likelihood"),
+    (["--pruner", "random"], "pruner must be one of halving, hyperband, none"),
     (["--split", "nosuch"], "Unknown split|holds no items|nosuch"),
 ])
 def test_bad_tune_requests_fail_in_one_line_before_any_work(dev_folder, tmp_path, args, message):

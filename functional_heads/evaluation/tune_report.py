@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def summarize(study, tuner, confirm: list, identity: dict, storage_url: str, stu
                "finished": len(finished), "evaluated_maps": len({t["heads_key"] for t in trials if t.get("items")}),
                "items_evaluated": sum(t.get("items") or 0 for t in trials if not t.get("same_as")),
                "candidate": candidate, "confirmation": None, "confirmed": False, "trials": trials,
-               "importances": _importances(study)}
+               "importances": _importances(study), "trials_seconds": _trial_span(finished)}
     if candidate is None or candidate["value"] <= 0:
         summary["verdict"] = "no setting beat vanilla on the search part: the result is vanilla (gains of 1)"
     else:
@@ -61,14 +62,19 @@ def confirmation(vanilla: list[float], tuned: list[float], candidate: dict, sett
     confirmed = gain["mean"] > 0 and test["p"] < settings.alpha
     sought = settings.min_effect
     needed = items_needed(sought, change_rate, settings.alpha, settings.power)
-    verdict = (f"confirmed: {gain['mean']:+.1%} on {len(vanilla)} held-out items (95% CI {gain['ci'][0]:+.1%} to "
-               f"{gain['ci'][1]:+.1%}, McNemar p = {test['p']:.3g})" if confirmed else
-               f"not confirmed: {gain['mean']:+.1%} on {len(vanilla)} held-out items (95% CI {gain['ci'][0]:+.1%} to "
-               f"{gain['ci'][1]:+.1%}, McNemar p = {test['p']:.3g}); the result is vanilla (gains of 1). At this "
-               f"change rate ({change_rate:.1%} of answers) a gain of {sought:.0%} needs about {needed} items")
+    seen = gain["mean"] if 0 < gain["mean"] < 1 else None
+    needed_seen = items_needed(seen, change_rate, settings.alpha, settings.power) if seen else None
+    measured = (f"{gain['mean']:+.1%} on {len(vanilla)} held-out items (95% CI {gain['ci'][0]:+.1%} to "
+                f"{gain['ci'][1]:+.1%}, McNemar p = {test['p']:.3g})")
+    verdict = (f"confirmed: {measured}" if confirmed else
+               f"not confirmed: {measured}; the result is vanilla (gains of 1). At this change rate "
+               f"({change_rate:.1%} of answers) " + (f"confirming a gain of {seen:+.1%} would need about "
+                                                     f"{needed_seen} held-out items, one of {sought:.0%} about {needed}"
+                                                     if seen else f"a gain of {sought:.0%} needs about {needed} items"))
     return {"items": len(vanilla), "vanilla_accuracy": sum(v >= 1 for v in vanilla) / max(len(vanilla), 1),
             "tuned_accuracy": sum(t >= 1 for t in tuned) / max(len(tuned), 1), "gain": gain["mean"],
             "ci": list(gain["ci"]), "mcnemar": test, "change_rate": change_rate, "items_needed": needed,
+            "items_needed_for_gain_seen": needed_seen,
             "search_gain": candidate["value"], "confirmed": confirmed, "verdict": verdict}
 
 
@@ -101,13 +107,25 @@ def _trial_row(trial) -> dict:
                                    if k in attrs}}
 
 
-def _importances(study) -> dict | None:
+def _importances(study, fewest: int = 10) -> dict | None:
+    """Optuna's parameter importances over the complete trials (None below `fewest` of them: noise)."""
     import optuna
+    from optuna.trial import TrialState
 
-    try:
-        return optuna.importance.get_param_importances(study)
-    except (RuntimeError, ValueError):  # too few complete trials, or every parameter constant
+    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < fewest:
         return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError):  # every parameter constant
+        return None
+
+
+def _trial_span(trials) -> float | None:
+    """Seconds from the first trial's start to the last one's end: the study's trial phase, all workers."""
+    times = [(t.datetime_start, t.datetime_complete) for t in trials if t.datetime_start and t.datetime_complete]
+    return (max(e for _, e in times) - min(s for s, _ in times)).total_seconds() if times else None
 
 
 def write(summary: dict, out: Path, ratios: torch.Tensor, model_type: str | None) -> list[Path]:
@@ -167,9 +185,10 @@ def markdown(summary: dict) -> str:
                   f"| search | {summary['search_items']} | | | {conf['search_gain']:+.1%} | | |",
                   f"| confirmation | {conf['items']} | {conf['vanilla_accuracy']:.1%} | {conf['tuned_accuracy']:.1%} | "
                   f"{conf['gain']:+.1%} | {conf['ci'][0]:+.1%} to {conf['ci'][1]:+.1%} | {conf['mcnemar']['p']:.3g} |", ""]
-    lines += ["Top trials by search gain:", "", "| trial | gain | items | heads rescaled | settings |", "|---|---|---|---|---|"]
-    top = sorted((t for t in summary["trials"] if t["state"] == "complete" and t["value"] is not None),
-                 key=lambda t: -t["value"])[:10]
+    lines += ["Top trials by search gain (distinct head maps; later trials with the same map are not evaluated again):",
+              "", "| trial | gain | items | heads rescaled | settings |", "|---|---|---|---|---|"]
+    top = sorted((t for t in summary["trials"] if t["state"] == "complete" and t["value"] is not None
+                  and t.get("same_as") is None), key=lambda t: -t["value"])[:10]
     lines += [f"| {t['number']} | {t['value']:+.4f} | {t['items']} | {t['share_rescaled']:.1%} | `{json.dumps(t['params'])}` |"
               for t in top]
     if summary["importances"]:

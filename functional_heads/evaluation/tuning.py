@@ -35,7 +35,7 @@ import torch
 from ..architectures import locate
 from ..config import RescaleConfig
 from ..heads import HeadMap, calibrate, identify_heads, thresholds_for_shares
-from ..loading import load_model, load_processor, prompt_batches, prompt_inputs, read_config, read_prompts, to_model_device
+from ..loading import load_model, load_processor, prompt_batches, read_config, read_prompts, to_model_device
 from ..progress import progress as progress_lines
 from .benchmarks import Example, get_benchmark
 from .methods import get_method
@@ -43,7 +43,6 @@ from .run_folders import Decoding, answer_all
 from .seeding import text_seed
 from .stats import items_needed
 
-OBJECTIVES = ("accuracy", "likelihood")
 PRUNERS = ("halving", "hyperband", "none")
 HOST = socket.gethostname()
 RACES = ("already exists", "UNIQUE constraint failed", "database is locked")  # two workers making one schema
@@ -110,7 +109,6 @@ class TuneSettings:
     min_effect: float = 0.05  # the smallest gain worth confirming (a share: 0.05 = 5 points)
     alpha: float = 0.05
     power: float = 0.8
-    objective: str = "accuracy"  # or "likelihood": log p(gold answer | vanilla's own chain), no generation
     pruner: str = "halving"
     min_items: int = 25  # the first rung
     reduction_factor: int = 2
@@ -122,7 +120,6 @@ class TuneSettings:
                   (0 < self.confirm_fraction < 1, "confirm_fraction must be in (0, 1)"),
                   (0 < self.min_effect < 1, "min_effect must be a share in (0, 1), e.g. 0.05 for 5 points"),
                   (0 < self.alpha < 1 and 0 < self.power < 1, "alpha and power must be in (0, 1)"),
-                  (self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}"),
                   (self.pruner in PRUNERS, f"pruner must be one of {', '.join(PRUNERS)}"),
                   (self.min_items >= 1 and self.reduction_factor >= 2, "min_items >= 1 and reduction_factor >= 2"),
                   (self.heartbeat >= 1, "heartbeat must be >= 1 second")]
@@ -196,41 +193,6 @@ class Scorer:
 
     def accuracy(self, heads: HeadMap | None, examples: list) -> list[float]:
         return [float(r["score"] or 0.0) for r in self.records(heads, examples)]
-
-    @torch.no_grad()
-    def likelihood(self, heads: HeadMap | None, examples: list, prefixes: list[str | None]) -> list[float | None]:
-        """log p(gold answer | prompt, prefix) per example: the cheap objective, one forward pass per batch and
-        no generation; `prefixes` is vanilla's own output up to its answer (None: the item is skipped)."""
-        method, tokenizer = self.method(heads), self.processor.tokenizer
-        values: list[float | None] = [None] * len(examples)
-        rows = [i for i, prefix in enumerate(prefixes) if prefix is not None]
-        for with_image in (True, False):
-            group = [i for i in rows if (examples[i].image is not None) == with_image]
-            for start in range(0, len(group), self.batch_size):
-                chunk = group[start:start + self.batch_size]
-                golds = [prefixes[i] + str(examples[i].gold) for i in chunk]
-                counts = [len(tokenizer(g, add_special_tokens=False)["input_ids"])
-                          - len(tokenizer(prefixes[i], add_special_tokens=False)["input_ids"]) for g, i in zip(golds, chunk)]
-                images = [examples[i].load_image() for i in chunk] if with_image else None
-                inputs = to_model_device(prompt_inputs(self.processor, images, [examples[i].prompt for i in chunk],
-                                                       replies=golds), self.model)
-                keep = max(counts) + 1
-                with method.context(self.model):
-                    logits = self.model(**inputs, use_cache=False, logits_to_keep=keep).logits.float()
-                log_probs, ids = logits.log_softmax(-1), inputs["input_ids"][:, -keep:]
-                for row, (i, n) in enumerate(zip(chunk, counts)):
-                    if n > 0:
-                        targets = ids[row, keep - n:]
-                        values[i] = log_probs[row, keep - n - 1:keep - 1].gather(-1, targets[:, None]).sum().item()
-        return values
-
-
-def answer_prefix(record: dict) -> str | None:
-    """Vanilla's output up to where its extracted answer starts (None when the answer is not in the text)."""
-    text, answer = record.get("prediction") or "", record.get("extracted")
-    if answer is None or str(answer) not in text:
-        return None
-    return text[:text.rfind(str(answer))]
 
 
 # ------------------------------------------------------------------ storage and study
@@ -352,7 +314,7 @@ def fail_dead_trials(study) -> list[int]:
 
 
 @dataclass
-class Study:
+class StudyWorker:
     """One worker's view of a study: its data (search items, S_v, vanilla's scores) and its objective."""
 
     study: object
@@ -362,8 +324,7 @@ class Study:
     search: list
     ratios: torch.Tensor
     model_type: str | None
-    baseline: list  # vanilla's per-item objective on the search part (None: not scorable)
-    prefixes: list | None = None  # likelihood objective: vanilla's output up to its answer
+    baseline: list  # vanilla's per-item scores on the search part
     log: Callable[[str], None] = print
     evaluated_items: int = field(default=0)
 
@@ -402,8 +363,7 @@ class Study:
         scores, start = [], 0
         for end in self.settings.rungs(len(self.search)):
             part = self.search[start:end]
-            scores += (self.scorer.accuracy(heads, part) if self.settings.objective == "accuracy"
-                       else self.scorer.likelihood(heads, part, self.prefixes[start:end]))
+            scores += self.scorer.accuracy(heads, part)
             self.evaluated_items += len(part)
             start = end
             gain, n = paired_gain(self.baseline[:end], scores)
@@ -440,7 +400,7 @@ def clearly_worse(baseline: list, scores: list, z: float = 1.96) -> bool:
     return (diffs.mean() + z * diffs.std() / len(diffs) ** 0.5).item() < 0
 
 
-def run_trials(tuner: Study, advance: Callable[[int], None], poll: float = 2.0) -> None:
+def run_trials(tuner: StudyWorker, advance: Callable[[int], None], poll: float = 2.0) -> None:
     """Run trials until the study holds `trials` finished ones (this worker's share of them)."""
     from optuna.trial import TrialState
 
@@ -516,7 +476,7 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
     identity = {"model": str(Path(model).resolve()), "model_type": config.get("model_type"), "benchmark": bench,
                 "data": str(Path(data).resolve()) if data else None, "split": split, "options": dict(benchmark.options),
                 "items": len(dev), "confirm_fraction": settings.confirm_fraction, "seed": settings.seed,
-                "objective": settings.objective, "rungs": settings.rungs(len(search)), "calibration": calibration,
+                "rungs": settings.rungs(len(search)), "calibration": calibration,
                 "space": asdict(space), "generation": decoding.identity(), "dtype": dtype}
     out.mkdir(parents=True, exist_ok=True)
     storage_url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
@@ -532,8 +492,8 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
         ratios = torch.tensor(cached(study, "ratios", lambda: _calibrated(vlm, processor, benchmark, data, calib_data,
                                                                             calib_split, calib_items, search, space,
                                                                             batch_size, log)))
-        tuner = Study(study, space, settings, scorer, search, ratios, layout.model_type,
-                      *_baseline(study, scorer, search, settings.objective, log), log=log)
+        baseline = cached(study, "vanilla_search", lambda: _vanilla(scorer, search, log))
+        tuner = StudyWorker(study, space, settings, scorer, search, ratios, layout.model_type, baseline, log=log)
         done = sum(_finished(t) for t in study.get_trials(deepcopy=False))
         with progress_lines("tune", settings.trials, min(done, settings.trials), unit="trials",
                             enabled=progress) as advance:
@@ -587,17 +547,9 @@ def _calibrated(model, processor, benchmark, data, calib_data, calib_split, cali
     return heads.ratios.tolist()
 
 
-def _baseline(study, scorer: Scorer, search: list, objective: str, log) -> tuple[list, list | None]:
-    """Vanilla's per-item objective on the search part (and, for the likelihood, its answer prefixes)."""
-    def records():
-        log(f"vanilla on the {len(search)} search items (once per study)")
-        return [{"score": float(r["score"] or 0.0), "prefix": answer_prefix(r)} for r in scorer.records(None, search)]
-
-    rows = cached(study, "vanilla_search", records)
-    if objective == "accuracy":
-        return [r["score"] for r in rows], None
-    prefixes = [r["prefix"] for r in rows]
-    return cached(study, "vanilla_likelihood", lambda: scorer.likelihood(None, search, prefixes)), prefixes
+def _vanilla(scorer: Scorer, search: list, log) -> list[float]:
+    log(f"vanilla on the {len(search)} search items (once per study)")
+    return scorer.accuracy(None, search)
 
 
 def _logger(path: Path, echo: bool) -> Callable[[str], None]:
