@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import functional_heads as fh
 from functional_heads import figures
-from functional_heads.bundled import bundled_model_path, bundled_settings
+from functional_heads.bundled import bundled_model_path, bundled_settings, bundled_tuning
 from functional_heads.cli import app
 from functional_heads.demo import METHODS
 from functional_heads.evaluation import shapes_generator as shapes
@@ -32,7 +32,17 @@ def test_bundled_model_loads_offline_and_answers_in_format():
     # well over half are right (17 of these 28; the model card reports 66% on test).
     assert not any(r["failure"] == "malformed" for r in records)
     assert sum(r["score"] for r in records) >= 14
-    assert bundled_settings().tau_reas < bundled_settings().tau_perc
+
+
+def test_bundled_settings_are_a_tune_study_result_with_its_confirmation():
+    tuning = bundled_tuning()
+    result, candidate = bundled_settings(), bundled_settings(candidate=True)
+    assert tuning["verdict"].startswith(("confirmed", "not confirmed"))
+    assert tuning["confirmation"]["items"] == 200 and "search part (200 items)" in tuning["tuned_on"]
+    if tuning["confirmed"]:
+        assert result == candidate
+    else:  # nothing confirmed: the shipped result is vanilla, the candidate keeps its gains
+        assert (result.g_perc, result.g_reas) == (1.0, 1.0) and (candidate.g_perc, candidate.g_reas) != (1.0, 1.0)
 
 
 @pytest.mark.slow
@@ -59,6 +69,8 @@ def test_short_demo_run_writes_report_figures_and_run_folders_that_report_reads(
         assert (tmp_path / name).is_file() == figures.available()
     assert (figures.MISSING in (tmp_path / "demo.md").read_text()) != figures.available()
     assert "| static |" in (tmp_path / "demo.md").read_text()
+    assert "dev confirmation part (held out) | 200 |" in (tmp_path / "demo.md").read_text()  # beside test
+    assert report["test_gains"]["static"]["n"] == 16
     # the demo's run folders are `fheads eval`'s: `fheads report` reads them and finds the same numbers
     again = build_report(tmp_path / "runs")["shapes"]
     for name, r in shapes_report["methods"].items():

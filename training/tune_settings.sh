@@ -9,6 +9,6 @@ MODEL=functional_heads/bundled/shapes-r1-tiny
 OUT=${OUT:-tune/shapes-r1-tiny}
 "${PYTHON:-.venv/bin/python}" -m functional_heads.cli tune --model "$MODEL" --bench shapes --split dev \
   --calib-split calib --trials 200 --batch-size 64 --max-new-tokens 64 --out "$OUT"
-cp "$OUT/settings.json" "$OUT/tune.md" "$MODEL/"
+cp "$OUT/settings.json" "$OUT/candidate.json" "$OUT/tune.md" "$MODEL/"
 cp "$OUT"/tune_*.png docs/
-echo "copied settings.json and tune.md to $MODEL, the figures to docs/"
+echo "copied settings.json, candidate.json and tune.md to $MODEL, the figures to docs/"

@@ -4,6 +4,7 @@ and the paper's plots, as tune.json, tune.md, settings.json, heads.json and PNG 
 settings.json is read by `fheads calibrate --settings`, `RescaleConfig.resolve(settings=...)` and the demo;
 heads.json is a head map (the result's heads on the study's calibrated S_v) for `fheads eval --heads`,
 `fheads export` and `HeadMap.load`. When nothing is confirmed, both hold vanilla: gains of 1.
+candidate.json holds the study's best setting whether confirmed or not (to see what it does on test).
 """
 
 from __future__ import annotations
@@ -140,6 +141,10 @@ def write(summary: dict, out: Path, ratios: torch.Tensor, model_type: str | None
                 "calibrated_on": summary["calibration"], "study": summary["study"]}
     written = [_atomic(out / "tune.json", json.dumps(summary, indent=1, default=str) + "\n"),
                _atomic(out / "settings.json", json.dumps(settings, indent=1) + "\n")]
+    if summary["candidate"]:  # the best setting whether confirmed or not: to look at on test, not to ship
+        candidate = {"config": summary["candidate"]["config"], "confirmed": summary["confirmed"],
+                     "note": "the study's best setting on the search part; settings.json holds the result"}
+        written.append(_atomic(out / "candidate.json", json.dumps(candidate, indent=1) + "\n"))
     tmp = out / "heads.json.tmp"
     heads.save(tmp)
     os.replace(tmp, out / "heads.json")
