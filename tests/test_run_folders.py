@@ -110,23 +110,23 @@ def test_killed_cli_run_continues_where_it_stopped(tmp_path):
 @pytest.mark.slow
 def test_interrupted_cli_run_says_how_to_resume_and_logs_progress_out_of_the_whole(tmp_path):
     command = [sys.executable, "-m", "functional_heads.cli", "eval", "--model", str(bundled_model_path()),
-               "--bench", "shapes", "--method", "vanilla", "--out", str(tmp_path), "--limit", "24",
+               "--bench", "shapes", "--method", "vanilla", "--out", str(tmp_path), "--limit", "400",
                "--batch-size", "4", "--max-new-tokens", "64"]
     subprocess.run(command[:-6] + ["--limit", "8", "--batch-size", "4", "--max-new-tokens", "64"], check=True,
                    capture_output=True)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = None
     deadline = time.time() + 120
-    while time.time() < deadline and log is None:  # wait until the resumed run has finished a batch
-        found = list(tmp_path.glob("*/log.txt"))
-        if found and "12/24" in found[0].read_text():
+    while time.time() < deadline and log is None:  # wait until the resumed run has logged progress
+        found = list(tmp_path.glob("*/log.txt"))  # (400 items leave seconds of work to interrupt)
+        if found and "/400 items (" in found[0].read_text():
             log = found[0]
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert log is not None, "no progress line in the run's log"
     assert process.returncode == 130 and "rerun the same command to resume" in stderr
-    assert "8/24 items done, starting" in stderr  # out of the whole job, not of what is left
+    assert "8/400 items done, starting" in stderr  # out of the whole job, not of what is left
     assert "Traceback" not in stderr
 
 

@@ -33,7 +33,8 @@ def summarize(study, tuner, confirm: list, identity: dict, storage_url: str, stu
     summary = {"study": study_name, "storage": storage_url, **{k: identity[k] for k in ("model", "benchmark", "split")},
                "calibration": identity["calibration"], "space": identity["space"], "settings": asdict(tuner.settings),
                "search_items": len(tuner.search), "confirm_items": len(confirm),
-               "counts": {state: sum(t["state"] == state for t in trials) for state in ("complete", "pruned", "fail", "running")},
+               "counts": {state: sum(t["state"] == state for t in trials)
+                          for state in ("complete", "pruned", "fail", "running")},
                "finished": len(finished), "evaluated_maps": len({t["heads_key"] for t in trials if t.get("items")}),
                "items_evaluated": sum(t.get("items") or 0 for t in trials if not t.get("same_as")),
                "candidate": candidate, "confirmation": None, "confirmed": False, "trials": trials,
@@ -189,15 +190,18 @@ def markdown(summary: dict) -> str:
         lines += ["| part | items | vanilla | tuned | gain | 95% CI | McNemar p |", "|---|---|---|---|---|---|---|",
                   f"| search | {summary['search_items']} | | | {conf['search_gain']:+.1%} | | |",
                   f"| confirmation | {conf['items']} | {conf['vanilla_accuracy']:.1%} | {conf['tuned_accuracy']:.1%} | "
-                  f"{conf['gain']:+.1%} | {conf['ci'][0]:+.1%} to {conf['ci'][1]:+.1%} | {conf['mcnemar']['p']:.3g} |", ""]
+                  f"{conf['gain']:+.1%} | {conf['ci'][0]:+.1%} to {conf['ci'][1]:+.1%} | "
+                  f"{conf['mcnemar']['p']:.3g} |", ""]
     lines += ["Top trials by search gain (distinct head maps; later trials with the same map are not evaluated again):",
               "", "| trial | gain | items | heads rescaled | settings |", "|---|---|---|---|---|"]
     top = sorted((t for t in summary["trials"] if t["state"] == "complete" and t["value"] is not None
                   and t.get("same_as") is None), key=lambda t: -t["value"])[:10]
-    lines += [f"| {t['number']} | {t['value']:+.4f} | {t['items']} | {t['share_rescaled']:.1%} | `{json.dumps(t['params'])}` |"
+    lines += [f"| {t['number']} | {t['value']:+.4f} | {t['items']} | {t['share_rescaled']:.1%} | "
+              f"`{json.dumps(t['params'])}` |"
               for t in top]
     if summary["importances"]:
-        lines += ["", "Parameter importances (Optuna): " + ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items())]
+        importances = ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items())
+        lines += ["", f"Parameter importances (Optuna): {importances}"]
     lines += ["", "Figures: tune_bands.png (band ends -> best search gain), tune_gains.png, tune_shares.png, "
               "tune_importances.png. settings.json and heads.json hold the result.", ""]
     return "\n".join(lines)

@@ -78,7 +78,8 @@ class SearchSpace:
     def suggest(self, trial, ratios: torch.Tensor) -> RescaleConfig:
         """The trial's settings, thresholds read off the calibrated S_v [layers, heads]."""
         last = self.num_layers - 1
-        perc_last, reas_first = trial.suggest_int("perc_last_layer", 0, last), trial.suggest_int("reas_first_layer", 0, last)
+        perc_last = trial.suggest_int("perc_last_layer", 0, last)
+        reas_first = trial.suggest_int("reas_first_layer", 0, last)
         shares = [trial.suggest_float(f"{kind}_share", 0.0, self.max_share, step=self.share_step)
                   for kind in ("perc", "reas")]
         tau_perc, tau_reas = thresholds_for_shares(ratios, perc_last, reas_first, *shares)
@@ -239,13 +240,15 @@ def open_study(storage, name: str, identity: dict, settings: TuneSettings, n_sea
     is an error naming what differs."""
     import optuna
 
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=trial_sampler(settings.seed, 0),
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                sampler=trial_sampler(settings.seed, 0),
                                 pruner=settings.pruner_object(n_search), load_if_exists=True)
     stored = study.user_attrs.get("identity")
     if stored is None:
         study.set_user_attr("identity", identity)
     elif stored != json.loads(json.dumps(identity)):
-        differ = [f"{key} (study: {stored.get(key)}; now: {identity.get(key)})" for key in sorted(set(stored) | set(identity))
+        differ = [f"{key} (study: {stored.get(key)}; now: {identity.get(key)})"
+                  for key in sorted(set(stored) | set(identity))
                   if stored.get(key) != json.loads(json.dumps(identity.get(key)))]
         raise ValueError(f"The study '{name}' was made with other settings: {'; '.join(differ)}. Use another --study "
                          "or --storage, or the study's own settings.")
@@ -377,7 +380,8 @@ class StudyWorker:
         """A backstop against two workers starting the study's last trial at once: trials are counted by number."""
         from optuna.trial import TrialState
 
-        before = [t for t in self.study.get_trials(deepcopy=False) if t.number < trial.number and not t.user_attrs.get("surplus")
+        before = [t for t in self.study.get_trials(deepcopy=False)
+                  if t.number < trial.number and not t.user_attrs.get("surplus")
                   and (t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))]
         return len(before) >= self.settings.trials
 
@@ -394,7 +398,8 @@ def paired_gain(baseline: list, scores: list) -> tuple[float, int]:
 
 def clearly_worse(baseline: list, scores: list, z: float = 1.96) -> bool:
     """The paired test's verdict so far: the gain's upper 95% bound is below 0."""
-    diffs = torch.tensor([s - b for b, s in zip(baseline, scores) if b is not None and s is not None], dtype=torch.float64)
+    diffs = torch.tensor([s - b for b, s in zip(baseline, scores) if b is not None and s is not None],
+                         dtype=torch.float64)
     if len(diffs) < 2:
         return False
     return (diffs.mean() + z * diffs.std() / len(diffs) ** 0.5).item() < 0
@@ -421,8 +426,9 @@ def run_trials(tuner: StudyWorker, advance: Callable[[int], None], poll: float =
             time.sleep(poll)
             continue
         study.optimize(tuner.objective, n_trials=1, catch=(), gc_after_trial=False, show_progress_bar=False)
-        last = max((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker", {}).get("pid") == os.getpid()
-                    and t.user_attrs.get("worker", {}).get("host") == HOST), key=lambda t: t.number, default=None)
+        mine = {"host": HOST, "pid": os.getpid()}
+        last = max((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == mine),
+                   key=lambda t: t.number, default=None)
         if last is not None and not last.user_attrs.get("surplus"):
             tuner.log(_trial_line(last))
             advance(1)
@@ -438,7 +444,8 @@ def _can_finish(study, running: list) -> bool:
 def _trial_line(trial) -> str:
     attrs = trial.user_attrs
     value = "" if trial.value is None else f" gain {trial.value:+.4f}"
-    note = next((f" ({k.replace('_', ' ')} {attrs[k]})" for k in ("same_as", "infeasible", "retry_of") if k in attrs), "")
+    note = next((f" ({k.replace('_', ' ')} {attrs[k]})" for k in ("same_as", "infeasible", "retry_of") if k in attrs),
+                "")
     steps = max(trial.intermediate_values, default=0)
     return f"trial {trial.number} {trial.state.name.lower()}{value} on {steps or '-'} items, " \
            f"{attrs.get('share_rescaled', 0):.1%} of heads{note}"
@@ -542,8 +549,8 @@ def _calibrated(model, processor, benchmark, data, calib_data, calib_split, cali
         raise ValueError("No calibration item with an image: give --calib-data or --calib-split.")
     probe = RescaleConfig(0, 0, 1.0, 0.0, query_tokens=space.query_tokens)
     log(f"measuring S_v on {len(prompts)} calibration items (once per study)")
-    heads = calibrate(model, (to_model_device(b, model) for b in prompt_batches(processor, images, prompts, batch_size)),
-                      probe)
+    batches = prompt_batches(processor, images, prompts, batch_size)
+    heads = calibrate(model, (to_model_device(b, model) for b in batches), probe)
     return heads.ratios.tolist()
 
 
