@@ -114,7 +114,9 @@ def test_interrupted_cli_run_says_how_to_resume_and_logs_progress_out_of_the_who
                "--batch-size", "4", "--max-new-tokens", "64"]
     subprocess.run(command[:-6] + ["--limit", "8", "--batch-size", "4", "--max-new-tokens", "64"], check=True,
                    capture_output=True)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background jobs inherit SIGINT ignored (as under `nohup ... &`); the child gets it back
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     log = None
     deadline = time.time() + 120
     while time.time() < deadline and log is None:  # wait until the resumed run has logged progress

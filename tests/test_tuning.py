@@ -113,6 +113,7 @@ def test_a_study_made_with_other_settings_is_refused(tmp_path):
         open_study(storage, "s", {**identity, "model": "/models/b"}, FAST, 24)
 
 
+@pytest.mark.slow
 def test_study_on_the_bundled_model_writes_a_result_every_reader_takes(dev_folder, tmp_path):
     summary = tune(bundled_model_path(), "shapes", out=tmp_path, data=dev_folder, split="dev", calib_split="calib",
                    settings=FAST, batch_size=24, progress=False)
