@@ -67,7 +67,9 @@ def _get(obj, dotted: str):
 
 
 def _token_id(config, names: tuple[str, ...]) -> int | None:
-    for cfg in (config, getattr(config, "text_config", None)):
+    """The first of `names` that holds an int, in the top config, then its text and vision sub-configs
+    (phi4_multimodal keeps its image token id in vision_config)."""
+    for cfg in (config, getattr(config, "text_config", None), getattr(config, "vision_config", None)):
         for name in names:
             value = getattr(cfg, name, None) if cfg is not None else None
             if isinstance(value, int):

@@ -40,3 +40,17 @@ def test_unknown_layout_names_what_is_missing():
 def test_table_entries_override_the_generic_layout():
     assert fh.ARCHITECTURES["idefics3"].decoder == "model.text_model"
     assert fh.ARCHITECTURES["kimi_vl"].image_token == ("media_placeholder_token_id",)
+
+
+def test_image_token_id_is_found_in_the_vision_config_too():
+    """phi4_multimodal keeps its image token id in vision_config (issue 12)."""
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14, crop_size=28, image_token_id=300)
+    audio = dict(hidden_size=32, intermediate_size=64, num_blocks=1, num_attention_heads=2,
+                 depthwise_separable_out_channel=32, nemo_conv_channels=32, ext_pw_out_channel=32, input_size=16)
+    config = tf.Phi4MultimodalConfig(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, vision_config=vision,
+                                     audio_config=audio, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    layout = fh.locate(tf.Phi4MultimodalForCausalLM(config))
+    assert (layout.model_type, layout.image_token_id, layout.num_layers, layout.num_heads) == \
+        ("phi4_multimodal", 300, 2, 4)
