@@ -2,6 +2,7 @@
 several workers on one storage, and a killed worker's study resumed."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -108,9 +109,17 @@ def test_a_study_made_with_other_settings_is_refused(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=60)
     identity = {"model": "/models/a", "space": {"num_layers": 8}}
     open_study(storage, "s", identity, FAST, 24)
-    open_study(storage, "s", identity, FAST, 24)  # the same settings join it
+    study = open_study(storage, "s", identity, FAST, 24)  # the same settings join it
+    study.set_user_attr("ratios", [[0.5]])  # it holds S_v now
     with pytest.raises(ValueError, match=r"other settings: model \(study: /models/a; now: /models/b\)"):
         open_study(storage, "s", {**identity, "model": "/models/b"}, FAST, 24)
+
+
+def test_a_study_left_empty_by_a_failed_command_takes_the_next_commands_settings(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=60)
+    open_study(storage, "s", {"model": "/models/a"}, FAST, 24)  # then, say, the weights failed to load
+    study = open_study(storage, "s", {"model": "/models/b"}, FAST, 24)
+    assert study.user_attrs["identity"] == {"model": "/models/b"}
 
 
 @pytest.mark.slow
@@ -118,7 +127,7 @@ def test_study_on_the_bundled_model_writes_a_result_every_reader_takes(dev_folde
     summary = tune(bundled_model_path(), "shapes", out=tmp_path, data=dev_folder, split="dev", calib_split="calib",
                    settings=FAST, batch_size=24, progress=False)
     assert summary["finished"] == 6 and summary["search_items"] == 24 and summary["confirm_items"] == 24
-    assert summary["calibration"] == {"split": "calib", "items": 64}
+    assert summary["calibration"] == {"split": "calib", "items": 16}  # the items used: the split holds 16
     files = {p.name for p in tmp_path.iterdir()}
     assert {"tune.json", "tune.md", "settings.json", "heads.json", "log.txt", "study.db"} <= files
     assert {"tune_bands.png", "tune_shares.png", "tune_gains.png"} <= files
@@ -204,14 +213,16 @@ def test_a_killed_workers_study_resumes_and_reruns_its_trial(dev_folder, tmp_pat
     (["--min-effect", "0.05"], "confirmation part holds 24 items"),
     (["--storage", "nowhere"], "Cannot open the storage nowhere"),
     (["--pruner", "random"], "pruner must be one of halving, hyperband, none"),
+    (["--calib-data", "missing.jsonl"], "missing.jsonl does not exist"),
+    (["--calib-data", "BAD"], r"bad.jsonl:1: expected a JSON object"),
     (["--split", "nosuch"], "Unknown split|holds no items|nosuch"),
 ])
 def test_bad_tune_requests_fail_in_one_line_before_any_work(dev_folder, tmp_path, args, message):
     base = ["tune", "--model", str(bundled_model_path()), "--bench", "shapes", "--data", str(dev_folder),
             "--out", str(tmp_path / "out"), "--min-effect", "0.3", "--min-items", "8"]
-    result = runner.invoke(app, base + args)
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    result = runner.invoke(app, base + [str(tmp_path / "bad.jsonl") if a == "BAD" else a for a in args])
     assert result.exit_code == 2, result.output
     assert result.output.count("error:") == 1 and "Traceback" not in result.output
-    import re
-
     assert re.search(message, result.output.replace("\n", " ")), result.output
+    assert not (tmp_path / "out" / "study.db").exists()  # no study left to refuse the corrected command

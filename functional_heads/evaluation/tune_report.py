@@ -171,12 +171,18 @@ def _atomic(path: Path, text: str) -> Path:
     return path
 
 
+def _calibration_text(calibration: dict) -> str:
+    split = calibration.get("split")
+    where = calibration.get("data") or ("the search part" if split == "search part" else f"the {split} split")
+    return f"{where} ({calibration['items']} items)"
+
+
 def markdown(summary: dict) -> str:
     counts = summary["counts"]
     lines = [f"# Tuning study `{summary['study']}`", "",
              f"Model `{summary['model']}`, benchmark {summary['benchmark']}, split {summary['split']}: "
              f"{summary['search_items']} search items, {summary['confirm_items']} held-out confirmation items; "
-             f"S_v calibrated once on {summary['calibration']}. The test split was not read.", "",
+             f"S_v calibrated once on {_calibration_text(summary['calibration'])}. The test split was not read.", "",
              f"**Result: {summary['verdict']}.**", "",
              f"Trials: {summary['finished']} finished ({counts['complete']} complete, {counts['pruned']} pruned), "
              f"{counts['fail']} failed; {summary['evaluated_maps']} distinct head maps evaluated on "

@@ -27,6 +27,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -237,14 +238,14 @@ def open_storage(url: str, heartbeat: int):
 
 def open_study(storage, name: str, identity: dict, settings: TuneSettings, n_search: int):
     """The study `name` in the storage, made if new; one made with other settings (model, data, space, ...)
-    is an error naming what differs."""
+    is an error naming what differs, unless it holds nothing yet (a first command that failed before its S_v)."""
     import optuna
 
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
                                 sampler=trial_sampler(settings.seed, 0),
                                 pruner=settings.pruner_object(n_search), load_if_exists=True)
     stored = study.user_attrs.get("identity")
-    if stored is None:
+    if stored is None or (set(study.user_attrs) == {"identity"} and not study.get_trials(deepcopy=False)):
         study.set_user_attr("identity", identity)
     elif stored != json.loads(json.dumps(identity)):
         differ = [f"{key} (study: {stored.get(key)}; now: {identity.get(key)})"
@@ -471,15 +472,13 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
     if data is None and benchmark.needs_data:
         raise ValueError(f"{bench} needs --data: a local copy of the dataset (see the README).")
     check_writable(out)
-    dev = list(benchmark.examples(data, split))
-    if not dev:
-        raise ValueError(f"{bench}: split '{split}' holds no items (check --data and --split).")
+    dev = _usable(benchmark.examples(data, split), f"{bench}: split '{split}'")
     search, confirm = divide(dev, settings.confirm_fraction, settings.seed)
     check_sizes(len(search), len(confirm), settings)
     config = read_config(model)
     text = config.get("text_config") or config
     space = SearchSpace(num_layers=text.get("num_hidden_layers") or 1, **(space_options or {}))
-    calibration = _calibration_source(calib_data, calib_split, calib_items)
+    calibration, images, prompts = _calibration_inputs(benchmark, data, calib_data, calib_split, calib_items, search)
     identity = {"model": str(Path(model).resolve()), "model_type": config.get("model_type"), "benchmark": bench,
                 "data": str(Path(data).resolve()) if data else None, "split": split, "options": dict(benchmark.options),
                 "items": len(dev), "confirm_fraction": settings.confirm_fraction, "seed": settings.seed,
@@ -496,8 +495,7 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
         processor, vlm = load_processor(model), load_model(model, dtype=dtype, device_map=device_map)
         layout = locate(vlm)
         scorer = Scorer(vlm, processor, benchmark, decoding, batch_size)
-        ratios = torch.tensor(cached(study, "ratios", lambda: _calibrated(vlm, processor, benchmark, data, calib_data,
-                                                                            calib_split, calib_items, search, space,
+        ratios = torch.tensor(cached(study, "ratios", lambda: _calibrated(vlm, processor, images, prompts, space,
                                                                             batch_size, log)))
         baseline = cached(study, "vanilla_search", lambda: _vanilla(scorer, search, log))
         tuner = StudyWorker(study, space, settings, scorer, search, ratios, layout.model_type, baseline, log=log)
@@ -522,31 +520,37 @@ def _opened(url: str, name: str, identity: dict, settings: TuneSettings, n_searc
         raise ValueError(f"Cannot open the study '{name}' in {url}: {type(err).__name__}: {err}") from None
 
 
-def _calibration_source(calib_data, calib_split, calib_items: int) -> dict:
+def _usable(examples, what: str) -> list[Example]:
+    """The usable examples (a row the benchmark cannot read scores nothing and would dilute every gain)."""
+    rows = list(examples)
+    usable = [e for e in rows if isinstance(e, Example)]
+    if not usable:
+        reason = f": {rows[0].reason}" if rows else ""
+        raise ValueError(f"{what} holds no usable items{reason} (check --data and --split).")
+    return usable
+
+
+def _calibration_inputs(benchmark, data, calib_data, calib_split, calib_items: int, search: list):
+    """(what the study records as its calibration, images, prompts), read and checked before the study opens,
+    from a prompts file, a split of the benchmark, or the search part."""
     if calib_data is not None and calib_split is not None:
         raise ValueError("Give --calib-data or --calib-split, not both.")
     if calib_data is not None:
-        return {"data": str(Path(calib_data).resolve()), "items": calib_items}
-    return {"split": calib_split or "search part", "items": calib_items}
-
-
-def _calibrated(model, processor, benchmark, data, calib_data, calib_split, calib_items, search, space, batch_size,
-                log) -> list:
-    """Mean S_v [layers, heads] over the calibration items, as a JSON-ready list."""
-    if calib_data is not None:
         rows = read_prompts(calib_data)[:calib_items]
-        images, prompts = [r["image"] for r in rows], [r["prompt"] for r in rows]
+        source, images, prompts = {"data": str(Path(calib_data).resolve())}, [r["image"] for r in rows], \
+            [r["prompt"] for r in rows]
     else:
         pool = search if calib_split is None else benchmark.examples(data, calib_split)
-        chosen = []
-        for example in pool:
-            if isinstance(example, Example) and example.image is not None:
-                chosen.append(example)
-            if len(chosen) == calib_items:
-                break
-        images, prompts = [e.load_image() for e in chosen], [e.prompt for e in chosen]
+        chosen = list(islice((e for e in pool if isinstance(e, Example) and e.image is not None), calib_items))
+        source, images, prompts = {"split": calib_split or "search part"}, [e.load_image() for e in chosen], \
+            [e.prompt for e in chosen]
     if not prompts:
         raise ValueError("No calibration item with an image: give --calib-data or --calib-split.")
+    return {**source, "items": len(prompts)}, images, prompts
+
+
+def _calibrated(model, processor, images, prompts, space: SearchSpace, batch_size: int, log) -> list:
+    """Mean S_v [layers, heads] over the calibration items, as a JSON-ready list."""
     probe = RescaleConfig(0, 0, 1.0, 0.0, query_tokens=space.query_tokens)
     log(f"measuring S_v on {len(prompts)} calibration items (once per study)")
     batches = prompt_batches(processor, images, prompts, batch_size)
@@ -573,12 +577,13 @@ def _logger(path: Path, echo: bool) -> Callable[[str], None]:
 
 @contextmanager
 def _quiet_optuna() -> Iterator[None]:
-    """Optuna's per-trial INFO lines and experimental-feature warnings off inside the study (our lines go to
-    log.txt), its verbosity restored after."""
+    """Optuna's own lines off inside the study, its verbosity restored after: ours go to log.txt, and its
+    warning for a failed trial repeats the traceback that the CLI's one error line replaces (the error itself
+    still propagates from `study.optimize`)."""
     import optuna
 
     level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
