@@ -27,8 +27,9 @@ def summarize(study, tuner, confirm: list, identity: dict, storage_url: str, stu
     """The study's summary: the candidate (best complete trial), its confirmation and every trial."""
     from .tuning import _finished, cached
 
-    trials = [_trial_row(t) for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
-    finished = [t for t in study.get_trials(deepcopy=False) if _finished(t)]
+    stored = study.get_trials(deepcopy=False)
+    trials = [_trial_row(t) for t in stored if not t.user_attrs.get("surplus")]
+    finished = [t for t in stored if _finished(t)]
     candidate = _candidate(trials)
     summary = {"study": study_name, "storage": storage_url, **{k: identity[k] for k in ("model", "benchmark", "split")},
                "calibration": identity["calibration"], "space": identity["space"], "settings": asdict(tuner.settings),

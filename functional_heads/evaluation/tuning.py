@@ -40,7 +40,7 @@ from ..loading import load_model, load_processor, prompt_batches, read_config, r
 from ..progress import progress as progress_lines
 from .benchmarks import Example, get_benchmark
 from .methods import get_method
-from .run_folders import Decoding, answer_all
+from .run_folders import Decoding, answer_all, settings_hash
 from .seeding import text_seed
 from .stats import items_needed
 
@@ -172,8 +172,8 @@ def check_sizes(n_search: int, n_confirm: int, settings: TuneSettings) -> None:
 
 
 def heads_key(heads: HeadMap) -> str:
-    """What identifies a head map's effect: its gains, rounded (identical maps are evaluated once)."""
-    return json.dumps([round(g, 4) for g in heads.gains.flatten().tolist()])
+    """What identifies a head map's effect: a hash of its gains, rounded (identical maps are evaluated once)."""
+    return settings_hash([round(g, 4) for g in heads.gains.flatten().tolist()])
 
 
 @dataclass
@@ -297,11 +297,11 @@ def _alive_here(trial) -> bool | None:
 
 def fail_dead_trials(study) -> list[int]:
     """Fail the RUNNING trials of dead workers on this host and queue their parameters again (Optuna fails
-    stale trials only through RDB heartbeats; this also covers the journal storage on one machine)."""
+    stale trials only through RDB heartbeats, before each trial it starts; this also covers the journal
+    storage on one machine)."""
     import optuna
     from optuna.trial import TrialState
 
-    optuna.storages.fail_stale_trials(study)  # heartbeat storages: any host
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _alive_here(trial) is False:
@@ -337,7 +337,8 @@ class StudyWorker:
 
         self.study.sampler = trial_sampler(self.settings.seed, trial.number)
         trial.set_user_attr("worker", {"host": HOST, "pid": os.getpid()})
-        if self._surplus(trial):
+        trials = self.study.get_trials(deepcopy=False)
+        if self._surplus(trial, trials):
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned("the study already has its trials")
         try:
@@ -353,7 +354,7 @@ class StudyWorker:
         if (heads.gains == 1).all():
             trial.set_user_attr("vanilla_equivalent", True)
             return 0.0
-        same = self._same_map(key, trial.number)
+        same = self._same_map(key, trial.number, trials)
         if same is not None:
             trial.set_user_attr("same_as", same.number)
             if same.value is None:
@@ -370,45 +371,45 @@ class StudyWorker:
             scores += self.scorer.accuracy(heads, part)
             self.evaluated_items += len(part)
             start = end
-            gain, n = paired_gain(self.baseline[:end], scores)
+            diffs = [s - b for b, s in zip(self.baseline, scores)]  # paired: the same items as vanilla
+            gain = sum(diffs) / len(diffs)
             trial.set_user_attr("scores", scores)
             trial.report(gain, end)
-            if end < len(self.search) and (trial.should_prune() or clearly_worse(self.baseline[:end], scores)):
-                raise optuna.TrialPruned(f"gain {gain:+.4f} on {n} items")
+            if end < len(self.search) and (trial.should_prune() or clearly_worse(diffs)):
+                raise optuna.TrialPruned(f"gain {gain:+.4f} on {end} items")
         return gain
 
-    def _surplus(self, trial) -> bool:
+    def _surplus(self, trial, trials: list) -> bool:
         """A backstop against two workers starting the study's last trial at once: trials are counted by number."""
         from optuna.trial import TrialState
 
-        before = [t for t in self.study.get_trials(deepcopy=False)
-                  if t.number < trial.number and not t.user_attrs.get("surplus")
+        before = [t for t in trials if t.number < trial.number and not t.user_attrs.get("surplus")
                   and (t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))]
         return len(before) >= self.settings.trials
 
-    def _same_map(self, key: str, number: int):
-        return next((t for t in self.study.get_trials(deepcopy=False) if t.number != number and _finished(t)
+    def _same_map(self, key: str, number: int, trials: list):
+        return next((t for t in trials if t.number != number and _finished(t)
                      and t.user_attrs.get("heads_key") == key and not t.user_attrs.get("vanilla_equivalent")), None)
 
 
-def paired_gain(baseline: list, scores: list) -> tuple[float, int]:
-    """Mean of score - baseline over the items both have a value for, and their number."""
-    pairs = [(b, s) for b, s in zip(baseline, scores) if b is not None and s is not None]
-    return (sum(s - b for b, s in pairs) / len(pairs), len(pairs)) if pairs else (0.0, 0)
-
-
-def clearly_worse(baseline: list, scores: list, z: float = 1.96) -> bool:
-    """The paired test's verdict so far: the gain's upper 95% bound is below 0."""
-    diffs = torch.tensor([s - b for b, s in zip(baseline, scores) if b is not None and s is not None],
-                         dtype=torch.float64)
+def clearly_worse(diffs: list[float], z: float = 1.96) -> bool:
+    """The paired test's verdict so far on per-item differences to vanilla: the gain's upper 95% bound is
+    below 0."""
     if len(diffs) < 2:
         return False
-    return (diffs.mean() + z * diffs.std() / len(diffs) ** 0.5).item() < 0
+    values = torch.tensor(diffs, dtype=torch.float64)
+    return (values.mean() + z * values.std() / len(values) ** 0.5).item() < 0
 
 
 def run_trials(tuner: StudyWorker, advance: Callable[[int], None], poll: float = 2.0) -> None:
     """Run trials until the study holds `trials` finished ones (this worker's share of them)."""
+    import optuna
     from optuna.trial import TrialState
+
+    def done(_, trial) -> None:  # Optuna hands over the trial this worker just finished
+        if not trial.user_attrs.get("surplus"):
+            tuner.log(_trial_line(trial))
+            advance(1)
 
     study, target = tuner.study, tuner.settings.trials
     while True:
@@ -425,14 +426,10 @@ def run_trials(tuner: StudyWorker, advance: Callable[[int], None], poll: float =
                 tuner.log(f"trials {[t.number for t in running]} are still running elsewhere; rerun once they end")
                 return
             time.sleep(poll)
+            optuna.storages.fail_stale_trials(study)  # heartbeat storages, any host (optimize does it per trial)
             continue
-        study.optimize(tuner.objective, n_trials=1, catch=(), gc_after_trial=False, show_progress_bar=False)
-        mine = {"host": HOST, "pid": os.getpid()}
-        last = max((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == mine),
-                   key=lambda t: t.number, default=None)
-        if last is not None and not last.user_attrs.get("surplus"):
-            tuner.log(_trial_line(last))
-            advance(1)
+        study.optimize(tuner.objective, n_trials=1, catch=(), gc_after_trial=False, show_progress_bar=False,
+                       callbacks=[done])
 
 
 def _can_finish(study, running: list) -> bool:
