@@ -56,8 +56,8 @@ def _probe_attention(module, query, key, value, attention_mask, **kwargs):
     layer = probe.layer_of.get(id(module))
     if layer is not None and query.shape[2] == probe.visual.shape[1]:  # the prompt's prefill, not a decode step
         scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
-        rows = [query_row_attention(query, key, attention_mask, column, scaling, kwargs.get("softcap"))
-                for column in probe.query_index.unbind(1)]
+        rows = [query_row_attention(query, key, attention_mask, column, scaling, kwargs.get("softcap"),
+                                    kwargs.get("s_aux")) for column in probe.query_index.unbind(1)]
         visual = probe.visual.to(device=rows[0].device, dtype=rows[0].dtype)  # layers may sit on other devices
         ratios = torch.stack([(row * visual[:, None, :]).sum(-1) for row in rows]).mean(0)
         if probe.per_token:
@@ -77,11 +77,12 @@ AttentionInterface.register(PROBE, _probe_attention)
 AttentionMaskInterface.register(PROBE, _probe_mask)
 
 
-def query_row_attention(query, key, attention_mask, rows, scaling, softcap=None) -> torch.Tensor:
+def query_row_attention(query, key, attention_mask, rows, scaling, softcap=None, sinks=None) -> torch.Tensor:
     """Post-softmax attention of query position rows[b] over all keys: float32 [batch, heads, keys].
 
     query [batch, heads, q_len, dim]; key [batch, kv_heads, kv_len, dim] (grouped-query keys are shared by
-    consecutive heads, as `repeat_kv` does); attention_mask as the wrapped kernel receives it.
+    consecutive heads, as `repeat_kv` does); attention_mask as the wrapped kernel receives it; sinks [heads]
+    (the `s_aux` of models with attention sinks: one more logit per head, in the softmax but not a key).
     """
     batch, heads, q_len, dim = query.shape
     kv_heads, kv_len = key.shape[1], key.shape[2]
@@ -91,6 +92,9 @@ def query_row_attention(query, key, attention_mask, rows, scaling, softcap=None)
     if softcap:
         scores = torch.tanh(scores / softcap) * softcap
     scores = scores + _mask_row(attention_mask, rows, batch, q_len, kv_len, scores.device)
+    if sinks is not None:
+        sink = sinks.float().to(scores.device).reshape(1, heads, 1).expand(batch, heads, 1)
+        return torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
     return torch.softmax(scores, dim=-1)
 
 
