@@ -3,6 +3,10 @@
 Every entry answers the same questions: where the text decoder's layers are, which submodule of a layer is
 its self-attention, which submodule of that is the output projection whose input holds the per-head
 outputs O_h, and which config fields hold the image (and video) token ids. Layers are counted from 0.
+
+Hybrid decoders (Qwen3.5's linear-attention layers, Mamba or convolution layers) have layers without
+softmax attention; those have no heads to measure or rescale, so a layout holds the attention layers only
+and layer numbers count attention layers (`ModelLayout.decoder_layers` maps them back).
 """
 
 from __future__ import annotations
@@ -38,7 +42,21 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     # Kimi-VL (trust_remote_code): DeepSeek-V3 decoder under `language_model.model`; its attention is MLA,
     # whose o_proj input is [..., heads * v_head_dim], so rescaling works as for any other entry.
     "kimi_vl": ArchSpec(decoder="language_model.model", image_token=("media_placeholder_token_id",)),
+    # Llama 4: get_decoder() is the causal LM, whose decoder is one level further in.
+    "llama4": ArchSpec(decoder="language_model.model"),
 }
+
+# `layer_types` entries of decoder layers without softmax attention (hybrid models).
+NON_ATTENTION_LAYERS = ("linear_attention", "mamba", "conv", "short_conv", "recurrent")
+
+
+def attention_layer_count(text_config: dict) -> int | None:
+    """How many layers of a config.json text config have attention heads (None if it does not say)."""
+    kinds = text_config.get("layer_types")
+    if isinstance(kinds, list) and kinds:
+        return sum(kind not in NON_ATTENTION_LAYERS for kind in kinds)
+    layers = text_config.get("num_hidden_layers")
+    return layers if isinstance(layers, int) else None
 
 
 @dataclass
@@ -54,6 +72,7 @@ class ModelLayout:
     image_token_id: int
     video_token_id: int | None
     model: nn.Module = field(repr=False, default=None)  # the model these places belong to
+    decoder_layers: list[int] = field(default_factory=list)  # decoder index of each attention layer
 
     @property
     def num_layers(self) -> int:
@@ -82,11 +101,12 @@ def locate(model: nn.Module) -> ModelLayout:
     model_type = getattr(model.config, "model_type", type(model).__name__)
     spec = ARCHITECTURES.get(model_type, GENERIC)
     hint = (f"functional_heads does not know the layout of model_type '{model_type}'. Add an ArchSpec to "
-            "functional_heads.architectures.ARCHITECTURES naming it.")
+            "functional_heads.architectures.ARCHITECTURES naming it; `fheads check --model PATH` tests a layout.")
     try:
         decoder = _get(model, spec.decoder) if spec.decoder else model.get_decoder()
         layers = list(_get(decoder, spec.layers))
-        attentions = [_get(layer, spec.attention) for layer in layers]
+        decoder_layers = [i for i, layer in enumerate(layers) if hasattr(layer, spec.attention.split(".")[0])]
+        attentions = [_get(layers[i], spec.attention) for i in decoder_layers or range(len(layers))]
         out_projs = [_get(attn, spec.out_proj) for attn in attentions]
     except (AttributeError, TypeError) as err:
         raise ValueError(f"{hint} Could not find the decoder layers' attention output projection "
@@ -105,4 +125,5 @@ def locate(model: nn.Module) -> ModelLayout:
         raise ValueError(f"{hint} None of the config fields {spec.image_token} holds the image token id.")
     configs = {id(c): c for c in [text_config] + [getattr(a, "config", text_config) for a in attentions]}
     return ModelLayout(model_type, attentions, out_projs, num_heads, in_features // num_heads,
-                       list(configs.values()), image_token_id, _token_id(model.config, spec.video_token), model)
+                       list(configs.values()), image_token_id, _token_id(model.config, spec.video_token), model,
+                       decoder_layers)

@@ -9,7 +9,7 @@ from typing import Iterable
 
 import torch
 
-from .architectures import ModelLayout, locate
+from .architectures import ModelLayout, attention_layer_count, locate
 from .config import RescaleConfig
 from .loading import load_model, load_processor, prompt_batches, read_config, read_prompts, to_model_device
 from .progress import progress as progress_lines
@@ -94,7 +94,7 @@ class HeadMap:
         heads (where the config names them: num_hidden_layers, num_attention_heads)."""
         config = read_config(model_path)
         text = config.get("text_config") or config
-        shape = (text.get("num_hidden_layers"), text.get("num_attention_heads"))
+        shape = (attention_layer_count(text), text.get("num_attention_heads"))
         if all(isinstance(n, int) for n in shape) and shape != (self.num_layers, self.num_heads):
             raise ValueError(f"This head map was made for a model of {self.num_layers} layers x {self.num_heads} "
                              f"heads ({self.model_type or 'unknown type'}), but {model_path} has {shape[0]} layers "

@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..architectures import locate
+from ..architectures import attention_layer_count, locate
 from ..config import RescaleConfig
 from ..heads import HeadMap, calibrate, identify_heads, thresholds_for_shares
 from ..loading import load_model, load_processor, prompt_batches, read_config, read_prompts, to_model_device
@@ -474,7 +474,7 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
     check_sizes(len(search), len(confirm), settings)
     config = read_config(model)
     text = config.get("text_config") or config
-    space = SearchSpace(num_layers=text.get("num_hidden_layers") or 1, **(space_options or {}))
+    space = SearchSpace(num_layers=attention_layer_count(text) or 1, **(space_options or {}))
     calibration, images, prompts = _calibration_inputs(benchmark, data, calib_data, calib_split, calib_items, search)
     identity = {"model": str(Path(model).resolve()), "model_type": config.get("model_type"), "benchmark": bench,
                 "data": str(Path(data).resolve()) if data else None, "split": split, "options": dict(benchmark.options),
