@@ -109,6 +109,31 @@ def calibrate(model: Path = typer.Option(..., help="Local model folder."),
 
 @app.command()
 @guarded()
+def check(model: Path = typer.Option(..., help="Local model folder."),
+          dtype: str = typer.Option("float32", help="float32 (exact comparisons), bfloat16, float16 or auto."),
+          device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0."),
+          trust_remote_code: bool = typer.Option(False, help="Let the folder's own modeling code run."),
+          json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the measurements as JSON.")):
+    """Will the method work on this model? Measures S_v against eager attention, a padded batch against single
+    prompts, and rescaling and folding, on two prompts about a generated image. Exit 1 if a check fails."""
+    import json
+
+    from .check import check_checkpoint
+    from .loading import load_model, load_processor
+
+    processor = load_processor(model, trust_remote_code=trust_remote_code)
+    loaded = load_model(model, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
+    result = check_checkpoint(loaded, processor)
+    for line in result.lines():
+        console.print(line)
+    if json_out:
+        json_out.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@guarded()
 def inspect(heads: Path = typer.Argument(..., help="A head map written by `fheads calibrate`.")):
     """Print a head map: heads per layer, mean S_v per layer, share of heads selected."""
     from .heads import HeadMap

@@ -1,0 +1,68 @@
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import functional_heads.ratios as ratios_module
+from functional_heads.check import check_model, eager_ratios
+from functional_heads.cli import app
+from tiny_models import ARCHS
+
+
+def batch_and_rows(t):
+    return t.inputs(), [t.inputs(prompt_lens=[n], samples=[b]) for b, n in enumerate((5, 9))]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_check_passes_on_the_tiny_architectures(tiny, arch):
+    t = tiny(arch)
+    result = check_model(t.model, *batch_and_rows(t))
+    assert result.ok, "\n".join(result.lines())
+    assert result.sv_vs_eager < 1e-5 and result.batch_vs_single < 1e-5 and result.fold_vs_hooks < 1e-5
+    assert result.rescale_effect > 1e-3 and result.unfold_restores == 0 and 0 < result.sv_max <= 1
+
+
+def test_eager_reference_rows_sum_image_columns_of_a_distribution(tiny):
+    t = tiny("qwen2_5_vl")
+    reference = eager_ratios(t.model, t.inputs())
+    assert reference.shape == (2, 4, 4) and not reference.isnan().any()
+    assert ((reference >= 0) & (reference <= 1 + 1e-6)).all()
+
+
+def test_a_wrong_probe_is_caught(tiny, monkeypatch):
+    """The check can fail: a probe with the wrong softmax temperature is reported as not exact."""
+    real = ratios_module.query_row_attention
+    monkeypatch.setattr(ratios_module, "query_row_attention",
+                        lambda query, key, mask, rows, scaling, softcap=None, sinks=None: real(query, key, mask, rows, 2 * scaling))
+    t = tiny("llava")
+    result = check_model(t.model, *batch_and_rows(t))
+    assert not result.sv_exact and not result.ok and result.sv_vs_eager > 1e-3
+    assert "does NOT work" in result.lines()[-1] and any(line.startswith("FAIL") for line in result.lines())
+
+
+def test_check_leaves_the_model_and_process_as_they_were(tiny):
+    t = tiny("gemma3")
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    implementation = t.model.config.get_text_config()._attn_implementation
+    rng, grad = torch.get_rng_state(), torch.is_grad_enabled()
+    check_model(t.model, *batch_and_rows(t))
+    assert torch.equal(rng, torch.get_rng_state()) and torch.is_grad_enabled() == grad
+    assert t.model.config.get_text_config()._attn_implementation == implementation
+    assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+    assert not any(m._forward_pre_hooks for m in t.model.modules())
+
+
+def test_cli_check_prints_the_verdict_and_writes_json(qwen_folder, tmp_path):
+    out = tmp_path / "check.json"
+    result = CliRunner().invoke(app, ["check", "--model", str(qwen_folder), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "verdict: works" in result.output and "S_v probe vs eager" in result.output
+    measured = json.loads(out.read_text())
+    assert measured["ok"] and measured["model_type"] == "qwen2_5_vl" and measured["sv_vs_eager"] < 1e-5
+
+
+def test_cli_check_on_a_folder_without_a_model_is_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["check", "--model", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not a local model folder" in result.output and "Traceback" not in result.output
