@@ -25,7 +25,7 @@ def local_folder(path: str | Path) -> Path:
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "tiktoken.model")
 
 
 def read_config(path: str | Path) -> dict:
@@ -41,24 +41,36 @@ def load_model(path: str | Path, dtype: str | torch.dtype = "auto", device_map: 
                trust_remote_code: bool = False, **kwargs):
     """A vision-language model from a local folder, in eval mode."""
     folder = local_folder(path)
-    read_config(folder)
+    config = read_config(folder)
     if not any(f.suffix in WEIGHT_SUFFIXES for f in folder.iterdir()):
         raise ValueError(f"{folder} has a config.json but no weights (*.safetensors or *.bin): copy the whole "
                          "checkpoint folder.")
+    native = _native_layout(config)
+    if native is not None:  # loaded into transformers' own classes, whatever trust_remote_code says
+        return native.load_model(folder, config, dtype=dtype, device_map=device_map, **kwargs).eval()
     model = transformers.AutoModelForImageTextToText.from_pretrained(
         folder, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, **kwargs)
     return model.eval()
+
+
+def _native_layout(config: dict):
+    """The module that loads this remote-code layout into native transformers classes, if we have one."""
+    from . import kimi_vl
+
+    return {kimi_vl.MODEL_TYPE: kimi_vl}.get(config.get("model_type"))
 
 
 def load_processor(path: str | Path, trust_remote_code: bool = False):
     """The model's processor. Without torchvision, transformers 5.x cannot build the video processor that
     Qwen-VL-style processors ask for (transformers issue #48558), so we build the processor for images only."""
     folder = local_folder(path)
-    if (folder / "config.json").is_file():
-        read_config(folder)  # a damaged one is named here, not deep inside transformers
+    config = read_config(folder) if (folder / "config.json").is_file() else {}  # a damaged one is named here
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise ValueError(f"{folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): copy the whole checkpoint "
                          "folder, processor files included.")
+    native = _native_layout(config)
+    if native is not None:
+        return native.load_processor(folder, trust_remote_code=trust_remote_code)
     try:
         return transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except ImportError as err:
@@ -128,8 +140,10 @@ def prompt_inputs(processor, images: Sequence[Image.Image] | None, prompts: Sequ
 
 def to_model_device(inputs: dict, model) -> dict:
     """Processor inputs on the device of the model's first weights, where its embeddings read them."""
-    device = model.device
-    return {key: value.to(device) if hasattr(value, "to") else value for key, value in inputs.items()}
+    device, dtype = model.device, model.dtype
+    # Floating inputs (pixels) in the model's dtype too: most models cast them, the native Kimi classes do not.
+    return {key: value.to(device, dtype=dtype if value.is_floating_point() else None) if isinstance(value, torch.Tensor)
+            else value.to(device) if hasattr(value, "to") else value for key, value in inputs.items()}
 
 
 def read_prompts(path: str | Path) -> list[dict]:

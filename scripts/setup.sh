@@ -3,6 +3,7 @@
 #   bash scripts/setup.sh [demo]   # fheads demo --out demo/ on the bundled model (the main job)
 #   bash scripts/setup.sh test     # the test suite (what CI runs)
 #   bash scripts/setup.sh bench    # benchmarks/overhead.py
+#   bash scripts/setup.sh install  # only the installation
 # torch: a torch already installed in the venv is kept. Otherwise TORCH_SPEC is installed (default
 # torch==2.13.0). Whether that is a CPU or a CUDA build depends on the package index: on this project's
 # machines the pin resolves to a CPU wheel kept on local disk; on an ordinary Linux machine PyPI serves
@@ -12,8 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 JOB=${1:-demo}
 case "$JOB" in
-  demo|test|bench) ;;
-  *) echo "error: unknown job '$JOB'; use: bash scripts/setup.sh [demo|test|bench] [args...]" >&2; exit 2 ;;
+  demo|test|bench|install) ;;
+  *) echo "error: unknown job '$JOB'; use: bash scripts/setup.sh [demo|test|bench|install] [args...]" >&2; exit 2 ;;
 esac
 [ $# -gt 0 ] && shift
 VENV=${VENV:-.venv}
@@ -34,4 +35,5 @@ case "$JOB" in
   demo) exec "$VENV/bin/fheads" demo --out "${DEMO_OUT:-demo}" "$@" ;;
   test) exec "$VENV/bin/python" -m pytest "$@" ;;
   bench) exec "$VENV/bin/python" benchmarks/overhead.py "$@" ;;
+  install) ;;
 esac

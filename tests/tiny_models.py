@@ -248,3 +248,106 @@ def save_tiny_siglip(folder, seed: int = 0):
     tokenizer.save_pretrained(folder)
     _pil("SiglipImageProcessor")(size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
+
+
+# ---------------------------------------------------------------- a Kimi-VL checkpoint, as Moonshot publishes it
+
+KIMI_WORDS = ["<pad>", "<unk>", "[BOS]", "[EOS]", "<|im_user|>", "<|im_assistant|>", "<|im_system|>", "<|im_middle|>",
+              "<|im_end|>", "<|media_start|>", "<|media_content|>", "<|media_end|>", "<|media_pad|>", "user",
+              "assistant", "image", *"how many shapes are in the look at carefully . what colour is circle , and it to "
+                                      "left of square ? red blue green one two".split()]
+KIMI_TEMPLATE = ("{% for m in messages %}<|im_{{ m['role'] }}|> {{ m['role'] }} <|im_middle|> "
+                 "{% for c in m['content'] %}{% if c['type'] == 'image' %}<|media_start|> image <|media_content|> "
+                 "<|media_pad|> <|media_end|> {% else %}{{ c['text'] }} {% endif %}{% endfor %}<|im_end|> "
+                 "{% endfor %}{% if add_generation_prompt %}<|im_assistant|> assistant <|im_middle|> {% endif %}")
+
+
+def _kimi_vl_names(native: dict, heads: int) -> dict:
+    """Native Kimi-K2.5 weights under Kimi-VL's names and layout: q, k, v fused into `wqkv` with the query and
+    key rows back in interleaved-pair order, experts unstacked, the projector as multi_modal_projector."""
+    out = {}
+    for key, value in native.items():
+        name = key.replace("model.language_model.", "language_model.model.").replace("lm_head.", "language_model.lm_head.")
+        name = (name.replace("model.vision_tower.layers.", "vision_tower.encoder.blocks.")
+                .replace("model.vision_tower.final_layernorm", "vision_tower.encoder.final_layernorm")
+                .replace("model.vision_tower.patch_embed.pos_emb.position_embeddings", "vision_tower.patch_embed.pos_emb.weight")
+                .replace("model.vision_tower.patch_embed.", "vision_tower.patch_embed.")
+                .replace("model.mm_projector.in_proj", "multi_modal_projector.linear_1")
+                .replace("model.mm_projector.out_proj", "multi_modal_projector.linear_2")
+                .replace("model.mm_projector.pre_norm", "multi_modal_projector.pre_norm"))
+        if "encoder.blocks." in name:
+            name = (name.replace(".norm1.", ".norm0.") if ".norm1." in name else name.replace(".norm2.", ".norm1."))
+            name = name.replace(".mlp.fc1.", ".mlp.fc0.") if ".mlp.fc1." in name else name.replace(".mlp.fc2.", ".mlp.fc1.")
+            name = name.replace(".attn.proj.", ".wo.")
+        if ".experts.gate_up_proj" in name:
+            half = value.shape[1] // 2
+            for j in range(value.shape[0]):
+                out[name.replace("gate_up_proj", f"{j}.gate_proj.weight")] = value[j, :half].clone()
+                out[name.replace("gate_up_proj", f"{j}.up_proj.weight")] = value[j, half:].clone()
+        elif ".experts.down_proj" in name:
+            for j in range(value.shape[0]):
+                out[name.replace("down_proj", f"{j}.down_proj.weight")] = value[j].clone()
+        elif ".attn.q_proj." in name or ".attn.k_proj." in name or ".attn.v_proj." in name:
+            out[name] = value
+        else:
+            out[name] = value.clone()
+    for key in [k for k in out if ".attn.q_proj." in k]:  # fuse
+        rows = []
+        for part in ("q_proj", "k_proj", "v_proj"):
+            tensor = out.pop(key.replace("q_proj", part))
+            if part != "v_proj":  # rotate-half halves -> interleaved pairs, per head
+                shape = tensor.shape
+                tensor = tensor.reshape(heads, 2, shape[0] // heads // 2, *shape[1:]).transpose(1, 2).reshape(shape)
+            rows.append(tensor)
+        out[key.replace(".attn.q_proj.", ".wqkv.")] = torch.cat(rows).contiguous()
+    return out
+
+
+def save_tiny_kimi_vl(folder, seed: int = 0):
+    """A random-weight Kimi-VL (MoonViT + 2 DeepSeek-V3 layers: one dense, one MoE; MLA with full-rank queries)
+    saved with Kimi-VL's config layout, key names and processor files. Returns (folder, the native model whose
+    weights it holds)."""
+    import json
+
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {word: i for i, word in enumerate(KIMI_WORDS)}
+    text = dict(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, n_routed_experts=4,
+                num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, q_lora_rank=None,
+                kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=16, n_group=1, topk_group=1,
+                routed_scaling_factor=2.446, topk_method="noaux_tc", scoring_func="sigmoid", norm_topk_prob=True,
+                max_position_embeddings=512, rope_theta=800000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                pad_token_id=0, bos_token_id=2, eos_token_id=8, model_type="deepseek_v3")
+    vision = dict(patch_size=14, init_pos_emb_height=8, init_pos_emb_width=8, num_attention_heads=2,
+                  num_hidden_layers=1, hidden_size=32, intermediate_size=64, merge_kernel_size=[2, 2], model_type="moonvit")
+    config = {"architectures": ["KimiVLForConditionalGeneration"], "model_type": "kimi_vl",
+              "auto_map": {"AutoConfig": "configuration_kimi_vl.KimiVLConfig",
+                           "AutoModel": "modeling_kimi_vl.KimiVLForConditionalGeneration"},
+              "vision_config": vision, "text_config": text, "media_placeholder_token_id": vocab["<|media_pad|>"],
+              "ignore_index": -100, "pad_token_id": 0, "torch_dtype": "float32"}
+    from functional_heads.kimi_vl import native_config
+
+    torch.manual_seed(seed)
+    native = tf.Kimi_K25ForConditionalGeneration(native_config(config)).float().eval()
+    with torch.no_grad():  # give the router's score bias values: zeros would not show a lost tensor
+        for module in native.modules():
+            if hasattr(module, "e_score_correction_bias"):
+                module.e_score_correction_bias.normal_(0, 0.1)
+    save_file(_kimi_vl_names(native.state_dict(), vision["num_attention_heads"]), str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.add_special_tokens([w for w in KIMI_WORDS if w.startswith("<|")])  # split even when adjacent
+    tf.PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="[BOS]", eos_token="<|im_end|>",
+                               unk_token="<unk>").save_pretrained(folder)
+    (folder / "chat_template.jinja").write_text(KIMI_TEMPLATE)
+    (folder / "preprocessor_config.json").write_text(json.dumps(
+        {"image_processor_type": "KimiVLImageProcessor", "patch_size": 14, "pad_input": True, "in_token_limit": 64,
+         "merge_kernel_size": [2, 2], "image_mean": [0.48145466, 0.4578275, 0.40821073],
+         "image_std": [0.26862954, 0.26130258, 0.27577711],
+         "auto_map": {"AutoImageProcessor": "image_processing_kimi_vl.KimiVLImageProcessor"}}))
+    return folder, native
