@@ -35,6 +35,7 @@ SIZES = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_k
              topk_group=1,
              # multi-head latent attention
              q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=16)
+FREE_IMAGE_TOKEN = 99  # below the ids the prompts are drawn from (100 and up)
 DEPTHS = dict(num_hidden_layers=4, depth=2, num_layers=2, encoder_layers=2, decoder_layers=2)  # at most these
 
 
@@ -191,7 +192,11 @@ def _set_dotted(config, dotted: str, value) -> None:
 
 
 def tiny_config(model_type: str):
-    config = CONFIG_MAPPING[model_type]()
+    config_class = CONFIG_MAPPING[model_type]
+    config = config_class()
+    unset = [key for key in getattr(config, "sub_configs", {}) or {} if "vision" in key and getattr(config, key) is None]
+    if unset:  # an optional tower left out by default (Gemma 4): its default instead
+        config = config_class(**{key: {} for key in unset})
     text_model = transformers.MODEL_MAPPING.get(type(config.get_text_config()), None)  # the decoder's code
     overrides = FAMILY_OVERRIDES.get(model_type, {})
     shrink(config, uses_mrope=any(_uses_mrope(cls) for cls in (getattr(transformers, families()[model_type]),
@@ -199,6 +204,9 @@ def tiny_config(model_type: str):
            mrope_default=overrides.get("mrope_default", (16, 24, 24)))
     for dotted, value in overrides.get("config", {}).items():
         _set_dotted(config, dotted, value)
+    for name in GENERIC.image_token:  # left to the checkpoint by default (MiniCPM-V 4.6, BLIP-2): a free id
+        if hasattr(config, name) and getattr(config, name) is None and _token_id(config, GENERIC.image_token) is None:
+            setattr(config, name, FREE_IMAGE_TOKEN)
     text = config.get_text_config()
     specials = _special_ids(config)
     if specials and getattr(text, "vocab_size", None) and max(specials) >= text.vocab_size:

@@ -66,3 +66,13 @@ def test_cli_check_on_a_folder_without_a_model_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["check", "--model", str(tmp_path)])
     assert result.exit_code == 2
     assert "not a local model folder" in result.output and "Traceback" not in result.output
+
+
+def test_cli_check_on_an_unknown_layout_says_what_to_add(qwen_folder, monkeypatch):
+    from functional_heads.architectures import ARCHITECTURES, ArchSpec
+
+    monkeypatch.setitem(ARCHITECTURES, "qwen2_5_vl", ArchSpec(layers="blocks"))
+    result = CliRunner().invoke(app, ["check", "--model", str(qwen_folder)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "Add an ArchSpec" in result.output and "fheads check --model PATH" in result.output
+    assert "layers='blocks'" in result.output
