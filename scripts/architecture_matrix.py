@@ -11,6 +11,7 @@ docs/architectures.json. Rerun it when transformers changes:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import re
 import sys
@@ -104,6 +105,8 @@ def measure(model_type: str) -> dict:
         reason = " ".join(str(err).split())[:200] or type(err).__name__
         return {"model_type": model_type, "failed_step": step, "error": f"{type(err).__name__}: {reason}",
                 "seconds": time.perf_counter() - start}
+    finally:
+        gc.collect()  # one family's model at a time
 
 
 def yes_no(flag) -> str:

@@ -92,3 +92,11 @@ def test_attention_sinks_enter_the_probe_softmax():
     expected = torch.softmax(torch.cat([scores, sinks.view(1, 2, 1)], -1), -1)[..., :-1]
     torch.testing.assert_close(rows, expected)
     assert (rows.sum(-1) < 1).all()
+
+
+def test_the_llama4_check_covers_chunked_and_rotary_free_layers():
+    family = tiny_family("llama4")
+    text = family.model.config.text_config
+    assert {"chunked_attention", "full_attention"} <= set(text.layer_types)
+    assert 0 in text.no_rope_layers[:text.num_hidden_layers]  # a layer without rotary positions
+    assert family.batch["input_ids"].shape[1] > 4 * text.attention_chunk_size  # the chunk mask matters
