@@ -239,12 +239,19 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
                                                                 "extraction (off by default; key: OPENAI_API_KEY)."),
              judge_model: Optional[str] = typer.Option(None, help="The judge's model name."),
              dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
-             device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
-    """Run one method on one benchmark; resumable (rerun the same command to continue)."""
+             device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0 (under a launcher: each "
+                                                                 "process's GPU, LOCAL_RANK's, by default)."),
+             gpus_per_process: Optional[int] = typer.Option(None, min=1, help="Under a launcher, spread each "
+                                                            "process's model over K GPUs: LOCAL_RANK r gets GPUs "
+                                                            "r*K..r*K+K-1."),
+             order: str = typer.Option("length", help="length: batch prompts of similar length together; file: "
+                                                      "the data's order.")):
+    """Run one method on one benchmark; resumable (rerun the same command to continue). Data-parallel under
+    torchrun or accelerate launch: each process answers its share and writes its own results file."""
     from .evaluation.api import evaluate as evaluate_run
     from .evaluation.benchmarks import get_benchmark
     from .evaluation.judge import Judge
-    from .evaluation.run_folders import Decoding
+    from .evaluation.run_folders import Decoding, run_records
 
     if (judge_url is None) != (judge_model is None):
         raise ValueError("An LLM judge needs both --judge-url and --judge-model.")
@@ -252,10 +259,13 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
                        heads=heads, preset=preset, method_options=_pairs(method_option, "--method-option"),
                        limit=limit, batch_size=batch_size,
                        decoding=Decoding(max_new_tokens, sample, temperature, seed),
-                       judge=Judge(judge_url, judge_model) if judge_url else None, dtype=dtype, device_map=device_map)
-    summary = get_benchmark(bench, **_pairs(option, "--option")).metrics(run.usable_records())
-    unusable = len(run.records) - len(run.usable_records())
-    console.print(f"{run.folder}: {len(run.records)} items ({unusable} unusable); accuracy "
+                       judge=Judge(judge_url, judge_model) if judge_url else None, dtype=dtype, device_map=device_map,
+                       gpus_per_process=gpus_per_process, order=order)
+    records = run_records(run.folder)  # every process's, as written so far
+    usable = [r for r in records.values() if r.get("error") is None]
+    summary = get_benchmark(bench, **_pairs(option, "--option")).metrics(usable)
+    who = f"{run.shard.label} done; the run holds so far: " if run.shard.label else ""
+    console.print(f"{who}{run.folder}: {len(records)} items ({len(records) - len(usable)} unusable); accuracy "
                   f"{summary.get('accuracy') or 0:.1%}", soft_wrap=True)
 
 

@@ -75,7 +75,8 @@ def _answered(model, model_path, processor, benchmark, examples, method, out, ba
         identity = run_identity(model_path, benchmark, method, dtype="float32", decoding=DECODING)
         run = Run.open(Path(out) / "runs", identity)
         fill(run, model, processor, benchmark, examples, method, DECODING, batch_size)
-        return {"folder": run.folder, "settings": run.settings, "records": {e.id: run.records[e.id] for e in examples}}
+        records = run.read()
+        return {"folder": run.folder, "settings": run.settings, "records": {e.id: records[e.id] for e in examples}}
     records = answer_all(model, processor, benchmark, examples, method, DECODING, batch_size, progress=True)
     return {"folder": None, "settings": {"method": method.name}, "records": {r["id"]: r for r in records}}
 

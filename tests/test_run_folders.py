@@ -178,3 +178,59 @@ def test_questions_without_an_image_are_asked_as_text_only_prompts(bundled_vlm, 
                        Decoding(max_new_tokens=8), 2)
     if method != "static":
         assert records[1]["prediction"] == plain[0]["prediction"]
+
+
+def test_length_sorted_batches_sort_each_window_and_read_ahead_only_that_far():
+    from functional_heads.evaluation.benchmarks import Example
+    from functional_heads.evaluation.run_folders import length_sorted
+
+    pulled = []
+
+    def stream():
+        for i, length in enumerate([5, 1, 4, 2, 9, 3, 8, 7]):
+            pulled.append(i)
+            yield Example(str(i), None if i == 1 else "img", "x" * length, None)
+
+    out = length_sorted(stream(), window=4)
+    first = next(out)
+    assert len(pulled) == 4 and first.id == "3"  # the window's shortest prompt with an image; no more read
+    assert [e.id for e in [first, *out]] == ["3", "2", "0", "1", "5", "7", "6", "4"]  # text-only after images
+
+
+class Stub(Vanilla):
+    """Answers at once, and notes how many items the data had yielded when the first batch came."""
+
+    def __init__(self, counter):
+        super().__init__()
+        self.counter, self.seen_at_first = counter, None
+
+    def generate(self, model, processor, images, prompts, **kwargs):
+        import torch
+
+        from functional_heads.evaluation.methods import Generation
+
+        self.seen_at_first = self.seen_at_first or self.counter[0]
+        return Generation(torch.zeros(len(prompts), 2, dtype=torch.long), 1, [0.0] * len(prompts))
+
+
+def test_fill_streams_the_items_instead_of_holding_them(tmp_path):
+    bench = get_benchmark("shapes")
+    counter, calls = [0], [0]
+
+    def source():
+        calls[0] += 1
+        for example in bench.examples(None, "dev"):
+            counter[0] += 1
+            yield example
+
+    class Decoder:
+        def batch_decode(self, tokens, **_):
+            return ["<answer>0</answer>"] * len(tokens)
+
+    method = Stub(counter)
+    run = fill(Run.open(tmp_path, settings()), None, Decoder(), bench, source, method, batch_size=2, limit=300,
+               progress=False, order="length")
+    assert calls[0] == 2 and len(run.records) == 300  # one pass to count, one to answer
+    assert method.seen_at_first - 300 <= 2 * 16  # the answering pass had read one window ahead, not all 300
+    with pytest.raises(ValueError, match="order must be one of length, file"):
+        fill(Run.open(tmp_path, settings(split="x")), None, Decoder(), bench, source, method, order="random")

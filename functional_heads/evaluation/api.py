@@ -17,8 +17,9 @@ from ..config import RescaleConfig
 from ..heads import HeadMap
 from ..loading import load_model, load_processor, read_config
 from .benchmarks import get_benchmark
+from .distributed import Shard, device_map_for
 from .methods import get_method
-from .run_folders import Decoding, Run, fill, run_identity
+from .run_folders import ORDERS, Decoding, Run, fill, run_identity
 
 
 def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str | Path = "runs",
@@ -26,9 +27,14 @@ def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str
              heads: HeadMap | str | Path | None = None, preset: str | None = None,
              method_options: dict[str, str] | None = None, limit: int | None = None, batch_size: int = 8,
              decoding: Decoding = Decoding(), judge=None, dtype: str = "auto", device_map: str | None = None,
-             progress: bool = True) -> Run:
+             progress: bool = True, order: str = "length", shard: Shard | None = None,
+             gpus_per_process: int | None = None) -> Run:
     """Run `method` on benchmark `bench` into its run folder under `out` (resumable: call again to
-    continue), and return the run. `fheads eval` is this function behind option parsing."""
+    continue), and return the run. `fheads eval` is this function behind option parsing.
+
+    Under a launcher (torchrun, accelerate launch: RANK / WORLD_SIZE / LOCAL_RANK, or `shard`), this process
+    answers its share of the items on its own device (`distributed.device_map_for`); the run folder is the
+    same for every world size. `order="length"` batches prompts of similar length together."""
     benchmark = get_benchmark(bench, **(options or {}))
     if data is None and benchmark.needs_data:
         raise ValueError(f"{bench} needs --data: a local copy of the dataset (see the README).")
@@ -41,10 +47,15 @@ def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str
     if head_map is not None:
         head_map.check_fits_config(model)
     check_writable(out)
-    run = Run.open(out, run_identity(model, benchmark, chosen, data, split, dtype, decoding, judge))
-    examples = benchmark.examples(data, split)
-    processor, vlm = load_processor(model), load_model(model, dtype=dtype, device_map=device_map)
-    return fill(run, vlm, processor, benchmark, examples, chosen, decoding, batch_size, limit, judge, progress)
+    if order not in ORDERS:
+        raise ValueError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}.")
+    shard = shard or Shard.from_environment()
+    device_map, max_memory = device_map_for(shard, device_map, gpus_per_process)
+    run = Run.open(out, run_identity(model, benchmark, chosen, data, split, dtype, decoding, judge), shard)
+    processor = load_processor(model)
+    vlm = load_model(model, dtype=dtype, device_map=device_map, **({"max_memory": max_memory} if max_memory else {}))
+    return fill(run, vlm, processor, benchmark, lambda: benchmark.examples(data, split), chosen, decoding, batch_size,
+                limit, judge, progress, order)
 
 
 def report(runs: str | Path = "runs", out: str | Path | None = None, common_items: bool = False) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import figures
 from .benchmarks import get_benchmark
 from .methods import method_names
-from .run_folders import RESULTS, SPEC, read_records
+from .run_folders import SPEC, run_records
 from .stats import mcnemar
 
 _NOT_METRICS = ("accuracy", "ci95", "categories", "seconds_per_item", "latency_ratio", "unusable_items", "folder",
@@ -28,7 +28,7 @@ def load_runs(folder: str | Path) -> list[dict]:
     specs = [folder / SPEC] if (folder / SPEC).is_file() else sorted(folder.glob(f"*/{SPEC}"))
     runs = []
     for spec in specs:
-        records = read_records(spec.parent / RESULTS)
+        records = run_records(spec.parent)  # every rank's results file
         if records:  # a run killed before its first batch holds nothing to compare
             runs.append({"folder": spec.parent, "settings": json.loads(spec.read_text())["settings"],
                          "records": records})

@@ -4,28 +4,40 @@ A run folder is named `{benchmark}-{method}-{hash}`, the hash covering every set
 (`run_identity`: model, data, split, benchmark options, method identity, dtype, decoding, judge).
 `run.json` holds those settings; `results.jsonl` one record per item: id, gold, prediction, extracted,
 score, seconds, error (and the benchmark's category, info and failure label, and the share of heads the
-method rescaled); `log.txt` the progress lines. Restarted, a run skips the ids already written; a torn
-last line (a kill mid-write) is dropped and its item done again. `limit` and the batch size are not part
-of the identity: a longer run continues a shorter one. The folder is made when answering starts and
-removed again if the run fails before its first record, so a failed run leaves nothing behind.
+method rescaled); `log.txt` the progress lines. Under a launcher (`distributed.Shard`), rank r > 0 writes
+`results.rank{r}.jsonl` and `log.rank{r}.txt` instead, and a run's records are those of all its results
+files. Restarted, under any number of processes, a run skips the ids already written by anyone; a torn last
+line (a kill mid-write) is dropped and its item done again. `limit`, the batch size, the order and the
+world size are not part of the identity: a longer run continues a shorter one. Items are streamed from the
+data, never all held at once. The folder is made when answering starts and removed again if a one-process
+run fails before its first record, so a failed run leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from ..progress import progress as progress_lines
 from .benchmarks import Benchmark, Example, Unusable
+from .distributed import Shard
 from .seeding import seeded, text_seed
 
 RESULTS, SPEC, LOG = "results.jsonl", "run.json", "log.txt"
+RESULTS_FILES = "results*.jsonl"  # rank 0's results.jsonl and the other ranks' results.rank{r}.jsonl
+ORDERS = ("length", "file")
+# What a Run keeps in memory of each record (resume, summaries); the answers' text stays on disk (`Run.read`),
+# so memory grows by a few hundred bytes per item, not by the chains of thought.
+SUMMARY_FIELDS = ("id", "score", "error", "category", "failure", "seconds", "heads_rescaled")
 
 
 def settings_hash(settings: dict) -> str:
@@ -72,50 +84,94 @@ def run_identity(model: str | Path, benchmark: Benchmark, method, data: str | Pa
 
 @dataclass
 class Run:
-    """A run folder (made when answering starts): its settings and the records already written."""
+    """A run folder (made when answering starts): its settings and a summary (`SUMMARY_FIELDS`) of the records
+    already written, by this process (`shard`) and by any other; `read()` gives the whole records."""
 
     folder: Path
     settings: dict
     records: dict[str, dict] = field(default_factory=dict)
+    shard: Shard = Shard()
 
     @classmethod
-    def open(cls, out: str | Path, settings: dict) -> "Run":
+    def open(cls, out: str | Path, settings: dict, shard: Shard = Shard()) -> "Run":
         """The run of these settings under `out` (see `run_identity`), with what it already holds."""
         folder = Path(out) / f"{settings['benchmark']}-{settings['method']}-{settings_hash(settings)}"
         spec = folder / SPEC
         if spec.is_file():
             if json.loads(spec.read_text())["settings"] != json.loads(json.dumps(settings, default=str)):
                 raise ValueError(f"{spec} holds other settings than this run's; move that folder away.")
-        return cls(folder, settings, read_records(folder / RESULTS, repair=True))
+        records = run_records(folder, repair=f"results{shard.suffix}.jsonl")
+        return cls(folder, settings, {key: _summary(r) for key, r in records.items()}, shard)
+
+    def read(self) -> dict[str, dict]:
+        """The whole records of every process, as on disk now."""
+        return run_records(self.folder)
+
+    @property
+    def results_file(self) -> Path:
+        return self.folder / f"results{self.shard.suffix}.jsonl"
 
     @property
     def log_file(self) -> Path:
-        return self.folder / LOG
+        return self.folder / f"log{self.shard.suffix}.txt"
 
     def start(self) -> None:
-        """Make the folder and write its run.json (once)."""
+        """Make the folder and write its run.json (once; ranks starting together write the same file
+        through a rename, so none reads half of it)."""
         if not (self.folder / SPEC).is_file():
             self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / SPEC).write_text(json.dumps({"settings": self.settings,
-                                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
-                                                       indent=1, default=str))
+            partial = self.folder / f".{SPEC}.{os.getpid()}"
+            partial.write_text(json.dumps({"settings": self.settings, "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                                          indent=1, default=str))
+            os.replace(partial, self.folder / SPEC)
 
     def discard_if_empty(self) -> None:
-        """Remove the folder of a run that holds no record (a run that failed before its first batch)."""
-        if not self.records and self.folder.is_dir() and not (self.folder / RESULTS).exists():
+        """Remove the folder of a one-process run that holds no record (it failed before its first batch);
+        under a launcher another rank may be writing, so the folder stays."""
+        if self.shard.world_size == 1 and not self.records and self.folder.is_dir() \
+                and not any(f.stat().st_size for f in self.folder.glob(RESULTS_FILES)):
             shutil.rmtree(self.folder, ignore_errors=True)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Within the block this process holds its results file; a second process given the same rank of the
+        same run (two launches at once) is refused instead of interleaving lines."""
+        self.start()
+        with open(self.results_file, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(f"Another process is writing {self.results_file}: is an earlier launch of this run "
+                                 "still going? Wait for it or stop it, then rerun.") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def append(self, records: Iterable[dict]) -> None:
         self.start()
-        with open(self.folder / RESULTS, "a") as f:
+        with open(self.results_file, "a") as f:
             for record in records:
                 f.write(json.dumps(record, default=str) + "\n")
-                self.records[record["id"]] = record
+                self.records[record["id"]] = _summary(record)
             f.flush()
             os.fsync(f.fileno())
 
     def usable_records(self) -> list[dict]:
         return [r for r in self.records.values() if r.get("error") is None]
+
+
+def _summary(record: dict) -> dict:
+    return {key: record[key] for key in SUMMARY_FIELDS if key in record}
+
+
+def run_records(folder: Path, repair: str | None = None) -> dict[str, dict]:
+    """The records of all results files of a run folder. Only the file named `repair` (this process's own) is
+    repaired; another rank's torn last line may be a write in progress, so it is only left out."""
+    records = {}
+    for path in sorted(Path(folder).glob(RESULTS_FILES)):
+        records.update(read_records(path, repair=path.name == repair))
+    return records
 
 
 def read_records(path: Path, repair: bool = False) -> dict[str, dict]:
@@ -151,10 +207,27 @@ def read_records(path: Path, repair: bool = False) -> dict[str, dict]:
     return records
 
 
+def length_sorted(examples: Iterable, window: int) -> Iterator:
+    """The examples, each run of `window` of them sorted by prompt length (text-only questions after those
+    with an image), so that a batch pads little; memory stays bounded by the window."""
+    def key(example):
+        return (0, 0) if isinstance(example, Unusable) else (example.image is None, len(example.prompt))
+
+    iterator = iter(examples)
+    while chunk := list(islice(iterator, window)):
+        yield from sorted(chunk, key=key)
+
+
 def answer_batches(model, processor, benchmark: Benchmark, examples: Iterable[Example | Unusable], method,
-                   decoding: Decoding = Decoding(), batch_size: int = 8, judge=None) -> Iterator[list[dict]]:
+                   decoding: Decoding = Decoding(), batch_size: int = 8, judge=None,
+                   order: str = "file") -> Iterator[list[dict]]:
     """The records of the examples, `batch_size` at a time: the one path from examples to scored answers
-    (`fheads eval`, the demo, training's dev checks). Unusable rows are recorded with their reason."""
+    (`fheads eval`, the demo, training's dev checks). Unusable rows are recorded with their reason. With
+    order="length", batches are formed from prompts of similar length (`length_sorted`, 16 batches at a time)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}.")
+    if order == "length":
+        examples = length_sorted(examples, 16 * batch_size)
     batch: list = []
     for example in examples:
         batch.append(example)
@@ -176,27 +249,34 @@ def answer_all(model, processor, benchmark: Benchmark, examples: list, method, d
     return records
 
 
-def fill(run: Run, model, processor, benchmark: Benchmark, examples: Iterable[Example | Unusable], method,
+def fill(run: Run, model, processor, benchmark: Benchmark, examples: Iterable | Callable[[], Iterable], method,
          decoding: Decoding = Decoding(), batch_size: int = 8, limit: int | None = None, judge=None,
-         progress: bool = True) -> Run:
-    """Answer every example of the first `limit` that the run does not hold yet, writing each batch's records
-    as soon as it is done. Progress is shown out of the whole job and logged to the run's log.txt."""
-    todo, seen = [], 0
-    for example in examples:
-        if limit is not None and seen >= limit:
-            break
-        seen += 1
-        if example.id not in run.records:
-            todo.append(example)
-    if seen == 0:
+         progress: bool = True, order: str = "file") -> Run:
+    """Answer every example of the first `limit` that this process's shard owns and no process has written
+    yet, writing each batch's records as soon as it is done. `examples` is a list or a function returning a
+    fresh iterator over them (then they are streamed: read once to count, once to answer). Progress is
+    shown out of this process's whole share and logged to its log file."""
+    source = examples if callable(examples) else (lambda items=list(examples): items)
+
+    def mine() -> Iterator:
+        return (e for i, e in enumerate(islice(source(), limit)) if run.shard.owns(i))
+
+    everything, share, done = 0, 0, 0
+    for index, example in enumerate(islice(source(), limit)):
+        everything += 1
+        if run.shard.owns(index):
+            share += 1
+            done += example.id in run.records
+    if everything == 0:
         raise ValueError(f"{benchmark.name}: the data holds no items (check --data and --split).")
-    if not todo:
+    if done == share:
         return run
-    run.start()
+    name = " ".join(filter(None, [benchmark.name, method.name, run.shard.label]))
+    todo = (example for example in mine() if example.id not in run.records)
     try:
-        with progress_lines(f"{benchmark.name} {method.name}", seen, seen - len(todo), log_file=run.log_file,
-                            enabled=progress) as advance:
-            for records in answer_batches(model, processor, benchmark, todo, method, decoding, batch_size, judge):
+        with run.writing(), progress_lines(name, share, done, log_file=run.log_file, enabled=progress) as advance:
+            for records in answer_batches(model, processor, benchmark, todo, method, decoding, batch_size, judge,
+                                          order):
                 run.append(records)
                 advance(len(records))
     except BaseException:
