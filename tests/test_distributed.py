@@ -139,3 +139,16 @@ def test_a_bad_order_or_launcher_variable_is_one_line(tmp_path):
     result = CliRunner().invoke(app, base, env={"RANK": "4", "WORLD_SIZE": "2"})
     assert result.exit_code == 2 and "0 <= RANK < WORLD_SIZE" in result.output and "Traceback" not in result.output
     assert not any(tmp_path.iterdir())  # nothing left behind
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_plain_command_data_parallel(tmp_path):
+    pytest.importorskip("accelerate")
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--no_python",
+               *_eval(tmp_path, 10)]  # --multi_gpu: accelerate's multi-process mode; on a CPU each process uses it
+    subprocess.run(command, env=environment, check=True, capture_output=True)
+    folder = next(tmp_path.glob("shapes-vanilla-*"))
+    assert sorted(f.name for f in folder.glob("results*.jsonl")) == ["results.jsonl", "results.rank1.jsonl"]
+    ids = [r["id"] for r in _lines(folder)]
+    assert len(ids) == 10 and len(set(ids)) == 10
