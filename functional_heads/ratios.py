@@ -35,6 +35,7 @@ class Probe:
     query_index: torch.Tensor  # [batch, k]: i* and the k-1 prompt tokens before it, S_v is their mean
     visual: torch.Tensor  # [batch, seq] True at visual tokens
     per_token: bool
+    per_position: bool  # report S_v of each query position ([batch, k, heads]) instead of their mean
     base: str  # the wrapped attention implementation
     on_layer: Callable[[int, torch.Tensor], None]  # receives (layer, S_v [batch, heads] float32)
 
@@ -59,9 +60,10 @@ def _probe_attention(module, query, key, value, attention_mask, **kwargs):
         rows = [query_row_attention(query, key, attention_mask, column, scaling, kwargs.get("softcap"),
                                     kwargs.get("s_aux")) for column in probe.query_index.unbind(1)]
         visual = probe.visual.to(device=rows[0].device, dtype=rows[0].dtype)  # layers may sit on other devices
-        ratios = torch.stack([(row * visual[:, None, :]).sum(-1) for row in rows]).mean(0)
+        ratios = torch.stack([(row * visual[:, None, :]).sum(-1) for row in rows])  # [k, batch, heads]
         if probe.per_token:
             ratios = ratios / visual.sum(-1, keepdim=True)
+        ratios = ratios.transpose(0, 1) if probe.per_position else ratios.mean(0)
         probe.on_layer(layer, ratios)
     return output
 
@@ -148,13 +150,15 @@ def wrappable_base(layout: ModelLayout) -> str:
 
 @contextmanager
 def probing(model, input_ids, attention_mask, on_layer, *, query_offset: int = -1, include_video: bool = False,
-            per_token: bool = False, query_tokens: int = 1, layout: ModelLayout | None = None) -> Iterator[Probe]:
-    """Within the block, every prefill of these prompts reports S_v per layer to `on_layer(layer, ratios)`."""
+            per_token: bool = False, query_tokens: int = 1, layout: ModelLayout | None = None,
+            positions: torch.Tensor | None = None) -> Iterator[Probe]:
+    """Within the block, every prefill of these prompts reports S_v per layer to `on_layer(layer, ratios)`:
+    [batch, heads] at i*, or [batch, k, heads] at each of `positions` [batch, k] (absolute indices) if given."""
     layout = layout or locate(model)
-    probe = Probe(layer_of={id(a): i for i, a in enumerate(layout.attentions)},
-                  query_index=query_window(attention_mask, input_ids, query_offset, query_tokens),
-                  visual=visual_token_mask(input_ids, layout, include_video),
-                  per_token=per_token, base=wrappable_base(layout), on_layer=on_layer)
+    index = query_window(attention_mask, input_ids, query_offset, query_tokens) if positions is None else positions
+    probe = Probe(layer_of={id(a): i for i, a in enumerate(layout.attentions)}, query_index=index,
+                  visual=visual_token_mask(input_ids, layout, include_video), per_token=per_token,
+                  per_position=positions is not None, base=wrappable_base(layout), on_layer=on_layer)
     with attention_state(layout, PROBE, _active, probe):
         yield probe
 
@@ -173,25 +177,32 @@ def attention_state(layout: ModelLayout, implementation: str, variable: ContextV
 
 @torch.no_grad()
 def visual_attention_ratios(model, inputs: dict, *, query_offset: int = -1, include_video: bool = False,
-                            per_token: bool = False, query_tokens: int = 1) -> torch.Tensor:
+                            per_token: bool = False, query_tokens: int = 1,
+                            positions: torch.Tensor | None = None) -> torch.Tensor:
     """S_v for every layer and head at i* of each prompt: float32 [batch, layers, heads].
 
     `inputs` is what the model's processor returns. i* is the last prompt token by default (query_offset=-1);
     visual tokens are the image tokens (and video tokens with include_video); per_token divides S_v by the
     number of visual tokens (the paper uses raw sums); query_tokens > 1 averages S_v over that many prompt
-    tokens ending at i*. `RescaleConfig.probe_options()` gives these.
+    tokens ending at i*. `RescaleConfig.probe_options()` gives these. With `positions` [batch, k] (absolute
+    token indices, e.g. points along a chain of thought fed back with the prompt), S_v at each of them:
+    [batch, k, layers, heads].
     """
     layout = locate(model)
-    ratios = torch.full((inputs["input_ids"].shape[0], layout.num_layers, layout.num_heads), float("nan"))
+    batch = inputs["input_ids"].shape[0]
+    shape = (batch, layout.num_layers, layout.num_heads) if positions is None else \
+        (batch, positions.shape[1], layout.num_layers, layout.num_heads)
+    ratios = torch.full(shape, float("nan"))
 
     def record(layer, values):
-        ratios[:, layer] = values.float().cpu()
+        ratios[..., layer, :] = values.float().cpu()
 
     with probing(model, inputs["input_ids"], inputs.get("attention_mask"), record, query_offset=query_offset,
-                 include_video=include_video, per_token=per_token, query_tokens=query_tokens, layout=layout):
+                 include_video=include_video, per_token=per_token, query_tokens=query_tokens, layout=layout,
+                 positions=positions):
         model(**inputs, use_cache=False, logits_to_keep=1)
     if ratios.isnan().any():
-        missing = sorted(set(ratios.isnan().any(-1).any(0).nonzero().flatten().tolist()))
+        missing = sorted(set(ratios.isnan().any(-1).reshape(-1, layout.num_layers).any(0).nonzero().flatten().tolist()))
         raise RuntimeError(f"No attention was recorded for layers {missing}: this model's attention does not go "
                            "through transformers' AttentionInterface (remote code?), so ratios cannot be probed.")
     return ratios

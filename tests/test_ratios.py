@@ -120,3 +120,18 @@ def test_query_tokens_average_the_ratios_of_the_last_prompt_tokens(tiny):
     window = fh.visual_attention_ratios(t.model, inputs, query_tokens=3)
     each = [eager_reference(t.model, inputs, offset=offset) for offset in (-1, -2, -3)]
     torch.testing.assert_close(window, torch.stack(each).mean(0), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "gemma3"])
+def test_ratios_at_several_positions_equal_one_offset_at_a_time(tiny, arch):
+    """S_v along a sequence (e.g. a chain of thought fed back with its prompt): each position as if it were i*."""
+    t = tiny(arch)
+    inputs = t.inputs(padding_side="left")
+    last = inputs["input_ids"].shape[1] - 1  # left padded: every row ends at the last column
+    positions = torch.tensor([[last - 3, last - 1, last]] * 2)
+    along = fh.visual_attention_ratios(t.model, inputs, positions=positions)
+    assert along.shape == (2, 3, 4, 4) and not along.isnan().any()
+    for k, offset in enumerate((-4, -2, -1)):
+        torch.testing.assert_close(along[:, k], fh.visual_attention_ratios(t.model, inputs, query_offset=offset),
+                                   atol=1e-6, rtol=0)
+    torch.testing.assert_close(along[:, 2], eager_reference(t.model, inputs), atol=1e-5, rtol=0)
