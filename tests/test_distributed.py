@@ -52,6 +52,7 @@ def test_a_run_reads_every_ranks_file_and_repairs_only_its_own(tmp_path):
     assert set(run_records(rank0.folder)) == {"a", "b"}
 
 
+@pytest.mark.slow  # two fresh interpreters
 def test_two_processes_with_one_rank_are_refused(tmp_path):
     settings = {"benchmark": "b", "method": "m", "model": "x"}
     first = Run.open(tmp_path, settings, Shard(1, 2))

@@ -115,6 +115,7 @@ def test_bfloat16_model_gets_its_pixels_in_bfloat16(kimi):
         assert torch.isfinite(model(**inputs).logits).all()
 
 
+@pytest.mark.slow  # two fresh interpreters
 def test_comparison_script_against_saved_remote_outputs(kimi, tmp_path):
     """The remote step needs Kimi-VL's code and transformers 4.48; its output file is made here from the
     native model, with Kimi-VL's input names, to check the prepare and compare steps."""
