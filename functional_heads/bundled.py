@@ -1,4 +1,5 @@
-"""The bundled model: a tiny Qwen2.5-VL reasoning model trained on the `shapes` benchmark (see its MODEL_CARD.md)."""
+"""The bundled models: a tiny Qwen2.5-VL reasoning model trained on the `shapes` benchmark, and the same model
+reasoning-tuned further (issue 14); see each folder's MODEL_CARD.md."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from pathlib import Path
 from .config import RescaleConfig
 
 BUNDLED = Path(__file__).parent / "bundled" / "shapes-r1-tiny"
+REASONING_TUNED = "shapes-r1-tiny-reasoning"  # the base, tuned further on long chains (training/reasoning_tune.py)
 
 
-def bundled_model_path() -> Path:
-    """Folder of the bundled model: load it with `fh.load_model` / `AutoModelForImageTextToText`."""
-    if not (BUNDLED / "model.safetensors").is_file():
-        raise FileNotFoundError(f"The bundled model is missing from {BUNDLED}; reinstall functional-heads.")
-    return BUNDLED
+def bundled_model_path(name: str = BUNDLED.name) -> Path:
+    """Folder of a bundled model (the base by default, or `REASONING_TUNED`): load it with `fh.load_model` /
+    `AutoModelForImageTextToText`."""
+    folder = BUNDLED.parent / name
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(f"The bundled model is missing from {folder}; reinstall functional-heads.")
+    return folder
 
 
 def bundled_tuning(model_path: str | Path | None = None) -> dict:

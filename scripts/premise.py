@@ -1,11 +1,11 @@
-"""The paper's premise, measured on a shapes model: how much each layer looks at the image at the end of the
-prompt (i*) and along the model's own chain of thought, beside its accuracy and its perceptual and drift
-errors (issue 14). The chain is the model's greedy answer, fed back after its prompt; S_v is read at i* and
-at 25%, 50%, 75% and 100% of the chain's tokens (`visual_attention_ratios(..., positions=...)`).
+"""The paper's premise, measured on shapes models (issue 14): accuracy, perceptual errors, reasoning drift, and
+how much each layer looks at the image at i* and along the model's own greedy chain of thought. Given two
+models (base first, reasoning-tuned second) they are compared on the same items with paired tests.
 
-    python scripts/premise.py [--model DIR] [--split dev] [--items 100] [--out premise/]
+    python scripts/premise.py --model DIR [--model DIR2] [--split test] [--items N] [--out premise/]
 
-Writes premise.json (per item and mean, by layer and position) and premise.md; prints the table.
+Writes premise.json (per model: summary and per-item S_v by position and layer; the paired differences) and
+premise.md; prints the tables.
 """
 
 from __future__ import annotations
@@ -21,61 +21,49 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import functional_heads as fh  # noqa: E402
 from functional_heads.bundled import bundled_model_path  # noqa: E402
+from functional_heads.evaluation import premise  # noqa: E402
 from functional_heads.evaluation import shapes_generator as shapes  # noqa: E402
 from functional_heads.evaluation.benchmarks import get_benchmark  # noqa: E402
 from functional_heads.evaluation.methods import get_method  # noqa: E402
 from functional_heads.evaluation.run_folders import Decoding, answer_all  # noqa: E402
 
-FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 
-
-def along_chain(model, processor, example, chain: str) -> torch.Tensor:
-    """S_v [positions, layers, heads] at i* and at FRACTIONS of the chain's tokens."""
-    image = example.load_image()
-    prompt_only = fh.prompt_inputs(processor, [image], [example.prompt])
-    full = fh.prompt_inputs(processor, [image], [example.prompt], replies=[chain])
-    start, end = prompt_only["input_ids"].shape[1] - 1, full["input_ids"].shape[1] - 1
-    steps = [start] + [start + max(1, round(f * (end - start))) for f in FRACTIONS]
-    return fh.visual_attention_ratios(model, full, positions=torch.tensor([steps]))[0]
+def measure(model_path: Path, examples) -> tuple[list[dict], torch.Tensor]:
+    """Vanilla's greedy answers, then S_v along them."""
+    model, processor = fh.load_model(model_path, dtype=torch.float32), fh.load_processor(model_path)
+    records = answer_all(model, processor, get_benchmark("shapes"), examples, get_method("vanilla"),
+                         Decoding(max_new_tokens=shapes.MAX_ANSWER_TOKENS), batch_size=64)
+    sv = premise.attention_along_answers(model, processor, [e.load_image() for e in examples],
+                                         [e.prompt for e in examples], [r["prediction"] for r in records])
+    return records, sv
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=bundled_model_path())
+    parser.add_argument("--model", type=Path, action="append", help="a model folder; twice to compare (base first)")
     parser.add_argument("--split", default="dev")
-    parser.add_argument("--items", type=int, default=100)
+    parser.add_argument("--items", type=int, default=None, help="the first N items of the split (default: all)")
     parser.add_argument("--out", type=Path, default=Path("premise"))
     args = parser.parse_args()
+    models = args.model or [bundled_model_path()]
+    if len(models) > 2:
+        parser.error("give one model, or two to compare")
     torch.set_grad_enabled(False)
-    model, processor = fh.load_model(args.model, dtype=torch.float32), fh.load_processor(args.model)
-    benchmark = get_benchmark("shapes")
-    examples = list(benchmark.examples(None, args.split))[:args.items]
-    records = answer_all(model, processor, benchmark, examples, get_method("vanilla"),
-                         Decoding(max_new_tokens=shapes.MAX_ANSWER_TOKENS), batch_size=8)
-    per_item = torch.stack([along_chain(model, processor, e, r["prediction"]) for e, r in zip(examples, records)])
-    by_layer = per_item.mean(-1)  # [items, positions, layers]: mean over heads
-    mean = by_layer.mean(0)
-    layers = mean.shape[1]
-    half = layers // 2
-    names = ["i* (end of prompt)"] + [f"{int(f * 100)}% of the chain" for f in FRACTIONS]
-    failures = {kind: sum(r.get("failure") == kind for r in records) / len(records) for kind in ("perceptual", "drift")}
-    summary = {"model": str(args.model), "split": args.split, "items": len(records),
-               "accuracy": sum(r["score"] for r in records) / len(records), **failures,
-               "positions": names, "mean_sv_by_layer": mean.tolist(),
-               "first_half_layers": mean[:, :half].mean(-1).tolist(), "second_half_layers": mean[:, half:].mean(-1).tolist(),
-               "per_item": by_layer.tolist()}
-    lines = [f"# Premise measurements: {args.model.name}, shapes {args.split}, {len(records)} items",
-             "", f"Accuracy {summary['accuracy']:.1%}, perceptual errors {failures['perceptual']:.1%}, "
-             f"drift {failures['drift']:.1%}. Mean S_v over heads (sum of attention on the image tokens).", "",
-             "| position | " + " | ".join(f"layer {l}" for l in range(layers)) + f" | layers 0-{half - 1} | "
-             f"layers {half}-{layers - 1} |", "|---" * (layers + 3) + "|"]
-    for k, name in enumerate(names):
-        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in mean[k].tolist()) +
-                     f" | {summary['first_half_layers'][k]:.3f} | {summary['second_half_layers'][k]:.3f} |")
+    examples = list(get_benchmark("shapes").examples(None, args.split))[:args.items]
+    names = [p.name for p in models]
+    names = names if len(set(names)) == len(names) else [f"{n} ({i + 1})" for i, n in enumerate(names)]
+    measured = {name: measure(path, examples) for name, path in zip(names, models)}
+    summaries = {name: premise.summary(*m) for name, m in measured.items()}
+    difference = premise.compare(*measured.values()) if len(measured) == 2 else None
+    result = {"split": args.split, "items": len(examples), "models": dict(zip(names, map(str, models))),
+              "summaries": summaries, "difference": difference,
+              "per_item_sv_by_layer": {name: sv.mean(-1).tolist() for name, (_, sv) in measured.items()}}
+    title = f"# Premise: shapes {args.split}, {len(examples)} items\n\n"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "premise.json").write_text(json.dumps(summary) + "\n")
-    (args.out / "premise.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    (args.out / "premise.json").write_text(json.dumps(result) + "\n")
+    text = title + premise.markdown(summaries, difference)
+    (args.out / "premise.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

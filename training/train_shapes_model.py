@@ -37,22 +37,34 @@ def training_batches(processor, batch_size: int, families: list[str] | None = No
     """Endless batches of train items; labels are -100 except on the answer and its end-of-turn token."""
     skip = shapes.eval_keys()
     stream = (it for it in shapes.items("train", n=None, exclude=skip) if not families or it.family in families)
-    think = processor.tokenizer.convert_tokens_to_ids("<think>")
     while True:
         chunk = [next(stream) for _ in range(batch_size)]
-        prompts = [processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": it.question}]}],
-            add_generation_prompt=True) for it in chunk]
-        texts = [p + it.target + " <|im_end|>" for p, it in zip(prompts, chunk)]
-        batch = processor(images=[[it.scene.render()] for it in chunk], text=texts, return_tensors="pt",
-                          padding=True, padding_side="right")
-        labels = batch["input_ids"].clone()
-        # the answer starts at its <think> tag (the processor expands the image placeholder, so count from it)
-        starts = (batch["input_ids"] == think).int().argmax(-1)
-        labels[torch.arange(labels.shape[1])[None, :] < starts[:, None]] = -100
-        labels[batch["attention_mask"] == 0] = -100
+        batch = encode_batch(processor, [[it.scene.render()] for it in chunk], [it.question for it in chunk],
+                             [it.target for it in chunk])
         cells = torch.tensor([[CELL_CLASSES.index(c) for c in it.scene.cells] for it in chunk])
-        yield {**batch, "labels": labels}, cells
+        yield batch, cells
+
+
+def encode_batch(processor, images: list | None, questions: list[str], targets: list[str],
+                 unsupervised: list[set[int]] | None = None) -> dict:
+    """One chat turn per item (an image, or none when `images` is None) with its target reply; labels are
+    -100 except on the reply from its <think> tag and its end-of-turn token, and except on the reply's
+    words numbered in `unsupervised` (the tokenizer is word-level: one word, one token)."""
+    content = [{"type": "image"}] if images is not None else []
+    prompts = [processor.apply_chat_template(
+        [{"role": "user", "content": content + [{"type": "text", "text": q}]}], add_generation_prompt=True)
+        for q in questions]
+    texts = [p + t + " <|im_end|>" for p, t in zip(prompts, targets)]
+    batch = processor(images=images, text=texts, return_tensors="pt", padding=True, padding_side="right")
+    labels = batch["input_ids"].clone()
+    # the reply starts at its <think> tag (the processor expands the image placeholder, so count from it)
+    starts = (batch["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<think>")).int().argmax(-1)
+    labels[torch.arange(labels.shape[1])[None, :] < starts[:, None]] = -100
+    labels[batch["attention_mask"] == 0] = -100
+    for row, words in enumerate(unsupervised or []):
+        for word in words:
+            labels[row, starts[row] + word] = -100
+    return {**batch, "labels": labels}
 
 
 def mrope_section(head_dim: int) -> list[int]:
