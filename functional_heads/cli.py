@@ -187,8 +187,11 @@ def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json
                                              help="Only the first N test items (at least one per family)."),
          method: list[str] = typer.Option([], help="Methods to compare (repeatable; default: vanilla, static, "
                                                    "dynamic, perception-only, reasoning-only)."),
-         batch_size: int = typer.Option(64, min=1)):
-    """The method end to end on the bundled model and the shapes benchmark (about 2 minutes on 2 cores)."""
+         batch_size: int = typer.Option(64, min=1),
+         reasoning: Optional[bool] = typer.Option(None, "--reasoning/--no-reasoning",
+                                                  help="Also the bundled reasoning-tuned model and the premise on "
+                                                       "both (default: on for the bundled base).")):
+    """The method end to end on the bundled models and the shapes benchmark (about 4 minutes on 2 cores)."""
     from . import figures
     from .demo import METHODS, markdown, run_demo
 
@@ -198,7 +201,8 @@ def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json
         check_writable(out)
         if not figures.available():
             _warn(figures.MISSING)
-    report = run_demo(out=out, model_path=model, limit=limit, batch_size=batch_size, methods=method or METHODS)
+    report = run_demo(out=out, model_path=model, limit=limit, batch_size=batch_size, methods=method or METHODS,
+                      reasoning=reasoning)
     console.print(markdown(report), soft_wrap=True)
     if out is not None:
         console.print(f"wrote {out}/demo.md, demo.json, heads.json, the figures and runs/")

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from . import figures
-from .bundled import bundled_model_path, bundled_settings, bundled_tuning
+from .bundled import REASONING_TUNED, bundled_model_path, bundled_settings, bundled_tuning
+from .evaluation import premise
 from .evaluation import shapes_generator as shapes
 from .evaluation.benchmarks import get_benchmark
 from .evaluation.methods import get_method, method_names
@@ -41,17 +42,36 @@ def calibration_batches(processor, model):
     return (to_model_device(b, model) for b in batches)
 
 
+REASONING_ITEMS = 400  # test items (50 per family) for the reasoning-tuned model's section: the demo stays ~4 min
+
+
 def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int | None = None,
-             batch_size: int = 64, methods=METHODS) -> dict:
+             batch_size: int = 64, methods=METHODS, reasoning: bool | None = None) -> dict:
     """The demo's report ({"shapes": the `fheads report` comparison, plus settings and S_v}); with `out`,
-    demo.md, demo.json, heads.json, the figures and the run folders are written there."""
-    model_path = Path(model_path or bundled_model_path())
-    cfg, tuning = bundled_settings(model_path, candidate=True), bundled_tuning(model_path)
+    demo.md, demo.json, heads.json, the figures and the run folders are written there. With `reasoning`
+    (default: when the bundled base is shown) the bundled reasoning-tuned model is shown too, on the first
+    REASONING_ITEMS test items, with the premise measured on both models there (`report["reasoning_tuned"]`)."""
     unknown = [name for name in methods if name not in method_names()]
     if unknown:
         raise ValueError(f"Unknown method(s) {', '.join(unknown)}: choose among {', '.join(method_names())}.")
+    reasoning = (model_path is None if reasoning is None else reasoning) and "vanilla" in methods
+    model_path = Path(model_path or bundled_model_path())
+    examples = list(get_benchmark("shapes").examples(None, "test"))[:limit]
+    report, heads = model_report(model_path, examples, methods, out, batch_size)
+    if reasoning:
+        report["reasoning_tuned"] = reasoning_section(report, examples[:REASONING_ITEMS], methods, out, batch_size)
+        report["reasoning_tuned"].pop("vanilla_records")
+    report.pop("vanilla_records")
+    if out is not None:
+        write_outputs(Path(out), report, heads)
+    return report
+
+
+def model_report(model_path: Path, examples: list, methods, out: Path | None, batch_size: int) -> tuple[dict, HeadMap]:
+    """One model's section: static heads calibrated on calib with its shipped settings, then every method
+    on the examples (run folders under OUT/runs)."""
+    cfg, tuning = bundled_settings(model_path, candidate=True), bundled_tuning(model_path)
     benchmark = get_benchmark("shapes")
-    examples = list(benchmark.examples(None, "test"))[:limit]
     with torch.no_grad():
         model, processor = load_model(model_path, dtype=torch.float32), load_processor(model_path)
         heads = calibrate(model, calibration_batches(processor, model), cfg, progress=True,
@@ -62,10 +82,30 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
               "settings_tuned_on": "dev", "reported_on": f"test ({len(examples)} items)",
               "calibration": f"calib ({heads.num_samples} items)", "layer_mean_ratios": heads.ratios.mean(-1).tolist(),
               "tuning": {k: tuning.get(k) for k in ("verdict", "confirmed", "confirmation", "tuned_on")},
-              "test_gains": _test_gains(runs)}
-    if out is not None:
-        write_outputs(Path(out), report, heads)
-    return report
+              "test_gains": _test_gains(runs), "vanilla_records": _vanilla_records(runs)}
+    return report, heads
+
+
+def reasoning_section(base: dict, examples: list, methods, out: Path | None, batch_size: int) -> dict:
+    """The reasoning-tuned model's methods on `examples`, and the premise on both models there: accuracy,
+    failures and S_v along each model's own vanilla answers, with paired differences (evaluation/premise.py)."""
+    path = bundled_model_path(REASONING_TUNED)
+    tuned, _ = model_report(path, examples, methods, None if out is None else Path(out) / REASONING_TUNED, batch_size)
+    measured = {}
+    for name, model_path, report in ((Path(base["model"]).name, Path(base["model"]), base), (path.name, path, tuned)):
+        records = [report["vanilla_records"][e.id] for e in examples]
+        with torch.no_grad():
+            model, processor = load_model(model_path, dtype=torch.float32), load_processor(model_path)
+            sv = premise.attention_along_answers(model, processor, [e.load_image() for e in examples],
+                                                 [e.prompt for e in examples], [r["prediction"] for r in records])
+        measured[name] = (records, sv)
+    tuned["premise"] = {name: premise.summary(*m) for name, m in measured.items()}
+    tuned["premise_difference"] = premise.compare(*measured.values())
+    return tuned
+
+
+def _vanilla_records(runs: list[dict]) -> dict:
+    return next((r["records"] for r in runs if r["settings"]["method"] == "vanilla"), {})
 
 
 def _answered(model, model_path, processor, benchmark, examples, method, out, batch_size) -> dict:
@@ -83,8 +123,8 @@ def _answered(model, model_path, processor, benchmark, examples, method, out, ba
 
 def _test_gains(runs: list[dict]) -> dict:
     """Each method's paired gain over vanilla on the test items, with its bootstrap interval."""
-    vanilla = next((r["records"] for r in runs if r["settings"]["method"] == "vanilla"), None)
-    if vanilla is None:
+    vanilla = _vanilla_records(runs)
+    if not vanilla:
         return {}
     gains = {}
     for run in runs:
@@ -103,6 +143,8 @@ def write_outputs(out: Path, report: dict, heads: HeadMap) -> None:
         figures.ratios_heatmap(heads, out / "ratios_heatmap.png")
         figures.ratios_by_layer(heads, out / "ratios_by_layer.png", "Attention to the image by depth (calib split)")
         figures.accuracy_bars({"shapes": report["shapes"]}, out / "report.png")
+        if "reasoning_tuned" in report:
+            figures.attention_along_chain(report["reasoning_tuned"]["premise"], out / "premise_attention.png")
     else:
         text += f"\n{figures.MISSING}\n"
     (out / "demo.md").write_text(text)
@@ -113,7 +155,17 @@ def markdown(report: dict) -> str:
     return (f"Settings (the best of the `fheads tune` study on {report['settings_tuned_on']}): "
             f"`{json.dumps(report['settings'])}`; static heads calibrated on {report['calibration']}; all figures on "
             f"{report['reported_on']}. 'heads rescaled' counts heads whose gain is not 1.\n\n"
-            + tuning_markdown(report) + report_markdown({"shapes": report["shapes"]}))
+            + tuning_markdown(report) + report_markdown({"shapes": report["shapes"]})
+            + (reasoning_markdown(report["reasoning_tuned"]) if "reasoning_tuned" in report else ""))
+
+
+def reasoning_markdown(section: dict) -> str:
+    """The reasoning-tuned model: the premise on both models, then its methods' tables."""
+    return (f"\n## The reasoning-tuned model ({Path(section['model']).name}), {section['reported_on']}\n\n"
+            "The premise, on both models (vanilla, each model's own greedy answers; paired tests):\n\n"
+            + premise.markdown(section["premise"], section["premise_difference"]) + "\n"
+            + f"Its methods, with its own settings `{json.dumps(section['settings'])}`:\n\n"
+            + tuning_markdown(section) + report_markdown({"shapes": section["shapes"]}))
 
 
 def tuning_markdown(report: dict) -> str:

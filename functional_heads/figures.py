@@ -66,6 +66,22 @@ def ratios_by_layer(heads, path: Path, title: str = "Attention to the image by d
     return path
 
 
+def attention_along_chain(summaries: dict[str, dict], path: Path) -> Path:
+    """Mean S_v of the shallow and deep halves of the layers at i* and along each model's answer
+    (`evaluation.premise.summary` per model)."""
+    with figure(path, (7, 3.5)) as (fig, ax):
+        for colour, (name, summary) in enumerate(summaries.items()):
+            positions = range(len(summary["positions"]))
+            for half, style in (("shallow_half", "o-"), ("deep_half", "s--")):
+                ax.plot(positions, summary[half], style, color=f"C{colour}", label=f"{name}: {half.split('_')[0]} layers")
+        ax.set_xticks(list(positions), [p.split(" (")[0].replace(" of the chain", "") for p in summary["positions"]])
+        ax.set_xlabel("query position (i*, then the share of the model's own answer)")
+        ax.set_ylabel("mean S_v")
+        ax.set_title("Attention to the image along the answer")
+        ax.legend(fontsize=7)
+    return path
+
+
 def accuracy_bars(report: dict, path: Path) -> Path:
     """Accuracy with its 95% interval per benchmark and method, from `evaluation.report.build_report`."""
     names = list(report)

@@ -107,6 +107,7 @@ class HeadMap:
                 "perception_heads": self.perception.nonzero().tolist(),
                 "reasoning_heads": self.reasoning.nonzero().tolist(),
                 "ratios": None if self.ratios is None else [[round(v, 6) for v in row] for row in self.ratios.tolist()]}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # `--out runs/x/heads.json` on a fresh folder
         Path(path).write_text(json.dumps(data, indent=1) + "\n")
 
     @classmethod

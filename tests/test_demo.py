@@ -34,9 +34,11 @@ def test_bundled_model_loads_offline_and_answers_in_format():
     assert sum(r["score"] for r in records) >= 14
 
 
-def test_bundled_settings_are_a_tune_study_result_with_its_confirmation():
-    tuning = bundled_tuning()
-    result, candidate = bundled_settings(), bundled_settings(candidate=True)
+@pytest.mark.parametrize("name", ["shapes-r1-tiny", "shapes-r1-tiny-reasoning"])
+def test_bundled_settings_are_a_tune_study_result_with_its_confirmation(name):
+    path = fh.bundled_model_path(name)
+    tuning = bundled_tuning(path)
+    result, candidate = bundled_settings(path), bundled_settings(path, candidate=True)
     assert tuning["verdict"].startswith(("confirmed", "not confirmed"))
     assert tuning["confirmation"]["items"] == 200 and "search part (200 items)" in tuning["tuned_on"]
     if tuning["confirmed"]:
@@ -75,6 +77,15 @@ def test_short_demo_run_writes_report_figures_and_run_folders_that_report_reads(
     again = build_report(tmp_path / "runs")["shapes"]
     for name, r in shapes_report["methods"].items():
         assert again["methods"][name]["accuracy"] == r["accuracy"]
+    # the reasoning-tuned model beside it, on the same items, with the premise measured on both
+    tuned = report["reasoning_tuned"]
+    assert tuned["reported_on"] == "test (16 items)" and list(tuned["shapes"]["methods"]) == list(METHODS)
+    assert list(tuned["premise"]) == ["shapes-r1-tiny", "shapes-r1-tiny-reasoning"]
+    assert tuned["premise"]["shapes-r1-tiny"]["accuracy"] == shapes_report["methods"]["vanilla"]["accuracy"]
+    assert tuned["premise_difference"]["accuracy"]["n"] == 16 and len(tuned["premise_difference"]["deep_half"]) == 5
+    assert "## The reasoning-tuned model (shapes-r1-tiny-reasoning)" in (tmp_path / "demo.md").read_text()
+    assert (tmp_path / "premise_attention.png").is_file() == figures.available()
+    assert build_report(tmp_path / "shapes-r1-tiny-reasoning" / "runs")["shapes"]["items"] == 16
     rerun = CliRunner().invoke(app, ["demo", "--limit", "16", "--out", str(tmp_path)])  # resumes: nothing to do
     assert rerun.exit_code == 0 and json.loads((tmp_path / "demo.json").read_text())["shapes"] == shapes_report
 

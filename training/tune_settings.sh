@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# The bundled model's settings, chosen by `fheads tune` on the shapes dev split (200 search items, 200 held-out
+# A bundled model's settings, chosen by `fheads tune` on the shapes dev split (200 search items, 200 held-out
 # confirmation items; the test split is never read), copied beside the weights with the study's report; its
-# figures go to docs/. About 7 minutes on 2 cores.
-#   bash training/tune_settings.sh
+# figures go to docs/ (the base) or docs/MODEL_NAME/. About 7 minutes on 2 cores for 200 trials.
+#   bash training/tune_settings.sh                                                        (the base, 200 trials)
+#   MODEL=functional_heads/bundled/shapes-r1-tiny-reasoning TRIALS=100 bash training/tune_settings.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODEL=functional_heads/bundled/shapes-r1-tiny
-OUT=${OUT:-tune/shapes-r1-tiny}
+MODEL=${MODEL:-functional_heads/bundled/shapes-r1-tiny}
+NAME=$(basename "$MODEL")
+OUT=${OUT:-tune/$NAME}
+FIGURES=docs
+[ "$NAME" = shapes-r1-tiny ] || FIGURES=docs/$NAME
 "${PYTHON:-.venv/bin/python}" -m functional_heads.cli tune --model "$MODEL" --bench shapes --split dev \
-  --calib-split calib --trials 200 --batch-size 64 --max-new-tokens 64 --out "$OUT"
+  --calib-split calib --trials "${TRIALS:-200}" --batch-size 64 --max-new-tokens 64 --out "$OUT"
+mkdir -p "$FIGURES"
 cp "$OUT/settings.json" "$OUT/candidate.json" "$OUT/tune.md" "$MODEL/"
-cp "$OUT"/tune_*.png docs/
-echo "copied settings.json, candidate.json and tune.md to $MODEL, the figures to docs/"
+cp "$OUT"/tune_*.png "$FIGURES/"
+echo "copied settings.json, candidate.json and tune.md to $MODEL, the figures to $FIGURES/"
