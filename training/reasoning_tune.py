@@ -28,10 +28,9 @@ import transformers as tf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_shapes_model import dev_accuracy, encode_batch, plot_loss  # noqa: E402
+from train_shapes_model import dev_accuracy, encode_batch, save_run  # noqa: E402
 
 from functional_heads.bundled import bundled_model_path  # noqa: E402
-from functional_heads.compat import readable_by_transformers_4  # noqa: E402
 from functional_heads.evaluation import shapes_generator as shapes  # noqa: E402
 from functional_heads.loading import load_processor  # noqa: E402
 
@@ -163,13 +162,7 @@ def main() -> None:
         log.flush()
     record = {"step": step, "seconds": round(time.time() - start, 1),
               **dev_accuracy(model, processor, args.dev_items)}
-    print(json.dumps(record), flush=True)
-    log.write(json.dumps({**record, "final": True}) + "\n")
-    log.close()
-    model.save_pretrained(args.out)
-    readable_by_transformers_4(args.out)
-    (args.out / "training_args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
-    plot_loss(args.out)
+    save_run(model, args, log, record)
 
 
 if __name__ == "__main__":

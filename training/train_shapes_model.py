@@ -160,8 +160,13 @@ def main():
         log.write(json.dumps(record) + "\n")
         log.flush()
     record = {"step": step, "seconds": round(time.time() - start, 1), **dev_accuracy(model, processor, shapes.EVAL_SIZES["dev"], args.families)}
-    print(json.dumps(record), flush=True)
-    log.write(json.dumps({**record, "final": True}) + "\n")
+    save_run(model, args, log, record)
+
+
+def save_run(model, args, log, final: dict) -> None:
+    """The final dev check into the log, then the weights, the options and the loss curve into args.out."""
+    print(json.dumps(final), flush=True)
+    log.write(json.dumps({**final, "final": True}) + "\n")
     log.close()
     model.save_pretrained(args.out)
     readable_by_transformers_4(args.out)
