@@ -190,7 +190,7 @@ def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json
          batch_size: int = typer.Option(64, min=1),
          reasoning: Optional[bool] = typer.Option(None, "--reasoning/--no-reasoning",
                                                   help="Also the bundled reasoning-tuned model and the premise on "
-                                                       "both (default: on for the bundled base).")):
+                                                       "both (default: on for the bundled base; needs vanilla among the methods).")):
     """The method end to end on the bundled models and the shapes benchmark (about 4 minutes on 2 cores)."""
     from . import figures
     from .demo import METHODS, markdown, run_demo
