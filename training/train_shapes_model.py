@@ -175,6 +175,11 @@ def save_run(model, args, log, final: dict) -> None:
 
 
 def plot_loss(folder: Path) -> None:
+    from functional_heads import figures
+
+    if not figures.available():
+        print(f"loss_curve.png: {figures.MISSING}", flush=True)
+        return
     import matplotlib
 
     matplotlib.use("Agg")
