@@ -54,22 +54,26 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
     unknown = [name for name in methods if name not in method_names()]
     if unknown:
         raise ValueError(f"Unknown method(s) {', '.join(unknown)}: choose among {', '.join(method_names())}.")
+    if reasoning and "vanilla" not in methods:
+        raise ValueError("--reasoning compares the models' vanilla answers: add --method vanilla, or use --no-reasoning.")
     reasoning = (model_path is None if reasoning is None else reasoning) and "vanilla" in methods
     model_path = Path(model_path or bundled_model_path())
     examples = list(get_benchmark("shapes").examples(None, "test"))[:limit]
-    report, heads = model_report(model_path, examples, methods, out, batch_size)
+    premise_examples = examples[:REASONING_ITEMS] if reasoning else None
+    report, heads, base_measured = model_report(model_path, examples, methods, out, batch_size, premise_examples)
     if reasoning:
-        report["reasoning_tuned"] = reasoning_section(report, examples[:REASONING_ITEMS], methods, out, batch_size)
-        report["reasoning_tuned"].pop("vanilla_records")
-    report.pop("vanilla_records")
+        report["reasoning_tuned"] = reasoning_section(model_path.name, base_measured, premise_examples, methods, out,
+                                                      batch_size)
     if out is not None:
         write_outputs(Path(out), report, heads)
     return report
 
 
-def model_report(model_path: Path, examples: list, methods, out: Path | None, batch_size: int) -> tuple[dict, HeadMap]:
+def model_report(model_path: Path, examples: list, methods, out: Path | None, batch_size: int,
+                 premise_examples: list | None = None) -> tuple[dict, HeadMap, tuple | None]:
     """One model's section: static heads calibrated on calib with its shipped settings, then every method
-    on the examples (run folders under OUT/runs)."""
+    on the examples (run folders under OUT/runs); with `premise_examples`, also their vanilla records and
+    S_v along those answers (`premise.along_records`), while the model is loaded."""
     cfg, tuning = bundled_settings(model_path, candidate=True), bundled_tuning(model_path)
     benchmark = get_benchmark("shapes")
     with torch.no_grad():
@@ -78,29 +82,25 @@ def model_report(model_path: Path, examples: list, methods, out: Path | None, ba
                           total=-(-shapes.EVAL_SIZES["calib"] // CALIB_BATCH_SIZE))
         runs = [_answered(model, model_path, processor, benchmark, examples, get_method(name, heads=heads, config=cfg),
                           out, batch_size) for name in methods]
+        measured = None if premise_examples is None else \
+            premise.along_records(model, processor, premise_examples, _vanilla_records(runs), progress=True)
     report = {"shapes": compare("shapes", runs), "model": str(model_path), "settings": cfg.to_dict(),
               "settings_tuned_on": "dev", "reported_on": f"test ({len(examples)} items)",
               "calibration": f"calib ({heads.num_samples} items)", "layer_mean_ratios": heads.ratios.mean(-1).tolist(),
               "tuning": {k: tuning.get(k) for k in ("verdict", "confirmed", "confirmation", "tuned_on")},
-              "test_gains": _test_gains(runs), "vanilla_records": _vanilla_records(runs)}
-    return report, heads
+              "test_gains": _test_gains(runs)}
+    return report, heads, measured
 
 
-def reasoning_section(base: dict, examples: list, methods, out: Path | None, batch_size: int) -> dict:
+def reasoning_section(base_name: str, base_measured: tuple, examples: list, methods, out: Path | None,
+                      batch_size: int) -> dict:
     """The reasoning-tuned model's methods on `examples`, and the premise on both models there: accuracy,
     failures and S_v along each model's own vanilla answers, with paired differences (evaluation/premise.py)."""
     path = bundled_model_path(REASONING_TUNED)
-    tuned, _ = model_report(path, examples, methods, None if out is None else Path(out) / REASONING_TUNED, batch_size)
-    measured = {}
-    for name, model_path, report in ((Path(base["model"]).name, Path(base["model"]), base), (path.name, path, tuned)):
-        records = [report["vanilla_records"][e.id] for e in examples]
-        with torch.no_grad():
-            model, processor = load_model(model_path, dtype=torch.float32), load_processor(model_path)
-            sv = premise.attention_along_answers(model, processor, [e.load_image() for e in examples],
-                                                 [e.prompt for e in examples], [r["prediction"] for r in records])
-        measured[name] = (records, sv)
-    tuned["premise"] = {name: premise.summary(*m) for name, m in measured.items()}
-    tuned["premise_difference"] = premise.compare(*measured.values())
+    tuned, _, tuned_measured = model_report(path, examples, methods, None if out is None else Path(out) / REASONING_TUNED,
+                                            batch_size, examples)
+    tuned["premise"] = {base_name: premise.summary(*base_measured), path.name: premise.summary(*tuned_measured)}
+    tuned["premise_difference"] = premise.compare(base_measured, tuned_measured)
     return tuned
 
 

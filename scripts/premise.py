@@ -32,10 +32,8 @@ def measure(model_path: Path, examples) -> tuple[list[dict], torch.Tensor]:
     """Vanilla's greedy answers, then S_v along them."""
     model, processor = fh.load_model(model_path, dtype=torch.float32), fh.load_processor(model_path)
     records = answer_all(model, processor, get_benchmark("shapes"), examples, get_method("vanilla"),
-                         Decoding(max_new_tokens=shapes.MAX_ANSWER_TOKENS), batch_size=64)
-    sv = premise.attention_along_answers(model, processor, [e.load_image() for e in examples],
-                                         [e.prompt for e in examples], [r["prediction"] for r in records])
-    return records, sv
+                         Decoding(max_new_tokens=shapes.MAX_ANSWER_TOKENS), batch_size=64, progress=True)
+    return premise.along_records(model, processor, examples, {r["id"]: r for r in records}, progress=True)
 
 
 def main() -> None:
@@ -48,6 +46,13 @@ def main() -> None:
     models = args.model or [bundled_model_path()]
     if len(models) > 2:
         parser.error("give one model, or two to compare")
+    for path in models:
+        if not (path / "config.json").is_file():
+            parser.error(f"{path} is not a model folder (no config.json): give a shapes model's folder")
+    if args.items is not None and args.items < 1:
+        parser.error("--items takes a whole number of at least 1")
+    if args.split not in shapes.EVAL_SIZES:
+        parser.error(f"--split takes one of {', '.join(shapes.EVAL_SIZES)}")
     torch.set_grad_enabled(False)
     examples = list(get_benchmark("shapes").examples(None, args.split))[:args.items]
     names = [p.name for p in models]

@@ -125,6 +125,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--minutes", type=float, default=60.0, help="safety cap on wall-clock time")
     args = parser.parse_args()
+    if not (args.base / "model.safetensors").is_file():
+        parser.error(f"--base {args.base} has no model.safetensors: give a shapes model's folder")
+    for name in ("long_share", "text_share"):
+        if not 0 <= getattr(args, name) <= 1:
+            parser.error(f"--{name.replace('_', '-')} is a share: give a number from 0 to 1")
+    if min(args.steps, args.batch_size, args.eval_every, args.check_items, args.dev_items) < 1:
+        parser.error("--steps, --batch-size, --eval-every, --check-items and --dev-items take whole numbers of at least 1")
 
     random.seed(args.seed)
     torch.manual_seed(args.seed)

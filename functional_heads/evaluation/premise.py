@@ -10,6 +10,7 @@ from typing import Sequence
 import torch
 
 from ..loading import prompt_inputs, to_model_device
+from ..progress import progress as progress_lines
 from ..ratios import visual_attention_ratios
 from .stats import mcnemar, paired_difference
 
@@ -32,16 +33,28 @@ def chain_positions(prompt_lengths: torch.Tensor, full_mask: torch.Tensor,
 
 @torch.no_grad()
 def attention_along_answers(model, processor, images: Sequence, prompts: Sequence[str], answers: Sequence[str],
-                            batch_size: int = 16, fractions: Sequence[float] = FRACTIONS) -> torch.Tensor:
+                            batch_size: int = 16, fractions: Sequence[float] = FRACTIONS,
+                            progress: bool = False) -> torch.Tensor:
     """S_v [items, 1 + len(fractions), layers, heads] of each item's answer at i* and along the answer."""
     out = []
-    for lo in range(0, len(prompts), batch_size):
-        rows = slice(lo, lo + batch_size)
-        prompt_only = prompt_inputs(processor, images[rows], prompts[rows])
-        full = prompt_inputs(processor, images[rows], prompts[rows], replies=answers[rows])
-        positions = chain_positions(prompt_only["attention_mask"].sum(-1), full["attention_mask"], fractions)
-        out.append(visual_attention_ratios(model, to_model_device(full, model), positions=positions).float().cpu())
+    with progress_lines("S_v along the answers", len(prompts), unit="items", enabled=progress) as advance:
+        for lo in range(0, len(prompts), batch_size):
+            rows = slice(lo, lo + batch_size)
+            prompt_only = prompt_inputs(processor, images[rows], prompts[rows])
+            full = prompt_inputs(processor, images[rows], prompts[rows], replies=answers[rows])
+            positions = chain_positions(prompt_only["attention_mask"].sum(-1), full["attention_mask"], fractions)
+            out.append(visual_attention_ratios(model, to_model_device(full, model), positions=positions).float().cpu())
+            advance(len(out[-1]))
     return torch.cat(out)
+
+
+def along_records(model, processor, examples: Sequence, records: dict, progress: bool = False
+                  ) -> tuple[list[dict], torch.Tensor]:
+    """The examples' records (`records`: by id, e.g. a vanilla run's) and S_v along their predictions."""
+    chosen = [records[e.id] for e in examples]
+    sv = attention_along_answers(model, processor, [e.load_image() for e in examples], [e.prompt for e in examples],
+                                 [r["prediction"] for r in chosen], progress=progress)
+    return chosen, sv
 
 
 def summary(records: Sequence[dict], ratios: torch.Tensor) -> dict:
