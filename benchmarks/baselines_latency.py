@@ -20,11 +20,18 @@ import time
 
 import torch
 import transformers as tf
+from overhead import IMAGE, V_END, V_START, build_model, make_inputs
 from transformers import LogitsProcessor
 
-from functional_heads.evaluation.baselines import (PAIConfig, VCDConfig, diffusion_noise, pai_generate, vcd_combine,
-                                                   vcd_generate, with_generated)
-from overhead import IMAGE, V_END, V_START, build_model, make_inputs
+from functional_heads.evaluation.methods.contrastive import (
+    PAIConfig,
+    VCDConfig,
+    diffusion_noise,
+    pai_generate,
+    vcd_combine,
+    vcd_generate,
+    with_generated,
+)
 
 
 class RecomputedSecondView(LogitsProcessor):

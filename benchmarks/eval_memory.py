@@ -31,7 +31,7 @@ def write_parquet(folder: Path, n: int, side: int) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from functional_heads.evaluation import shapes_generator as shapes
+    from functional_heads.evaluation.benchmarks import shapes_generator as shapes
 
     rows = []
     for item in shapes.items("train", n):
@@ -73,7 +73,7 @@ class Decoder:
 
 
 def measure(variant: str, path: Path, out: Path) -> dict:
-    from functional_heads.evaluation.run_folders import Run, fill
+    from functional_heads.evaluation.runs import Run, fill
 
     benchmark = _Shapes()
     with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark (ru_maxrss survives exec)

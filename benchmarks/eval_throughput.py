@@ -20,14 +20,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from functional_heads.bundled import bundled_model_path, bundled_settings  # noqa: E402
-from functional_heads.evaluation import shapes_generator as shapes  # noqa: E402
+from functional_heads.apps.demo import calibration_batches  # noqa: E402
+from functional_heads.core.heads import calibrate  # noqa: E402
 from functional_heads.evaluation.benchmarks import get_benchmark  # noqa: E402
+from functional_heads.evaluation.benchmarks import shapes_generator as shapes  # noqa: E402
 from functional_heads.evaluation.methods import get_method  # noqa: E402
-from functional_heads.evaluation.run_folders import Decoding, answer_batches  # noqa: E402
-from functional_heads.demo import calibration_batches  # noqa: E402
-from functional_heads.heads import calibrate  # noqa: E402
-from functional_heads.loading import load_model, load_processor  # noqa: E402
+from functional_heads.evaluation.runs import Decoding, answer_batches  # noqa: E402
+from functional_heads.models.loading import load_model, load_processor  # noqa: E402
+from functional_heads.testbed.bundled import bundled_model_path, bundled_settings  # noqa: E402
 
 
 def timed(model, processor, benchmark, examples, method, batch_size, order):

@@ -29,15 +29,15 @@ from pathlib import Path
 
 import torch
 
-from functional_heads.bundled import bundled_model_path
-from functional_heads.config import RescaleConfig
-from functional_heads.demo import DECODING, calibration_batches
+from functional_heads.apps.demo import DECODING, calibration_batches
+from functional_heads.core.config import RescaleConfig
+from functional_heads.core.heads import calibrate, identify_heads
+from functional_heads.core.rescale import rescale
 from functional_heads.evaluation.benchmarks import get_benchmark
 from functional_heads.evaluation.stats import rank_correlation
-from functional_heads.evaluation.tuning import Scorer, TuneSettings, divide, tune
-from functional_heads.heads import calibrate, identify_heads
-from functional_heads.loading import load_model, load_processor, prompt_inputs, to_model_device
-from functional_heads.rescale import rescale
+from functional_heads.models.loading import load_model, load_processor, prompt_inputs, to_model_device
+from functional_heads.testbed.bundled import bundled_model_path
+from functional_heads.tuning.study import Scorer, TuneSettings, divide, tune
 
 BATCH = 64
 

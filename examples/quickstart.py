@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import functional_heads as fh
-from functional_heads.testing import save_tiny_qwen2_5_vl
+from functional_heads.testbed.tiny import save_tiny_qwen2_5_vl
 
 
 def quickstart(path, image):

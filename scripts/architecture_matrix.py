@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from functional_heads.check import check_model  # noqa: E402
-from functional_heads.families import bug_worked_around, families, known_bug, tiny_config, tiny_family  # noqa: E402
+from functional_heads.core.check import check_model  # noqa: E402
+from functional_heads.testbed.families import bug_worked_around, families, known_bug, tiny_config, tiny_family  # noqa: E402
 
 START, END = "<!-- architecture-matrix:start -->", "<!-- architecture-matrix:end -->"
 

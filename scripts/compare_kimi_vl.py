@@ -21,7 +21,7 @@ PROMPT = "Look at the image carefully. What colour is the circle, and is it to t
 
 def prepare(work: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from functional_heads.check import check_image
+    from functional_heads.core.check import check_image
 
     work.mkdir(parents=True, exist_ok=True)
     check_image(448).save(work / "image.png")
@@ -58,6 +58,7 @@ def compare(model_path: Path, work: Path, device: str, dtype: str) -> dict:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import functional_heads as fh
+    from functional_heads.models.loading import to_model_device
 
     saved = torch.load(work / "remote.pt")
     theirs = saved["inputs"]
@@ -67,7 +68,7 @@ def compare(model_path: Path, work: Path, device: str, dtype: str) -> dict:
               "pixel_values": theirs["pixel_values"],
               "image_grid_thw": torch.cat([torch.ones(len(grid), 1, dtype=torch.long), grid], 1)}
     with torch.no_grad():
-        ours = model(**fh.loading.to_model_device(inputs, model)).logits.float().cpu()
+        ours = model(**to_model_device(inputs, model)).logits.float().cpu()
     reference = saved["logits"]
     processor = fh.load_processor(model_path, trust_remote_code=True)
     mine = processor(images=[[Image.open(work / "image.png").convert("RGB")]], text=[saved["text"]],

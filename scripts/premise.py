@@ -20,12 +20,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import functional_heads as fh  # noqa: E402
-from functional_heads.bundled import bundled_model_path  # noqa: E402
 from functional_heads.evaluation import premise  # noqa: E402
-from functional_heads.evaluation import shapes_generator as shapes  # noqa: E402
 from functional_heads.evaluation.benchmarks import get_benchmark  # noqa: E402
+from functional_heads.evaluation.benchmarks import shapes_generator as shapes  # noqa: E402
 from functional_heads.evaluation.methods import get_method  # noqa: E402
-from functional_heads.evaluation.run_folders import Decoding, answer_all  # noqa: E402
+from functional_heads.evaluation.runs import Decoding, answer_all  # noqa: E402
+from functional_heads.testbed.bundled import bundled_model_path  # noqa: E402
 
 
 def measure(model_path: Path, examples) -> tuple[list[dict], torch.Tensor]:

@@ -1,12 +1,7 @@
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import tiny_models  # noqa: E402
-from functional_heads.testing import save_tiny_qwen2_5_vl  # noqa: E402
+from functional_heads.testbed import tiny_models
+from functional_heads.testbed.tiny import save_tiny_qwen2_5_vl
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +27,8 @@ def bundled_vlm():
     """The bundled model (float32) and its processor, loaded once per session."""
     import torch
 
-    from functional_heads.bundled import bundled_model_path
-    from functional_heads.loading import load_model, load_processor
+    from functional_heads.models.loading import load_model, load_processor
+    from functional_heads.testbed.bundled import bundled_model_path
 
     path = bundled_model_path()
     return load_model(path, dtype=torch.float32), load_processor(path)
@@ -46,6 +41,6 @@ def blip_itm_folder(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def clip_folder(tmp_path_factory):
-    from functional_heads.bundled import bundled_model_path
+    from functional_heads.testbed.bundled import bundled_model_path
 
     return tiny_models.save_tiny_clip(tmp_path_factory.mktemp("tiny_clip"), bundled_model_path())

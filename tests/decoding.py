@@ -2,7 +2,7 @@
 
 import torch
 
-from functional_heads.evaluation.baselines import with_generated
+from functional_heads.evaluation.methods.contrastive import with_generated
 
 
 def manual_contrastive_steps(model, inputs, second, combine, steps):

@@ -3,14 +3,21 @@
 import numpy as np
 import pytest
 import torch
+from decoding import assert_same_scores, manual_contrastive_steps
 from PIL import Image
 
-from decoding import assert_same_scores, manual_contrastive_steps
-from functional_heads.evaluation import shapes_generator as shapes
-from functional_heads.evaluation.agla import (AGLAConfig, ImageTextMatcher, agla_combine, agla_generate,
-                                              augmented_views, keep_mask, mask_image)
+from functional_heads.evaluation.benchmarks import shapes_generator as shapes
 from functional_heads.evaluation.methods import get_method
-from functional_heads.loading import prompt_inputs
+from functional_heads.evaluation.methods.agla import (
+    AGLAConfig,
+    ImageTextMatcher,
+    agla_combine,
+    agla_generate,
+    augmented_views,
+    keep_mask,
+    mask_image,
+)
+from functional_heads.models.loading import prompt_inputs
 
 TEXTS = ["how many red circles are there", "what is the total of blue squares in the image"]
 

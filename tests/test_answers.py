@@ -2,7 +2,7 @@
 
 import pytest
 
-from functional_heads.evaluation import answers
+from functional_heads.evaluation.benchmarks import answers
 
 
 @pytest.mark.parametrize("output, expected", [

@@ -3,7 +3,7 @@ import torch.nn as nn
 import transformers as tf
 
 import functional_heads as fh
-from tiny_models import ARCHS, IMAGE, VIDEO, TEXT
+from functional_heads.testbed.tiny_models import ARCHS, IMAGE, TEXT, VIDEO
 
 
 @pytest.mark.parametrize("arch", ARCHS)

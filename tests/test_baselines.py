@@ -4,14 +4,24 @@ import math
 
 import pytest
 import torch
-
-import tiny_models
 from decoding import assert_same_scores, manual_contrastive_steps
-from functional_heads.evaluation import shapes_generator as shapes
-from functional_heads.evaluation.baselines import (PAIConfig, VCDConfig, _pai_attention, _pai, _PAIState,
-                                                   diffusion_noise, pai_attention, pai_combine, pai_generate, vcd_combine,
-                                                   vcd_generate)
-from functional_heads.loading import prompt_inputs
+
+from functional_heads.evaluation.benchmarks import shapes_generator as shapes
+from functional_heads.evaluation.methods.contrastive import (
+    PAIConfig,
+    VCDConfig,
+    _pai,
+    _pai_attention,
+    _PAIState,
+    diffusion_noise,
+    pai_attention,
+    pai_combine,
+    pai_generate,
+    vcd_combine,
+    vcd_generate,
+)
+from functional_heads.models.loading import prompt_inputs
+from functional_heads.testbed import tiny_models
 
 
 @pytest.fixture(scope="module")

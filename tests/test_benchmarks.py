@@ -321,7 +321,7 @@ def test_unusable_rows_are_reported_not_fatal(tmp_path):
 
 
 def test_shapes_from_generator_and_from_written_files(tmp_path):
-    from functional_heads.evaluation import shapes_generator as shapes
+    from functional_heads.evaluation.benchmarks import shapes_generator as shapes
 
     bench = get_benchmark("shapes")
     generated = list(bench.examples(None, "dev"))

@@ -1,16 +1,23 @@
 """CGD: the sentence-level search against a scripted tree, sentence sampling and similarity on tiny models."""
 
 import pytest
-import tiny_models
 import torch
 from PIL import Image
 
-from functional_heads.evaluation import shapes_generator as shapes
-from functional_heads.evaluation.baselines import with_generated
-from functional_heads.evaluation.cgd import (CGDConfig, ImageTextSimilarity, Sentence, cgd_generate, search,
-                                             sentence_sampler, terminal_token_ids)
+from functional_heads.evaluation.benchmarks import shapes_generator as shapes
 from functional_heads.evaluation.methods import get_method
-from functional_heads.loading import prompt_inputs
+from functional_heads.evaluation.methods.cgd import (
+    CGDConfig,
+    ImageTextSimilarity,
+    Sentence,
+    cgd_generate,
+    search,
+    sentence_sampler,
+    terminal_token_ids,
+)
+from functional_heads.evaluation.methods.contrastive import with_generated
+from functional_heads.models.loading import prompt_inputs
+from functional_heads.testbed import tiny_models
 
 
 def _tree(tree: dict, calls: list):
@@ -146,7 +153,7 @@ def test_terminal_tokens(bundled_vlm):
 
 
 def test_method_needs_a_clip_model(clip_folder):
-    from functional_heads.bundled import bundled_model_path
+    from functional_heads.testbed.bundled import bundled_model_path
 
     with pytest.raises(ValueError, match="clip=PATH"):
         get_method("cgd")

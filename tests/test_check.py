@@ -4,10 +4,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import functional_heads.ratios as ratios_module
-from functional_heads.check import check_model, eager_ratios
-from functional_heads.cli import app
-from tiny_models import ARCHS
+import functional_heads.core.ratios as ratios_module
+from functional_heads.apps.cli import app
+from functional_heads.core.check import check_model, eager_ratios
+from functional_heads.testbed.tiny_models import ARCHS
 
 
 def batch_and_rows(t):
@@ -69,7 +69,7 @@ def test_cli_check_on_a_folder_without_a_model_is_one_line(tmp_path):
 
 
 def test_cli_check_on_an_unknown_layout_says_what_to_add(qwen_folder, monkeypatch):
-    from functional_heads.architectures import ARCHITECTURES, ArchSpec
+    from functional_heads.models.architectures import ARCHITECTURES, ArchSpec
 
     monkeypatch.setitem(ARCHITECTURES, "qwen2_5_vl", ArchSpec(layers="blocks"))
     result = CliRunner().invoke(app, ["check", "--model", str(qwen_folder)])

@@ -9,8 +9,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import functional_heads as fh
-from functional_heads.cli import app
-from functional_heads.loading import load_model, load_processor, prompt_inputs
+from functional_heads.apps.cli import app
+from functional_heads.models.loading import load_model, load_processor, prompt_inputs
 
 runner = CliRunner()
 SETTINGS = ["--perc-last-layer", "1", "--reas-first-layer", "2", "--tau-perc", "0.5", "--tau-reas", "0.4",
@@ -73,7 +73,7 @@ def test_calibrate_inspect_export(qwen_folder, calib_file, tmp_path):
 def test_export_keeps_every_config_key_of_the_original(tmp_path):
     """Saving drops keys that transformers 4.57 reads (e.g. text_config.rope_scaling beside rope_parameters);
     the exported folder keeps all of the original's."""
-    from functional_heads.bundled import bundled_model_path
+    from functional_heads.testbed.bundled import bundled_model_path
 
     def keys(data, prefix=""):
         out = set()
@@ -127,7 +127,7 @@ def test_eval_rejects_bad_requests_before_loading(tmp_path, args, message):
 
 @pytest.mark.parametrize("method, option", [("agla", "itm"), ("cgd", "clip")])
 def test_eval_runs_agla_and_cgd_with_the_models_given(method, option, blip_itm_folder, clip_folder, tmp_path):
-    from functional_heads.bundled import bundled_model_path
+    from functional_heads.testbed.bundled import bundled_model_path
 
     folder = {"itm": blip_itm_folder, "clip": clip_folder}[option]
     args = ["eval", "--model", str(bundled_model_path()), "--bench", "shapes", "--method", method,
@@ -197,7 +197,7 @@ def test_hand_edited_or_foreign_head_maps_are_refused_before_the_model_loads(qwe
     import functional_heads.evaluation.api as api
 
     monkeypatch.setattr(api, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
-    from functional_heads.bundled import bundled_model_path
+    from functional_heads.testbed.bundled import bundled_model_path
 
     for command in (["eval", "--bench", "shapes", "--method", "static", "--out", str(tmp_path / "runs")],
                     ["export", "--out", str(tmp_path / "folded")]):
@@ -208,7 +208,7 @@ def test_hand_edited_or_foreign_head_maps_are_refused_before_the_model_loads(qwe
 
 
 def test_unusual_share_of_heads_is_warned_about(tmp_path):
-    from functional_heads.bundled import bundled_model_path
+    from functional_heads.testbed.bundled import bundled_model_path
 
     assert runner.invoke(app, ["data", "shapes", "--out", str(tmp_path), "--split", "calib", "--n", "8"]).exit_code == 0
     result = runner.invoke(app, ["calibrate", "--model", str(bundled_model_path()), "--data",

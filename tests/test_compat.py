@@ -7,11 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from functional_heads.loading import load_model, load_processor, prompt_inputs
-from functional_heads.testing import save_tiny_qwen2_5_vl
-from functional_heads.compat import (attention_implementation, attention_switched, bert_tokenizer,
-                                     readable_by_transformers_4)
-from functional_heads.ratios import PROBE
+from functional_heads.core.ratios import PROBE
+from functional_heads.models.compat import (
+    attention_implementation,
+    attention_switched,
+    bert_tokenizer,
+    readable_by_transformers_4,
+)
+from functional_heads.models.loading import load_model, load_processor, prompt_inputs
+from functional_heads.testbed.tiny import save_tiny_qwen2_5_vl
 
 
 def _logits(folder):

@@ -8,15 +8,15 @@ import transformers
 from typer.testing import CliRunner
 
 import functional_heads as fh
-from functional_heads import figures
-from functional_heads.bundled import bundled_model_path, bundled_settings, bundled_tuning
-from functional_heads.cli import app
-from functional_heads.demo import METHODS
-from functional_heads.evaluation import shapes_generator as shapes
+from functional_heads.apps.cli import app
+from functional_heads.apps.demo import METHODS
 from functional_heads.evaluation.benchmarks import get_benchmark
+from functional_heads.evaluation.benchmarks import shapes_generator as shapes
 from functional_heads.evaluation.methods import get_method
-from functional_heads.evaluation.run_folders import Decoding, answer_all
 from functional_heads.evaluation.report import build_report
+from functional_heads.evaluation.runs import Decoding, answer_all
+from functional_heads.testbed.bundled import bundled_model_path, bundled_settings, bundled_tuning
+from functional_heads.utils import plotting
 
 
 def test_bundled_model_loads_offline_and_answers_in_format():
@@ -68,8 +68,8 @@ def test_short_demo_run_writes_report_figures_and_run_folders_that_report_reads(
     assert shapes_report["methods"]["static"]["heads_rescaled"] == pytest.approx((gains != 1).float().mean().item())
     assert (tmp_path / "demo.md").stat().st_size > 0
     for name in ("ratios_heatmap.png", "ratios_by_layer.png", "report.png"):  # figures need the plot extra
-        assert (tmp_path / name).is_file() == figures.available()
-    assert (figures.MISSING in (tmp_path / "demo.md").read_text()) != figures.available()
+        assert (tmp_path / name).is_file() == plotting.available()
+    assert (plotting.MISSING in (tmp_path / "demo.md").read_text()) != plotting.available()
     assert "| static |" in (tmp_path / "demo.md").read_text()
     assert "dev confirmation part (held out) | 200 |" in (tmp_path / "demo.md").read_text()  # beside test
     assert report["test_gains"]["static"]["n"] == 16
@@ -84,7 +84,7 @@ def test_short_demo_run_writes_report_figures_and_run_folders_that_report_reads(
     assert tuned["premise"]["shapes-r1-tiny"]["accuracy"] == shapes_report["methods"]["vanilla"]["accuracy"]
     assert tuned["premise_difference"]["accuracy"]["n"] == 16 and len(tuned["premise_difference"]["deep_half"]) == 5
     assert "## The reasoning-tuned model (shapes-r1-tiny-reasoning)" in (tmp_path / "demo.md").read_text()
-    assert (tmp_path / "premise_attention.png").is_file() == figures.available()
+    assert (tmp_path / "premise_attention.png").is_file() == plotting.available()
     assert build_report(tmp_path / "shapes-r1-tiny-reasoning" / "runs")["shapes"]["items"] == 16
     rerun = CliRunner().invoke(app, ["demo", "--limit", "16", "--out", str(tmp_path)])  # resumes: nothing to do
     assert rerun.exit_code == 0 and json.loads((tmp_path / "demo.json").read_text())["shapes"] == shapes_report

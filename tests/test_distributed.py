@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from functional_heads.bundled import bundled_model_path
 from functional_heads.evaluation import distributed
 from functional_heads.evaluation.distributed import Shard, device_map_for
-from functional_heads.evaluation.run_folders import Run, run_records
+from functional_heads.evaluation.runs import Run, run_records
+from functional_heads.testbed.bundled import bundled_model_path
 
 BIN = Path(sys.executable).parent
 
@@ -132,7 +132,7 @@ def test_torchrun_run_killed_then_resumed_on_one_and_three_processes_answers_eac
 def test_a_bad_order_or_launcher_variable_is_one_line(tmp_path):
     from typer.testing import CliRunner
 
-    from functional_heads.cli import app
+    from functional_heads.apps.cli import app
 
     base = ["eval", "--model", str(bundled_model_path()), "--bench", "shapes", "--out", str(tmp_path), "--limit", "2"]
     result = CliRunner().invoke(app, base + ["--order", "random"])

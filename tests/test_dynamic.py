@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import functional_heads as fh
-from functional_heads.architectures import locate
+from functional_heads.models.architectures import locate
 
 GENERATE = dict(max_new_tokens=5, do_sample=False)
 

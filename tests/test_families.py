@@ -4,13 +4,20 @@ import re
 from pathlib import Path
 
 import pytest
-import transformers
 import torch
+import transformers
 
-from functional_heads.architectures import attention_layer_count, locate
-from functional_heads.check import check_model
-from functional_heads.families import (_keep_each_kind, _scaled_sections, bug_worked_around, families, known_bug,
-                                       tiny_config, tiny_family)
+from functional_heads.core.check import check_model
+from functional_heads.models.architectures import attention_layer_count, locate
+from functional_heads.testbed.families import (
+    _keep_each_kind,
+    _scaled_sections,
+    bug_worked_around,
+    families,
+    known_bug,
+    tiny_config,
+    tiny_family,
+)
 
 pytestmark = pytest.mark.skipif(not hasattr(transformers, "Kimi_K25Config"), reason="needs the families of transformers 5.x")
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -82,7 +89,7 @@ def test_known_bug_patch_is_removed_after_the_block():
 
 
 def test_attention_sinks_enter_the_probe_softmax():
-    from functional_heads.ratios import query_row_attention
+    from functional_heads.core.ratios import query_row_attention
 
     torch.manual_seed(0)
     query, key = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import functional_heads as fh
+from functional_heads.core.heads import thresholds_for_shares
 
 CFG = fh.RescaleConfig(perc_last_layer=1, reas_first_layer=2, tau_perc=0.5, tau_reas=0.1, g_perc=1.2, g_reas=1.4)
 
@@ -90,12 +91,12 @@ def test_calibrate_averages_ratios_over_batches(tiny):
 
 def test_thresholds_for_shares_select_that_many_heads_inside_each_band():
     ratios = torch.rand(6, 8, generator=torch.Generator().manual_seed(1))
-    tau_perc, tau_reas = fh.heads.thresholds_for_shares(ratios, 2, 4, perc_share=0.125, reas_share=0.0625)
+    tau_perc, tau_reas = thresholds_for_shares(ratios, 2, 4, perc_share=0.125, reas_share=0.0625)
     heads = fh.identify_heads(ratios, fh.RescaleConfig(2, 4, tau_perc, tau_reas))
     assert int(heads.perception.sum()) == 6 and int(heads.reasoning.sum()) == 3
     assert ratios[heads.perception].min() >= ratios[:3][~heads.perception[:3]].max()
     assert ratios[heads.reasoning].max() <= ratios[4:][~heads.reasoning[4:]].min()
-    assert fh.heads.thresholds_for_shares(ratios, 2, 4, 0.0, 0.0) == (1.0, 0.0)  # a share of 0: none
+    assert thresholds_for_shares(ratios, 2, 4, 0.0, 0.0) == (1.0, 0.0)  # a share of 0: none
 
 
 def test_layer_gains_replace_class_gains_and_only_keeps_one_class():

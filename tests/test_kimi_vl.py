@@ -4,17 +4,18 @@ import sys
 from pathlib import Path
 
 import pytest
-import transformers
 import torch
+import transformers
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 import functional_heads as fh
-from functional_heads.check import check_checkpoint, check_image
-from functional_heads.cli import app
-from functional_heads.kimi_vl import KimiVLImageProcessor, KimiVLProcessor, native_config
-from tiny_models import save_tiny_kimi_vl
+from functional_heads.apps.cli import app
+from functional_heads.core.check import check_checkpoint, check_image
+from functional_heads.models.kimi_vl import KimiVLImageProcessor, KimiVLProcessor, native_config
+from functional_heads.models.loading import to_model_device
+from functional_heads.testbed.tiny_models import save_tiny_kimi_vl
 
 pytestmark = pytest.mark.skipif(not hasattr(transformers, "Kimi_K25Config"), reason="needs the native Kimi-K2.5 classes")
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +109,7 @@ def test_the_method_works_on_it_and_fheads_check_says_so(kimi, tmp_path):
 def test_bfloat16_model_gets_its_pixels_in_bfloat16(kimi):
     folder, _ = kimi
     model = fh.load_model(folder, dtype=torch.bfloat16)
-    inputs = fh.loading.to_model_device(fh.prompt_inputs(fh.load_processor(folder), [check_image()], PROMPTS[:1]),
+    inputs = to_model_device(fh.prompt_inputs(fh.load_processor(folder), [check_image()], PROMPTS[:1]),
                                         model)
     assert inputs["pixel_values"].dtype == torch.bfloat16 and inputs["input_ids"].dtype == torch.long
     with torch.no_grad():

@@ -4,12 +4,12 @@ import pytest
 
 lmms_eval = pytest.importorskip("lmms_eval")
 
-from functional_heads.bundled import bundled_model_path  # noqa: E402
-from functional_heads.evaluation import shapes_generator as shapes  # noqa: E402
 from functional_heads.evaluation.benchmarks import get_benchmark  # noqa: E402
+from functional_heads.evaluation.benchmarks import shapes_generator as shapes  # noqa: E402
 from functional_heads.evaluation.methods import get_method  # noqa: E402
-from functional_heads.evaluation.run_folders import Decoding, answer_all  # noqa: E402
-from functional_heads.loading import load_model, load_processor  # noqa: E402
+from functional_heads.evaluation.runs import Decoding, answer_all  # noqa: E402
+from functional_heads.models.loading import load_model, load_processor  # noqa: E402
+from functional_heads.testbed.bundled import bundled_model_path  # noqa: E402
 
 
 def test_registered_through_the_entry_point():

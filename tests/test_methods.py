@@ -10,12 +10,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from functional_heads.bundled import bundled_model_path
-from functional_heads.cli import app
-from functional_heads.demo import run_demo
+from functional_heads.apps.cli import app
+from functional_heads.apps.demo import run_demo
 from functional_heads.evaluation import Method, get_method, register_method
 from functional_heads.evaluation.methods import METHODS
 from functional_heads.evaluation.report import build_report
+from functional_heads.testbed.bundled import bundled_model_path
 
 
 @register_method
@@ -71,7 +71,7 @@ def test_a_method_from_an_installed_package_is_found_through_its_entry_point(tmp
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[functional_heads.methods]\ntoy-plugin = toy_plugin:Shout\n")
-    command = [sys.executable, "-m", "functional_heads.cli", "eval", "--model", str(bundled_model_path()),
+    command = [sys.executable, "-m", "functional_heads.apps.cli", "eval", "--model", str(bundled_model_path()),
                "--bench", "shapes", "--method", "toy-plugin", "--limit", "4", "--max-new-tokens", "64",
                "--out", str(tmp_path / "runs")]
     result = subprocess.run(command, capture_output=True, text=True, env={**__import__("os").environ,
@@ -84,7 +84,7 @@ def test_a_method_from_an_installed_package_is_found_through_its_entry_point(tmp
 
 def test_generation_leaves_grad_mode_and_random_state_alone(bundled_vlm):
     model, processor = bundled_vlm
-    from functional_heads.evaluation import shapes_generator as shapes
+    from functional_heads.evaluation.benchmarks import shapes_generator as shapes
 
     items = list(shapes.items("dev", n=2))
     state = torch.random.get_rng_state()

@@ -53,7 +53,7 @@ def test_compare_is_paired_and_refuses_other_items():
 def test_bundled_reasoning_tuned_model_loads_with_plain_transformers():
     import transformers
 
-    from functional_heads.bundled import REASONING_TUNED
+    from functional_heads.testbed.bundled import REASONING_TUNED
 
     path = fh.bundled_model_path(REASONING_TUNED)
     model = transformers.AutoModelForImageTextToText.from_pretrained(path)

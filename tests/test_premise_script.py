@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import functional_heads as fh
-from functional_heads.bundled import REASONING_TUNED
+from functional_heads.testbed.bundled import REASONING_TUNED
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """Progress lines where there is no terminal: counted out of the whole job, in the output and a log file."""
 
-from functional_heads import progress as progress_module
-from functional_heads.progress import progress
+from functional_heads.utils import progress as progress_module
+from functional_heads.utils.progress import progress
 
 
 def test_lines_out_of_the_whole_job_to_stderr_and_log(tmp_path, capsys, monkeypatch):

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 import functional_heads as fh
-from functional_heads.architectures import locate
-from functional_heads.ratios import PROBE, probing, query_positions, visual_token_mask
-from tiny_models import ARCHS, IMAGE, VIDEO
+from functional_heads.core.ratios import PROBE, probing, query_positions, visual_token_mask
+from functional_heads.models.architectures import locate
+from functional_heads.testbed.tiny_models import ARCHS, IMAGE, VIDEO
 
 
 def eager_reference(model, inputs, offset=-1):

@@ -10,10 +10,10 @@ import torch
 import transformers as tf
 from PIL import Image
 
-import tiny_models
-from functional_heads.evaluation.agla import AGLAConfig, ImageTextMatcher, augmented_views
-from functional_heads.evaluation.cgd import ImageTextSimilarity
-from functional_heads.compat import bert_tokenizer
+from functional_heads.evaluation.methods.agla import AGLAConfig, ImageTextMatcher, augmented_views
+from functional_heads.evaluation.methods.cgd import ImageTextSimilarity
+from functional_heads.models.compat import bert_tokenizer
+from functional_heads.testbed import tiny_models
 
 pytestmark = pytest.mark.skipif(not os.environ.get("FH_REAL_CONFIGS"), reason="opt-in: FH_REAL_CONFIGS=1")
 IMAGES = [Image.radial_gradient("L").convert("RGB").resize((640, 480)), Image.new("RGB", (300, 500), (20, 200, 20))]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import functional_heads as fh
-from functional_heads.evaluation import shapes_generator as shapes
+from functional_heads.evaluation.benchmarks import shapes_generator as shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))

@@ -5,10 +5,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from functional_heads import figures
-from functional_heads.cli import app
+from functional_heads.apps.cli import app
 from functional_heads.evaluation.report import build_report, markdown
-from functional_heads.evaluation.run_folders import Run
+from functional_heads.evaluation.runs import Run
+from functional_heads.utils import plotting
 
 
 def write_run(out, method, scores, seconds=1.0, prompt="p", bench="pope", extra=None):
@@ -60,9 +60,9 @@ def test_cli_report_writes_files(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert data["pope"]["methods"]["dynamic"]["accuracy"] == 1.0
-    if figures.available():
+    if plotting.available():
         assert (tmp_path / "rep" / "report.png").stat().st_size > 1000
     else:
-        assert figures.MISSING in result.output and not (tmp_path / "rep" / "report.png").exists()
+        assert plotting.MISSING in result.output and not (tmp_path / "rep" / "report.png").exists()
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "No run folders" in missing.output

@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 
 import functional_heads as fh
-from functional_heads.architectures import locate
-from tiny_models import ARCHS
+from functional_heads.models.architectures import locate
+from functional_heads.testbed.tiny_models import ARCHS
 
 
 def logits(model, inputs):

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from functional_heads.bundled import bundled_model_path
 from functional_heads.evaluation.benchmarks import get_benchmark
-from functional_heads.evaluation.methods import Vanilla
-from functional_heads.evaluation.run_folders import RESULTS, SPEC, Decoding, Run, fill, read_records
-from functional_heads.loading import load_model, load_processor
+from functional_heads.evaluation.methods.builtin import Vanilla
+from functional_heads.evaluation.runs import RESULTS, SPEC, Decoding, Run, fill, read_records
+from functional_heads.models.loading import load_model, load_processor
+from functional_heads.testbed.bundled import bundled_model_path
 
 
 def settings(**extra):
@@ -85,7 +85,7 @@ def test_resume_does_nothing_twice(tmp_path):
 
 @pytest.mark.slow
 def test_killed_cli_run_continues_where_it_stopped(tmp_path):
-    command = [sys.executable, "-m", "functional_heads.cli", "eval", "--model", str(bundled_model_path()),
+    command = [sys.executable, "-m", "functional_heads.apps.cli", "eval", "--model", str(bundled_model_path()),
                "--bench", "shapes", "--method", "vanilla", "--out", str(tmp_path), "--limit", "48",
                "--batch-size", "4", "--max-new-tokens", "64"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -109,7 +109,7 @@ def test_killed_cli_run_continues_where_it_stopped(tmp_path):
 
 @pytest.mark.slow
 def test_interrupted_cli_run_says_how_to_resume_and_logs_progress_out_of_the_whole(tmp_path):
-    command = [sys.executable, "-m", "functional_heads.cli", "eval", "--model", str(bundled_model_path()),
+    command = [sys.executable, "-m", "functional_heads.apps.cli", "eval", "--model", str(bundled_model_path()),
                "--bench", "shapes", "--method", "vanilla", "--out", str(tmp_path), "--limit", "400",
                "--batch-size", "4", "--max-new-tokens", "64"]
     subprocess.run(command[:-6] + ["--limit", "8", "--batch-size", "4", "--max-new-tokens", "64"], check=True,
@@ -136,7 +136,7 @@ def test_sampled_runs_are_seeded_per_batch_and_leave_the_global_random_state_alo
     import torch
 
     from functional_heads.evaluation.methods import get_method
-    from functional_heads.evaluation.run_folders import answer_all
+    from functional_heads.evaluation.runs import answer_all
 
     model, processor = bundled_vlm
     bench = get_benchmark("shapes")
@@ -154,14 +154,14 @@ def test_sampled_runs_are_seeded_per_batch_and_leave_the_global_random_state_alo
 def test_questions_without_an_image_are_asked_as_text_only_prompts(bundled_vlm, method):
     """HallusionBench's leaderboard includes 178 questions without a figure. Static gains apply to them;
     dynamic has no S_v there and the contrastive baselines nothing to contrast: they decode plainly."""
-    from functional_heads.bundled import bundled_settings
-    from functional_heads.evaluation.benchmarks import Example
-    from functional_heads.evaluation.methods import get_method
-    from functional_heads.evaluation.run_folders import answer_all
-    from functional_heads.evaluation import shapes_generator as shapes
-    from functional_heads.heads import identify_heads
-
     import torch
+
+    from functional_heads.core.heads import identify_heads
+    from functional_heads.evaluation.benchmarks import Example
+    from functional_heads.evaluation.benchmarks import shapes_generator as shapes
+    from functional_heads.evaluation.methods import get_method
+    from functional_heads.evaluation.runs import answer_all
+    from functional_heads.testbed.bundled import bundled_settings
 
     model, processor = bundled_vlm
     item = next(iter(shapes.items("dev", n=1)))
@@ -182,7 +182,7 @@ def test_questions_without_an_image_are_asked_as_text_only_prompts(bundled_vlm, 
 
 def test_length_sorted_batches_sort_each_window_and_read_ahead_only_that_far():
     from functional_heads.evaluation.benchmarks import Example
-    from functional_heads.evaluation.run_folders import length_sorted
+    from functional_heads.evaluation.runs import length_sorted
 
     pulled = []
 

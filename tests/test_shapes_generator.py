@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from functional_heads.evaluation import shapes_generator as shapes
-from functional_heads.evaluation.shapes_generator import COLOURS, GRID, CELL, Scene, make_item, score
+from functional_heads.evaluation.benchmarks import shapes_generator as shapes
+from functional_heads.evaluation.benchmarks.shapes_generator import CELL, COLOURS, GRID, Scene, make_item, score
 
 
 def count(scene, colour=None, shape=None):

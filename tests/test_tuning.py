@@ -12,13 +12,21 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from functional_heads.bundled import bundled_model_path
-from functional_heads.cli import app
-from functional_heads.config import RescaleConfig
-from functional_heads.evaluation import shapes_generator
-from functional_heads.evaluation.tuning import (Infeasible, SearchSpace, TuneSettings, check_sizes, divide,
-                                                open_storage, open_study, tune)
-from functional_heads.heads import HeadMap, identify_heads
+from functional_heads.apps.cli import app
+from functional_heads.core.config import RescaleConfig
+from functional_heads.core.heads import HeadMap, identify_heads
+from functional_heads.evaluation.benchmarks import shapes_generator
+from functional_heads.testbed.bundled import bundled_model_path
+from functional_heads.tuning.study import (
+    Infeasible,
+    SearchSpace,
+    TuneSettings,
+    check_sizes,
+    divide,
+    open_storage,
+    open_study,
+    tune,
+)
 
 optuna = pytest.importorskip("optuna", reason="fheads tune needs the tune extra (optuna)")
 from optuna.trial import FixedTrial, TrialState  # noqa: E402
@@ -146,7 +154,7 @@ def test_study_on_the_bundled_model_writes_a_result_every_reader_takes(dev_folde
 
 
 def _tune_command(out, dev_folder, storage, trials, extra=()):
-    return [sys.executable, "-m", "functional_heads.cli", "tune", "--model", str(bundled_model_path()), "--bench",
+    return [sys.executable, "-m", "functional_heads.apps.cli", "tune", "--model", str(bundled_model_path()), "--bench",
             "shapes", "--data", str(dev_folder), "--calib-split", "calib", "--out", str(out), "--storage", storage,
             "--trials", str(trials), "--min-effect", "0.3", "--min-items", "8", "--batch-size", "24",
             "--max-new-tokens", "64", *extra]

@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_shapes_model import dev_accuracy, encode_batch, save_run  # noqa: E402
 
-from functional_heads.bundled import bundled_model_path  # noqa: E402
-from functional_heads.evaluation import shapes_generator as shapes  # noqa: E402
-from functional_heads.loading import load_processor  # noqa: E402
+from functional_heads.evaluation.benchmarks import shapes_generator as shapes  # noqa: E402
+from functional_heads.models.loading import load_processor  # noqa: E402
+from functional_heads.testbed.bundled import bundled_model_path  # noqa: E402
 
 # the base folder's processor files, copied beside the tuned weights
 PROCESSOR_FILES = ("chat_template.jinja", "preprocessor_config.json", "processor_config.json", "tokenizer.json",

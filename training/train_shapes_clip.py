@@ -26,9 +26,9 @@ import torch.nn.functional as F
 import transformers as tf
 from tokenizers import Tokenizer, processors
 
-from functional_heads.bundled import bundled_model_path
-from functional_heads.compat import projected_features
-from functional_heads.evaluation import shapes_generator as shapes
+from functional_heads.evaluation.benchmarks import shapes_generator as shapes
+from functional_heads.models.compat import projected_features
+from functional_heads.testbed.bundled import bundled_model_path
 
 END = "<|im_end|>"
 

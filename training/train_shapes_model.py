@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 import transformers as tf
 
-from functional_heads.compat import projected_features, readable_by_transformers_4
-from functional_heads.demo import DECODING as DEMO_DECODING
-from functional_heads.evaluation import shapes_generator as shapes
+from functional_heads.apps.demo import DECODING as DEMO_DECODING
 from functional_heads.evaluation.benchmarks import get_benchmark
+from functional_heads.evaluation.benchmarks import shapes_generator as shapes
 from functional_heads.evaluation.methods import get_method
-from functional_heads.evaluation.run_folders import answer_all
-from functional_heads.loading import load_processor
-from functional_heads.wordlevel import qwen2_5_vl_config, save_word_level_processor
+from functional_heads.evaluation.runs import answer_all
+from functional_heads.models.compat import projected_features, readable_by_transformers_4
+from functional_heads.models.loading import load_processor
+from functional_heads.testbed.wordlevel import qwen2_5_vl_config, save_word_level_processor
 
 PATCH = 8
 # what a cell holds, for the optional auxiliary loss on the merged visual tokens (one token per cell)
@@ -175,10 +175,10 @@ def save_run(model, args, log, final: dict) -> None:
 
 
 def plot_loss(folder: Path) -> None:
-    from functional_heads import figures
+    from functional_heads.utils import plotting
 
-    if not figures.available():
-        print(f"loss_curve.png: {figures.MISSING}", flush=True)
+    if not plotting.available():
+        print(f"loss_curve.png: {plotting.MISSING}", flush=True)
         return
     import matplotlib
 

@@ -2,7 +2,7 @@
 
 from PIL import Image
 
-from functional_heads.evaluation import answers
+from functional_heads.evaluation.benchmarks import answers
 
 DATA = "runs/lmms_shapes/"
 

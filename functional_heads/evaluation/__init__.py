@@ -1,11 +1,12 @@
-"""Evaluation: benchmarks, scorers, methods, run folders and reports. Uses the method core; the core knows
-nothing of it. `evaluate`, `report` and `tune` are the Python API of `fheads eval`, `fheads report` and
-`fheads tune`."""
+"""Evaluation: benchmarks, methods, the answering engine, run folders, reports and statistics. Uses the
+method core; the core knows nothing of it. `evaluate` and `report` are the Python API of `fheads eval` and
+`fheads report` (`fheads tune` is `functional_heads.tuning.tune`)."""
 
+from ..utils.moved import forward_names
 from .api import evaluate, report
 from .methods import Generation, Method, get_method, register_method
-from .run_folders import Decoding, Run
-from .tuning import SearchSpace, TuneSettings, tune
+from .runs import Decoding, Run
 
-__all__ = ["Decoding", "Generation", "Method", "Run", "SearchSpace", "TuneSettings", "evaluate", "get_method",
-           "register_method", "report", "tune"]
+__getattr__ = forward_names(__name__)  # names that moved to other packages (tune: functional_heads.tuning)
+
+__all__ = ["Decoding", "Generation", "Method", "Run", "evaluate", "get_method", "register_method", "report"]

@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..config import RescaleConfig
-from ..heads import HeadMap
-from ..loading import load_model, load_processor, read_config
+from ..core.config import RescaleConfig
+from ..core.heads import HeadMap
+from ..models.loading import load_model, load_processor, read_config
 from .benchmarks import get_benchmark
 from .distributed import Shard, device_map_for
 from .methods import get_method
-from .run_folders import ORDERS, Decoding, Run, fill, run_identity
+from .runs import ORDERS, Decoding, Run, fill, run_identity
 
 
 def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str | Path = "runs",

@@ -9,9 +9,9 @@ from typing import Sequence
 
 import torch
 
-from ..loading import prompt_inputs, to_model_device
-from ..progress import progress as progress_lines
-from ..ratios import visual_attention_ratios
+from ..core.ratios import visual_attention_ratios
+from ..models.loading import prompt_inputs, to_model_device
+from ..utils.progress import progress as progress_lines
 from .stats import mcnemar, paired_difference
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)

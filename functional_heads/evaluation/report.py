@@ -12,10 +12,11 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from .. import figures
+from ..utils import plotting
+from . import figures
 from .benchmarks import get_benchmark
 from .methods import method_names
-from .run_folders import SPEC, run_records
+from .runs import SPEC, run_records
 from .stats import mcnemar
 
 _NOT_METRICS = ("accuracy", "ci95", "categories", "seconds_per_item", "latency_ratio", "unusable_items", "folder",
@@ -130,7 +131,7 @@ def write_report(report: dict, out: Path) -> list[Path]:
     (out / "report.md").write_text(markdown(report))
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     written = [out / "report.md", out / "report.json"]
-    if figures.available():
+    if plotting.available():
         written.append(figures.accuracy_bars(report, out / "report.png"))
     return written
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from lmms_eval.api.model import lmms
 
-from ..config import RescaleConfig
+from ..core.config import RescaleConfig
+from ..core.heads import HeadMap
 from ..evaluation.methods import get_method
-from ..heads import HeadMap
-from ..loading import load_model, load_processor
+from ..models.loading import load_model, load_processor
 
 
 def manifests():

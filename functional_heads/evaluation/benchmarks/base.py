@@ -17,8 +17,8 @@ from typing import Any, Iterator
 
 from PIL import Image
 
-from .. import answers
 from ..stats import bootstrap_ci
+from . import answers
 
 
 @dataclass

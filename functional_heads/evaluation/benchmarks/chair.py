@@ -21,7 +21,7 @@ import re
 from functools import cached_property
 from pathlib import Path
 
-from .. import answers
+from . import answers
 from .base import Benchmark, Example, Scored, _mean
 
 

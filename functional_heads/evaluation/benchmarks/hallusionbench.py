@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .. import answers
+from . import answers
 from .base import ALL_SPLITS, Benchmark, Example, Scored, _mean
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 
-from .. import answers
+from . import answers
 from .base import Benchmark, Example, Scored, first_present
 
 

@@ -10,7 +10,7 @@ Score: the letter.
 
 from __future__ import annotations
 
-from .. import answers
+from . import answers
 from .base import Benchmark, Example, Scored, _mean
 
 

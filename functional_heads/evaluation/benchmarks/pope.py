@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from .. import answers
+from . import answers
 from .base import Benchmark, Example, Scored
 
 

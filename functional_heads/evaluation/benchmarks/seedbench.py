@@ -9,7 +9,7 @@ in text), the way lmms-eval and VLMEvalKit run it.
 
 from __future__ import annotations
 
-from .. import answers
+from . import answers
 from .base import Benchmark, Example, Scored
 
 DIMENSIONS = {1: "Scene Understanding", 2: "Instance Identity", 3: "Instance Attributes", 4: "Instance Location",

@@ -9,7 +9,7 @@ accuracy per family.
 
 from __future__ import annotations
 
-from .. import shapes_generator as shapes
+from . import shapes_generator as shapes
 from .base import Benchmark, Example, Scored
 
 

@@ -91,9 +91,9 @@ def calibrate(model: Path = typer.Option(..., help="Local model folder."),
               dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
               device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
     """Measure S_v on calibration prompts and write the static head map (mean S_v over the prompts)."""
-    from .config import RescaleConfig
-    from .evaluation.api import check_writable
-    from .heads import calibrate_from_file
+    from ..core.config import RescaleConfig
+    from ..core.heads import calibrate_from_file
+    from ..evaluation.api import check_writable
 
     cfg = RescaleConfig.resolve(preset, settings, perc_last_layer=perc_last_layer, reas_first_layer=reas_first_layer,
                                 tau_perc=tau_perc, tau_reas=tau_reas, g_perc=g_perc, g_reas=g_reas)
@@ -118,8 +118,8 @@ def check(model: Path = typer.Option(..., help="Local model folder."),
     prompts, and rescaling and folding, on two prompts about a generated image. Exit 1 if a check fails."""
     import json
 
-    from .check import check_checkpoint
-    from .loading import load_model, load_processor
+    from ..core.check import check_checkpoint
+    from ..models.loading import load_model, load_processor
 
     processor = load_processor(model, trust_remote_code=trust_remote_code)
     loaded = load_model(model, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
@@ -136,7 +136,7 @@ def check(model: Path = typer.Option(..., help="Local model folder."),
 @guarded()
 def inspect(heads: Path = typer.Argument(..., help="A head map written by `fheads calibrate`.")):
     """Print a head map: heads per layer, mean S_v per layer, share of heads selected."""
-    from .heads import HeadMap
+    from ..core.heads import HeadMap
 
     head_map = HeadMap.load(heads)
     cfg = head_map.config
@@ -166,9 +166,9 @@ def export(model: Path = typer.Option(..., help="Local model folder."),
            out: Path = typer.Option(..., help="Folder for the folded model."),
            dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16.")):
     """Fold the head map's gains into the o_proj weights and save a model that plain transformers loads."""
-    from .evaluation.api import check_writable
-    from .export import HEAD_MAP_FILE, export_folded
-    from .heads import HeadMap
+    from ..core.export import HEAD_MAP_FILE, export_folded
+    from ..core.heads import HeadMap
+    from ..evaluation.api import check_writable
 
     head_map = HeadMap.load(heads)
     check_writable(out)
@@ -192,15 +192,15 @@ def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json
                                                   help="Also the bundled reasoning-tuned model and the premise on "
                                                        "both (default: on for the bundled base; needs vanilla among the methods).")):
     """The method end to end on the bundled models and the shapes benchmark (about 4 minutes on 2 cores)."""
-    from . import figures
+    from ..utils import plotting
     from .demo import METHODS, markdown, run_demo
 
     if out is not None:
-        from .evaluation.api import check_writable
+        from ..evaluation.api import check_writable
 
         check_writable(out)
-        if not figures.available():
-            _warn(figures.MISSING)
+        if not plotting.available():
+            _warn(plotting.MISSING)
     report = run_demo(out=out, model_path=model, limit=limit, batch_size=batch_size, methods=method or METHODS,
                       reasoning=reasoning)
     console.print(markdown(report), soft_wrap=True)
@@ -252,10 +252,10 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
                                                       "the data's order.")):
     """Run one method on one benchmark; resumable (rerun the same command to continue). Data-parallel under
     torchrun or accelerate launch: each process answers its share and writes its own results file."""
-    from .evaluation.api import evaluate as evaluate_run
-    from .evaluation.benchmarks import get_benchmark
-    from .evaluation.judge import Judge
-    from .evaluation.run_folders import Decoding, run_records
+    from ..evaluation.api import evaluate as evaluate_run
+    from ..evaluation.benchmarks import get_benchmark
+    from ..evaluation.judge import Judge
+    from ..evaluation.runs import Decoding, run_records
 
     if (judge_url is None) != (judge_model is None):
         raise ValueError("An LLM judge needs both --judge-url and --judge-model.")
@@ -307,8 +307,9 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
          device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
     """Choose the settings with an Optuna study on the dev split, confirm the best one on held-out dev items,
     and write it as settings.json and heads.json (resumable; run it on several workers to share the study)."""
-    from .evaluation.run_folders import Decoding
-    from .evaluation.tuning import TuneSettings, tune as run_study
+    from ..evaluation.runs import Decoding
+    from ..tuning.study import TuneSettings
+    from ..tuning.study import tune as run_study
 
     settings = TuneSettings(trials=trials, confirm_fraction=confirm_fraction, min_effect=min_effect, alpha=alpha,
                             pruner=pruner, min_items=min_items, seed=seed, heartbeat=heartbeat)
@@ -330,15 +331,15 @@ def report(runs: Path = typer.Argument(Path("runs"), help="Folder of run folders
            out: Optional[Path] = typer.Option(None, help="Write report.md, report.json and report.png here."),
            common_items: bool = typer.Option(False, help="Compare on the items every run answered.")):
     """Compare the methods of each benchmark on the same items: metrics, intervals, paired tests, latency."""
-    from . import figures
-    from .evaluation.api import report as build
-    from .evaluation.report import markdown
+    from ..evaluation.api import report as build
+    from ..evaluation.report import markdown
+    from ..utils import plotting
 
     result = build(runs, out=out, common_items=common_items)
     console.print(markdown(result), soft_wrap=True)
     if out is not None:
-        console.print(f"wrote {out}/report.md, report.json" + (", report.png" if figures.available() else
-                                                                 f" ({figures.MISSING})"))
+        console.print(f"wrote {out}/report.md, report.json" + (", report.png" if plotting.available() else
+                                                                 f" ({plotting.MISSING})"))
 
 
 data_app = typer.Typer(help="Benchmark data.", no_args_is_help=True)
@@ -351,7 +352,7 @@ def data_shapes(out: Path = typer.Option(..., help="Folder for the images and th
                 split: list[str] = typer.Option(["calib", "dev", "test"], help="Splits to write (repeatable)."),
                 n: Optional[int] = typer.Option(None, min=1, help="Items per split (default: the split's size).")):
     """Write the synthetic shapes benchmark: PNG images and one JSONL file per split."""
-    from .evaluation import shapes_generator
+    from ..evaluation.benchmarks import shapes_generator
 
     for name in split:
         path = shapes_generator.write_split(name, out, n if n is not None or name != "train" else 10000)

@@ -101,7 +101,7 @@ def locate(model: nn.Module) -> ModelLayout:
     model_type = getattr(model.config, "model_type", type(model).__name__)
     spec = ARCHITECTURES.get(model_type, GENERIC)
     hint = (f"functional_heads does not know the layout of model_type '{model_type}'. Add an ArchSpec to "
-            "functional_heads.architectures.ARCHITECTURES naming it; `fheads check --model PATH` tests a layout.")
+            "functional_heads.models.architectures.ARCHITECTURES naming it; `fheads check --model PATH` tests a layout.")
     try:
         decoder = _get(model, spec.decoder) if spec.decoder else model.get_decoder()
         layers = list(_get(decoder, spec.layers))

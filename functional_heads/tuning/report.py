@@ -17,15 +17,16 @@ from pathlib import Path
 
 import torch
 
-from .. import figures
-from ..config import RescaleConfig
-from ..heads import identify_heads
-from .stats import items_needed, mcnemar, paired_difference
+from ..core.config import RescaleConfig
+from ..core.heads import identify_heads
+from ..evaluation.stats import items_needed, mcnemar, paired_difference
+from ..utils import plotting
+from . import figures
 
 
 def summarize(study, tuner, confirm: list, identity: dict, storage_url: str, study_name: str, log) -> dict:
     """The study's summary: the candidate (best complete trial), its confirmation and every trial."""
-    from .tuning import _finished, cached
+    from .study import _finished, cached
 
     stored = study.get_trials(deepcopy=False)
     trials = [_trial_row(t) for t in stored if not t.user_attrs.get("surplus")]
@@ -152,7 +153,7 @@ def write(summary: dict, out: Path, ratios: torch.Tensor, model_type: str | None
     os.replace(tmp, out / "heads.json")
     written.append(out / "heads.json")
     text = markdown(summary)
-    if figures.available():
+    if plotting.available():
         trials, layers = summary["trials"], summary["space"]["num_layers"]
         written += [figures.tune_bands(trials, layers, out / "tune_bands.png"),
                     figures.tune_gains(trials, out / "tune_gains.png"),
@@ -160,7 +161,7 @@ def write(summary: dict, out: Path, ratios: torch.Tensor, model_type: str | None
         if summary["importances"]:
             written.append(figures.tune_importances(summary["importances"], out / "tune_importances.png"))
     else:
-        text += f"\n{figures.MISSING}\n"
+        text += f"\n{plotting.MISSING}\n"
     written.append(_atomic(out / "tune.md", text))
     return written
 

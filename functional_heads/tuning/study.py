@@ -33,16 +33,16 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..architectures import attention_layer_count, locate
-from ..config import RescaleConfig
-from ..heads import HeadMap, calibrate, identify_heads, thresholds_for_shares
-from ..loading import load_model, load_processor, prompt_batches, read_config, read_prompts, to_model_device
-from ..progress import progress as progress_lines
-from .benchmarks import Example, get_benchmark
-from .methods import get_method
-from .run_folders import Decoding, answer_all, settings_hash
-from .seeding import text_seed
-from .stats import items_needed
+from ..core.config import RescaleConfig
+from ..core.heads import HeadMap, calibrate, identify_heads, thresholds_for_shares
+from ..evaluation.benchmarks import Example, get_benchmark
+from ..evaluation.methods import get_method
+from ..evaluation.runs import Decoding, answer_all, settings_hash
+from ..evaluation.seeding import text_seed
+from ..evaluation.stats import items_needed
+from ..models.architectures import attention_layer_count, locate
+from ..models.loading import load_model, load_processor, prompt_batches, read_config, read_prompts, to_model_device
+from ..utils.progress import progress as progress_lines
 
 PRUNERS = ("halving", "hyperband", "none")
 HOST = socket.gethostname()
@@ -459,8 +459,8 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
          batch_size: int = 8, dtype: str = "auto", device_map: str | None = None, progress: bool = True) -> dict:
     """Run (or join, or resume) a study and confirm its best setting; writes tune.json, tune.md, settings.json,
     heads.json, the figures and log.txt under `out`, and returns the summary (see `tune_report`)."""
-    from . import tune_report
-    from .api import check_writable
+    from ..evaluation.api import check_writable
+    from . import report as tune_report
 
     if importlib.util.find_spec("optuna") is None:
         raise ValueError("fheads tune needs Optuna: pip install 'functional-heads[tune]'.")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import RescaleConfig
+from ..core.config import RescaleConfig
 
-BUNDLED = Path(__file__).parent / "bundled" / "shapes-r1-tiny"
+BUNDLED = Path(__file__).parents[1] / "bundled" / "shapes-r1-tiny"
 REASONING_TUNED = "shapes-r1-tiny-reasoning"  # the base, tuned further on long chains (training/reasoning_tune.py)
 
 

@@ -15,17 +15,18 @@ from pathlib import Path
 
 import torch
 
-from . import figures
-from .bundled import REASONING_TUNED, bundled_model_path, bundled_settings, bundled_tuning
-from .evaluation import premise
-from .evaluation import shapes_generator as shapes
-from .evaluation.benchmarks import get_benchmark
-from .evaluation.methods import get_method, method_names
-from .evaluation.report import compare, markdown as report_markdown
-from .evaluation.run_folders import Decoding, Run, answer_all, fill, run_identity
-from .evaluation.stats import paired_difference
-from .heads import HeadMap, calibrate
-from .loading import load_model, load_processor, prompt_batches, to_model_device
+from ..core.heads import HeadMap, calibrate
+from ..evaluation import figures, premise
+from ..evaluation.benchmarks import get_benchmark
+from ..evaluation.benchmarks import shapes_generator as shapes
+from ..evaluation.methods import get_method, method_names
+from ..evaluation.report import compare
+from ..evaluation.report import markdown as report_markdown
+from ..evaluation.runs import Decoding, Run, answer_all, fill, run_identity
+from ..evaluation.stats import paired_difference
+from ..models.loading import load_model, load_processor, prompt_batches, to_model_device
+from ..testbed.bundled import REASONING_TUNED, bundled_model_path, bundled_settings, bundled_tuning
+from ..utils import plotting
 
 METHODS = ("vanilla", "static", "dynamic", "perception-only", "reasoning-only")  # no decoding baselines: see `fheads eval`
 DECODING = Decoding(max_new_tokens=shapes.MAX_ANSWER_TOKENS)
@@ -139,14 +140,14 @@ def write_outputs(out: Path, report: dict, heads: HeadMap) -> None:
     (out / "demo.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     heads.save(out / "heads.json")
     text = markdown(report)
-    if figures.available():
+    if plotting.available():
         figures.ratios_heatmap(heads, out / "ratios_heatmap.png")
         figures.ratios_by_layer(heads, out / "ratios_by_layer.png", "Attention to the image by depth (calib split)")
         figures.accuracy_bars({"shapes": report["shapes"]}, out / "report.png")
         if "reasoning_tuned" in report:
             figures.attention_along_chain(report["reasoning_tuned"]["premise"], out / "premise_attention.png")
     else:
-        text += f"\n{figures.MISSING}\n"
+        text += f"\n{plotting.MISSING}\n"
     (out / "demo.md").write_text(text)
 
 

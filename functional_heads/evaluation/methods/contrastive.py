@@ -21,9 +21,9 @@ import torch
 from transformers import AttentionInterface, LogitsProcessor
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-from ..architectures import locate
-from ..compat import CACHE_ARGUMENT, returned_cache
-from ..ratios import attention_state, base_attention, visual_token_mask
+from ...core.ratios import attention_state, base_attention, visual_token_mask
+from ...models.architectures import locate
+from ...models.compat import CACHE_ARGUMENT, returned_cache
 
 
 @dataclass(frozen=True)

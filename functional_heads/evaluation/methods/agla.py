@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoConfig, AutoProcessor, BlipForImageTextRetrieval
 
-from ..loading import local_folder
-from .baselines import ContrastiveLogits, plausible
+from ...models.loading import local_folder
+from .contrastive import ContrastiveLogits, plausible
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .architectures import ModelLayout, locate
-from .compat import attention_implementation, attention_switched
+from ..models.architectures import ModelLayout, locate
+from ..models.compat import attention_implementation, attention_switched
 
 PROBE = "functional_heads_probe"
 _WRAPPABLE = ("sdpa", "eager")  # others (flash, flex) are probed through sdpa: same outputs, known masks

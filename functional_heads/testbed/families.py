@@ -21,14 +21,15 @@ import transformers
 from transformers import CONFIG_MAPPING
 from transformers.models.auto import image_processing_auto, modeling_auto
 
-from .architectures import GENERIC, _token_id
-from .check import check_image
-from .compat import projected_features
+from ..core.check import check_image
+from ..models.architectures import GENERIC, _token_id
+from ..models.compat import projected_features
+from .sizes import DECODER, HEAD_DIM, HEADS, HIDDEN, LAYERS
 
-SIZES = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-             embed_dim=64, out_hidden_size=64, projection_dim=64, projector_hidden_size=64, num_heads=4, d_model=64,
-             text_hidden_size=64, vision_hidden_size=64, mm_hidden_size=64, projection_hidden_size=64,
-             encoder_hidden_size=64,
+SIZES = dict(**DECODER, head_dim=HEAD_DIM, num_heads=HEADS,
+             **{name: HIDDEN for name in ("embed_dim", "out_hidden_size", "projection_dim", "projector_hidden_size",
+                                         "d_model", "text_hidden_size", "vision_hidden_size", "mm_hidden_size",
+                                         "projection_hidden_size", "encoder_hidden_size")},
              # mixture of experts
              moe_intermediate_size=32, shared_expert_intermediate_size=32, n_routed_experts=4, num_experts=4,
              num_local_experts=4, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1, n_group=1,
@@ -36,7 +37,7 @@ SIZES = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_k
              # multi-head latent attention
              q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=16)
 FREE_IMAGE_TOKEN = 99  # below the ids the prompts are drawn from (100 and up)
-DEPTHS = dict(num_hidden_layers=4, depth=2, num_layers=2, encoder_layers=2, decoder_layers=2)  # at most these
+DEPTHS = dict(num_hidden_layers=LAYERS, depth=2, num_layers=2, encoder_layers=2, decoder_layers=2)  # at most these
 
 
 def families() -> dict[str, str]:

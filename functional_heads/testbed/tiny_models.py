@@ -13,12 +13,12 @@ from typing import Callable
 import torch
 import transformers as tf
 
-from functional_heads.compat import IS_TRANSFORMERS_5, projected_features, rope_settings
+from ..models.compat import IS_TRANSFORMERS_5, projected_features, rope_settings
+from .sizes import DECODER, LAYERS
 
 VOCAB = 320
 IMAGE, VIDEO, V_START, V_END, BOI, EOI = 300, 301, 302, 303, 304, 305
-TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=4096, pad_token_id=0,
+TEXT = dict(**DECODER, num_hidden_layers=LAYERS, vocab_size=VOCAB, max_position_embeddings=4096, pad_token_id=0,
             bos_token_id=1, eos_token_id=2)
 
 
@@ -191,7 +191,7 @@ def save_tiny_blip_itm(folder, seed: int = 0, layers: int = 2):
     processor, as `save_pretrained` writes them."""
     from transformers import BlipProcessor
 
-    from functional_heads.compat import bert_tokenizer
+    from ..models.compat import bert_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(ITM_WORDS) + "\n")
@@ -212,7 +212,7 @@ def save_tiny_blip_itm(folder, seed: int = 0, layers: int = 2):
 
 def save_tiny_clip(folder, tokenizer_folder, seed: int = 0):
     """A random-weight CLIP model (32x32 images) with the tokenizer found in `tokenizer_folder`."""
-    from functional_heads.loading import load_processor
+    from ..models.loading import load_processor
 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = load_processor(tokenizer_folder).tokenizer
@@ -328,7 +328,7 @@ def save_tiny_kimi_vl(folder, seed: int = 0):
                            "AutoModel": "modeling_kimi_vl.KimiVLForConditionalGeneration"},
               "vision_config": vision, "text_config": text, "media_placeholder_token_id": vocab["<|media_pad|>"],
               "ignore_index": -100, "pad_token_id": 0, "torch_dtype": "float32"}
-    from functional_heads.kimi_vl import native_config
+    from ..models.kimi_vl import native_config
 
     torch.manual_seed(seed)
     native = tf.Kimi_K25ForConditionalGeneration(native_config(config)).float().eval()

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-from .architectures import ModelLayout, locate
+from ..models.architectures import ModelLayout, locate
 from .ratios import attention_state, query_positions, visual_attention_ratios, visual_token_mask
 from .rescale import fold, rescale, unfold
 
@@ -191,7 +191,7 @@ PROMPTS = ("How many shapes are in the image?",
 
 def check_checkpoint(model, processor) -> CheckResult:
     """`check_model` on a loaded checkpoint: two prompts of different lengths about one generated image."""
-    from .loading import prompt_inputs, to_model_device
+    from ..models.loading import prompt_inputs, to_model_device
 
     image = check_image()
     batch = to_model_device(prompt_inputs(processor, [image, image], list(PROMPTS)), model)

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer, StoppingCriteria
 
-from ..loading import local_folder, prompt_inputs, to_model_device
-from ..compat import projected_features, returned_cache
-from .baselines import SEQUENCE_INPUTS, continuing, with_generated
-from .seeding import seeded
+from ...models.compat import projected_features, returned_cache
+from ...models.loading import local_folder, prompt_inputs, to_model_device
+from ..seeding import seeded
+from .contrastive import SEQUENCE_INPUTS, continuing, with_generated
 
 TERMINALS = ".?!"
 # how each dual encoder's text side was trained to be padded (SigLIP: always to 64 tokens)

@@ -27,7 +27,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from ..progress import progress as progress_lines
+from ..utils.progress import progress as progress_lines
 from .benchmarks import Benchmark, Example, Unusable
 from .distributed import Shard
 from .seeding import seeded, text_seed

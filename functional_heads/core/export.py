@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .compat import readable_by_transformers_4
+from ..models.compat import readable_by_transformers_4
+from ..models.loading import WEIGHT_SUFFIXES, load_model, local_folder, read_config
 from .heads import HeadMap
-from .loading import WEIGHT_SUFFIXES, load_model, local_folder, read_config
 from .rescale import fold
 
 HEAD_MAP_FILE = "functional_heads.json"

@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from .architectures import ModelLayout, locate
+from ..models.architectures import ModelLayout, locate
 from .heads import HeadMap
 
 _FOLD_ATTR = "_functional_heads_fold"

@@ -9,10 +9,10 @@ from typing import Iterable
 
 import torch
 
-from .architectures import ModelLayout, attention_layer_count, locate
+from ..models.architectures import ModelLayout, attention_layer_count, locate
+from ..models.loading import load_model, load_processor, prompt_batches, read_config, read_prompts, to_model_device
+from ..utils.progress import progress as progress_lines
 from .config import RescaleConfig
-from .loading import load_model, load_processor, prompt_batches, read_config, read_prompts, to_model_device
-from .progress import progress as progress_lines
 from .ratios import visual_attention_ratios
 
 FORMAT_VERSION = 1

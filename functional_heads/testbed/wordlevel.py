@@ -9,7 +9,7 @@ from pathlib import Path
 
 import transformers as tf
 
-from .compat import pil_image_processor, rope_settings, word_level_tokenizer_class
+from ..models.compat import pil_image_processor, rope_settings, word_level_tokenizer_class
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
            "<|image_pad|>", "<|video_pad|>"]

@@ -18,8 +18,8 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from .architectures import locate
-from .compat import CACHE_KEYS, passed_cache
+from ..models.architectures import locate
+from ..models.compat import CACHE_KEYS, passed_cache
 from .config import RescaleConfig
 from .heads import HeadMap, classify, identify_heads
 from .ratios import probing, visual_attention_ratios

@@ -1,0 +1,1 @@
+"""The applications: the `fheads` command line and the demo."""

@@ -1,0 +1,79 @@
+"""Figures of S_v, of the premise and of reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..utils.plotting import figure
+
+
+def ratios_heatmap(heads, path: Path) -> Path:
+    """S_v per layer and head of a static head map, its perception (P) and reasoning (R) heads marked."""
+    with figure(path, (6, 4.5)) as (fig, ax):
+        image = ax.imshow(heads.ratios.numpy(), cmap="viridis", aspect="auto")
+        for layer, head in heads.perception.nonzero().tolist():
+            ax.text(head, layer, "P", ha="center", va="center", color="white", fontweight="bold")
+        for layer, head in heads.reasoning.nonzero().tolist():
+            ax.text(head, layer, "R", ha="center", va="center", color="red", fontweight="bold")
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer (from 0)")
+        ax.set_title("S_v: attention to the image at the last prompt token\n(P perception, R reasoning heads)")
+        fig.colorbar(image, ax=ax, label="S_v")
+    return path
+
+
+def ratios_by_layer(heads, path: Path, title: str = "Attention to the image by depth") -> Path:
+    """Mean S_v per layer with its spread over heads."""
+    ratios = heads.ratios.numpy()
+    mean, spread = ratios.mean(1), ratios.std(1)
+    with figure(path, (6, 3.5)) as (fig, ax):
+        layers = range(len(mean))
+        ax.plot(layers, mean, "o-", label="mean over heads")
+        ax.fill_between(layers, mean - spread, mean + spread, alpha=0.2, label="+- 1 std over heads")
+        ax.set_xlabel("layer (from 0)")
+        ax.set_ylabel("S_v")
+        ax.set_ylim(0, 1)
+        ax.set_title(title)
+        ax.legend()
+    return path
+
+
+def attention_along_chain(summaries: dict[str, dict], path: Path) -> Path:
+    """Mean S_v of the shallow and deep halves of the layers at i* and along each model's answer
+    (`evaluation.premise.summary` per model)."""
+    with figure(path, (7, 3.5)) as (fig, ax):
+        for colour, (name, summary) in enumerate(summaries.items()):
+            positions = range(len(summary["positions"]))
+            for half, style in (("shallow_half", "o-"), ("deep_half", "s--")):
+                ax.plot(positions, summary[half], style, color=f"C{colour}", label=f"{name}: {half.split('_')[0]} layers")
+        ax.set_xticks(list(positions), [p.split(" (")[0].replace(" of the chain", "") for p in summary["positions"]])
+        ax.set_xlabel("query position (i*, then the share of the model's own answer)")
+        ax.set_ylabel("mean S_v")
+        ax.set_title("Attention to the image along the answer")
+        ax.legend(fontsize=7)
+    return path
+
+
+def accuracy_bars(report: dict, path: Path) -> Path:
+    """Accuracy with its 95% interval per benchmark and method, from `evaluation.report.build_report`."""
+    names = list(report)
+    methods = list(dict.fromkeys(m for r in report.values() for m in r["methods"]))
+    width = 0.8 / max(len(methods), 1)
+    with figure(path, (max(4, 1.6 * len(names) * max(1, len(methods) / 3)), 3.5)) as (fig, ax):
+        for k, method in enumerate(methods):
+            xs, ys, errs = [], [], [[], []]
+            for i, name in enumerate(names):
+                m = report[name]["methods"].get(method)
+                if m is None or m.get("accuracy") is None:
+                    continue
+                low, high = [m["accuracy"] if v is None else v for v in (m.get("ci95") or (None, None))]
+                xs.append(i + (k - (len(methods) - 1) / 2) * width)
+                ys.append(m["accuracy"])
+                errs[0].append(max(0.0, m["accuracy"] - low))
+                errs[1].append(max(0.0, high - m["accuracy"]))
+            ax.bar(xs, ys, width, yerr=errs, capsize=2, label=method)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_ylabel("accuracy (95% CI)")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7, ncol=min(len(methods), 4))
+    return path

@@ -1,0 +1,1 @@
+"""Plumbing shared by every layer: optional dependencies, errors, atomic files, progress, plotting."""

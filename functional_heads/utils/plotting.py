@@ -1,0 +1,36 @@
+"""One matplotlib set-up for every figure the project draws (the `plot` extra); the figures live with
+what they show (`evaluation.figures`, `tuning.figures`).
+
+`available()` says whether matplotlib is installed, so a command can check before its work and skip its
+figures with a note instead of failing at the end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+MISSING = "figures skipped: matplotlib is not installed (pip install 'functional-heads[plot]')"
+
+
+def available() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+@contextmanager
+def figure(path: Path, size: tuple[float, float]) -> Iterator:
+    """Yields (fig, ax) and saves the figure to `path` on exit (Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size)
+    try:
+        yield fig, ax
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
