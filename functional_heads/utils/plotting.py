@@ -7,16 +7,17 @@ figures with a note instead of failing at the end.
 
 from __future__ import annotations
 
-import importlib.util
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-MISSING = "figures skipped: matplotlib is not installed (pip install 'functional-heads[plot]')"
+from .imports import install_hint, is_matplotlib_available
+
+MISSING = f"figures skipped: matplotlib is not installed ({install_hint('matplotlib')})"
 
 
 def available() -> bool:
-    return importlib.util.find_spec("matplotlib") is not None
+    return is_matplotlib_available()
 
 
 @contextmanager
