@@ -5,6 +5,7 @@ import torch
 
 import functional_heads as fh
 from functional_heads.evaluation import premise
+from functional_heads.utils.errors import UserError
 from functional_heads.evaluation.benchmarks import get_benchmark
 
 
@@ -59,5 +60,5 @@ def test_bundled_reasoning_tuned_model_loads_with_plain_transformers():
     model = transformers.AutoModelForImageTextToText.from_pretrained(path)
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
     assert sum(f.stat().st_size for f in path.iterdir()) < 25 * 2**20
-    with pytest.raises(FileNotFoundError, match="reinstall"):
+    with pytest.raises(UserError, match="reinstall"):
         fh.bundled_model_path("no-such-model")

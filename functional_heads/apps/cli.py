@@ -1,7 +1,8 @@
 """`fheads`: option parsing over the library. Each command calls one library function and prints its result.
 
-Errors are one `error:` line (exit 2 for bad input, 1 for anything unexpected); `fheads --debug ...` or
-FHEADS_DEBUG=1 shows the traceback instead. Ctrl-C exits 130 and says how to resume.
+What the user can fix (`UserError`) is one `error:` line, exit 2. Anything else is an internal error: one
+line naming it and how to see the traceback (`fheads --debug ...` or FHEADS_DEBUG=1), exit 1. Ctrl-C exits
+130 and says how to resume.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from ..utils.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Functional head identification and class-conditioned rescaling (arXiv 2510.10285).")
@@ -48,11 +51,13 @@ def guarded(resumable: bool = False):
             except Exception as err:
                 if _state["debug"]:
                     raise
-                bad_input = isinstance(err, (ValueError, FileNotFoundError, NotADirectoryError, PermissionError))
-                message = str(err) if bad_input else f"{type(err).__name__}: {err}"
-                hint = "" if bad_input else " (fheads --debug ... shows the traceback)"
-                errors.print(f"[red]error:[/red] {escape(message)}{hint}", soft_wrap=True, highlight=False)
-                raise typer.Exit(2 if bad_input else 1)
+                if isinstance(err, UserError):
+                    errors.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
+                    raise typer.Exit(2)
+                errors.print(f"[red]internal error:[/red] {escape(f'{type(err).__name__}: {err}')} (rerun with "
+                             "`fheads --debug ...` to see the traceback, and report it)", soft_wrap=True,
+                             highlight=False)
+                raise typer.Exit(1)
         return run
     return wrap
 
@@ -213,7 +218,7 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
     for value in values:
         key, sep, val = value.partition("=")
         if not sep or not key:
-            raise ValueError(f"{flag} takes KEY=VALUE, got '{value}'.")
+            raise UserError(f"{flag} takes KEY=VALUE, got '{value}'.")
         pairs[key] = val
     return pairs
 
@@ -258,7 +263,7 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
     from ..evaluation.runs import Decoding, run_records
 
     if (judge_url is None) != (judge_model is None):
-        raise ValueError("An LLM judge needs both --judge-url and --judge-model.")
+        raise UserError("An LLM judge needs both --judge-url and --judge-model.")
     run = evaluate_run(model, bench, method, out=out, data=data, split=split, options=_pairs(option, "--option"),
                        heads=heads, preset=preset, method_options=_pairs(method_option, "--method-option"),
                        limit=limit, batch_size=batch_size,

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from ..utils.errors import UserError
+
 
 @dataclass(frozen=True)
 class RescaleConfig:
@@ -35,9 +37,9 @@ class RescaleConfig:
         for name in ("tau_perc", "tau_reas"):
             _check(getattr(self, name), name, "a number in [0, 1]", lambda v: _number(v) and 0 <= v <= 1)
         if self.tau_reas >= self.tau_perc and self.reas_first_layer <= self.perc_last_layer:
-            raise ValueError(f"tau_reas={self.tau_reas} must be < tau_perc={self.tau_perc} where the bands overlap "
-                             f"(layers {self.reas_first_layer}..{self.perc_last_layer}): a head cannot be both "
-                             "image-heavy and text-heavy.")
+            raise UserError(f"tau_reas={self.tau_reas} must be < tau_perc={self.tau_perc} where the bands overlap "
+                            f"(layers {self.reas_first_layer}..{self.perc_last_layer}): a head cannot be both "
+                            "image-heavy and text-heavy.")
         for name in ("g_perc", "g_reas"):
             _check(getattr(self, name), name, "a number > 0 (the paper uses >= 1)", lambda v: _number(v) and v > 0)
         _check(self.query_offset, "query_offset", "an integer <= -1", lambda v: isinstance(v, int) and v <= -1)
@@ -51,15 +53,15 @@ class RescaleConfig:
         """Raise if a layer bound lies outside a model of `num_layers` layers."""
         for name in ("perc_last_layer", "reas_first_layer"):
             if getattr(self, name) >= num_layers:
-                raise ValueError(f"{name}={getattr(self, name)} is outside the model: allowed range is "
-                                 f"0..{num_layers - 1} (layers are counted from 0).")
+                raise UserError(f"{name}={getattr(self, name)} is outside the model: allowed range is "
+                                f"0..{num_layers - 1} (layers are counted from 0).")
         if self.layer_gains is not None and len(self.layer_gains) != num_layers:
-            raise ValueError(f"layer_gains holds {len(self.layer_gains)} gains; the model has {num_layers} layers.")
+            raise UserError(f"layer_gains holds {len(self.layer_gains)} gains; the model has {num_layers} layers.")
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "RescaleConfig":
         if name not in PRESETS:
-            raise ValueError(f"Unknown preset '{name}'. Known presets: {', '.join(sorted(PRESETS))}.")
+            raise UserError(f"Unknown preset '{name}'. Known presets: {', '.join(sorted(PRESETS))}.")
         return replace(PRESETS[name], **overrides)
 
     @classmethod
@@ -70,9 +72,9 @@ class RescaleConfig:
         overrides = {k: v for k, v in overrides.items() if v is not None}
         unknown = set(overrides) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"RescaleConfig has no field {', '.join(sorted(unknown))}.")
+            raise UserError(f"RescaleConfig has no field {', '.join(sorted(unknown))}.")
         if preset and settings:
-            raise ValueError("Give a preset or a settings file, not both.")
+            raise UserError("Give a preset or a settings file, not both.")
         if preset:
             return cls.preset(preset, **overrides)
         if settings:
@@ -80,13 +82,13 @@ class RescaleConfig:
                 data = json.loads(Path(settings).read_text())
                 return cls.from_dict({**data.get("config", data), **overrides})
             except (OSError, json.JSONDecodeError, AttributeError) as err:
-                raise ValueError(f"Cannot read settings from {settings}: {err}") from None
+                raise UserError(f"Cannot read settings from {settings}: {err}") from err
             except TypeError as err:
-                raise ValueError(f"{settings} does not hold RescaleConfig settings: {err}") from None
+                raise UserError(f"{settings} does not hold RescaleConfig settings: {err}") from err
         missing = {"perc_last_layer", "reas_first_layer", "tau_perc", "tau_reas"} - overrides.keys()
         if missing:
             flags = ", ".join("--" + m.replace("_", "-") for m in sorted(missing))
-            raise ValueError(f"Give --preset, --settings or all of: {flags}.")
+            raise UserError(f"Give --preset, --settings or all of: {flags}.")
         return cls(**overrides)
 
     def probe_options(self) -> dict:
@@ -117,7 +119,7 @@ def _number(value) -> bool:
 
 def _check(value, name: str, allowed: str, ok) -> None:
     if not ok(value):
-        raise ValueError(f"{name}={value!r} is invalid: it must be {allowed}.")
+        raise UserError(f"{name}={value!r} is invalid: it must be {allowed}.")
 
 
 PRESETS = {

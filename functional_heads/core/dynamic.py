@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from ..models.architectures import locate
 from ..models.compat import CACHE_KEYS, passed_cache
+from ..utils.errors import UserError
 from .config import RescaleConfig
 from .heads import HeadMap, classify, identify_heads
 from .ratios import probing, visual_attention_ratios
@@ -50,7 +51,7 @@ def dynamic(model: nn.Module, config: RescaleConfig, mode: str = "two-pass") -> 
     """Within the block, every forward that starts a prompt (a plain call or generate()'s prefill) picks
     per-input heads from that prompt and rescales them until the next prompt."""
     if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is invalid: it must be one of {MODES}.")
+        raise UserError(f"mode={mode!r} is invalid: it must be one of {MODES}.")
     layout = locate(model)
     config.check_layers(layout.num_layers)
     run = DynamicRun(config, mode)
@@ -87,7 +88,7 @@ def dynamic(model: nn.Module, config: RescaleConfig, mode: str = "two-pass") -> 
             return None
         inputs = {"input_ids": args[0] if args else kwargs.get("input_ids"), **kwargs}
         if inputs["input_ids"] is None:
-            raise ValueError("dynamic() needs input_ids (not inputs_embeds) to find the image tokens of each prompt.")
+            raise UserError("dynamic() needs input_ids (not inputs_embeds) to find the image tokens of each prompt.")
         run._probe.close()
         (probe_then_rescale if mode == "two-pass" else pick_inside_prefill)(inputs)
         return None

@@ -15,6 +15,7 @@ import torch
 
 from ..models.compat import readable_by_transformers_4
 from ..models.loading import WEIGHT_SUFFIXES, load_model, local_folder, read_config
+from ..utils.errors import UserError
 from .heads import HeadMap
 from .rescale import fold
 
@@ -30,7 +31,7 @@ def export_folded(model: str | Path, heads: HeadMap | str | Path, out: str | Pat
     head_map = heads if isinstance(heads, HeadMap) else HeadMap.load(heads)
     head_map.check_fits_config(source)
     if out.resolve() == source.resolve():
-        raise ValueError(f"--out {out} is the model's own folder; export to a new folder.")
+        raise UserError(f"--out {out} is the model's own folder; export to a new folder.")
     vlm = load_model(source, dtype=dtype)
     fold(vlm, head_map)
     vlm.save_pretrained(out)

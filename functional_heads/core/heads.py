@@ -11,6 +11,7 @@ import torch
 
 from ..models.architectures import ModelLayout, attention_layer_count, locate
 from ..models.loading import load_model, load_processor, prompt_batches, read_config, read_prompts, to_model_device
+from ..utils.errors import UserError
 from ..utils.progress import progress as progress_lines
 from .config import RescaleConfig
 from .ratios import visual_attention_ratios
@@ -58,7 +59,7 @@ class HeadMap:
     def only(self, kind: str) -> "HeadMap":
         """The map with only its `kind` ("perception" or "reasoning") heads: the ablations of the paper."""
         if kind not in ("perception", "reasoning"):
-            raise ValueError(f"kind must be 'perception' or 'reasoning', got {kind!r}.")
+            raise UserError(f"kind must be 'perception' or 'reasoning', got {kind!r}.")
         none = torch.zeros_like(self.perception)
         masks = (self.perception, none) if kind == "perception" else (none, self.reasoning)
         return HeadMap(*masks, self.config, self.model_type, self.ratios, self.num_samples)
@@ -85,9 +86,9 @@ class HeadMap:
 
     def check_fits(self, layout: ModelLayout) -> None:
         if (self.num_layers, self.num_heads) != (layout.num_layers, layout.num_heads):
-            raise ValueError(f"This head map was made for a model of {self.num_layers} layers x {self.num_heads} "
-                             f"heads ({self.model_type or 'unknown type'}), but the model has {layout.num_layers} "
-                             f"layers x {layout.num_heads} heads ({layout.model_type}). Calibrate on this model.")
+            raise UserError(f"This head map was made for a model of {self.num_layers} layers x {self.num_heads} "
+                            f"heads ({self.model_type or 'unknown type'}), but the model has {layout.num_layers} "
+                            f"layers x {layout.num_heads} heads ({layout.model_type}). Calibrate on this model.")
 
     def check_fits_config(self, model_path: str | Path) -> None:
         """Raise before loading weights if the model folder's config gives another number of layers or
@@ -96,9 +97,9 @@ class HeadMap:
         text = config.get("text_config") or config
         shape = (attention_layer_count(text), text.get("num_attention_heads"))
         if all(isinstance(n, int) for n in shape) and shape != (self.num_layers, self.num_heads):
-            raise ValueError(f"This head map was made for a model of {self.num_layers} layers x {self.num_heads} "
-                             f"heads ({self.model_type or 'unknown type'}), but {model_path} has {shape[0]} layers "
-                             f"x {shape[1]} heads. Calibrate on this model.")
+            raise UserError(f"This head map was made for a model of {self.num_layers} layers x {self.num_heads} "
+                            f"heads ({self.model_type or 'unknown type'}), but {model_path} has {shape[0]} layers "
+                            f"x {shape[1]} heads. Calibrate on this model.")
 
     def save(self, path: str | Path) -> None:
         self._require_static("save")
@@ -121,25 +122,25 @@ class HeadMap:
                     mask[layer, head] = True
             ratios = torch.tensor(data["ratios"]) if data.get("ratios") is not None else None
             if ratios is not None and tuple(ratios.shape) != shape:
-                raise ValueError(f"its ratios are {list(ratios.shape)}, not the stated {list(shape)} layers x heads")
+                raise UserError(f"its ratios are {list(ratios.shape)}, not the stated {list(shape)} layers x heads")
             if any(not 0 <= n < limit for heads in (data["perception_heads"], data["reasoning_heads"])
                    for pair in heads for n, limit in zip(pair, shape)):
-                raise ValueError(f"a listed head lies outside the stated {shape[0]} layers x {shape[1]} heads")
+                raise UserError(f"a listed head lies outside the stated {shape[0]} layers x {shape[1]} heads")
             return cls(masks[0], masks[1], RescaleConfig.from_dict(data["config"]), data.get("model_type"), ratios,
                        data.get("num_samples"))
         except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
-            raise ValueError(f"{path} is not a readable functional-heads head map: {err}") from None
+            raise UserError(f"{path} is not a readable functional-heads head map: {err}") from err
 
     def _require_static(self, what: str) -> None:
         if self.perception.dim() != 2:
-            raise ValueError(f"{what} needs a static head map [layers, heads]; this one is per input "
-                             f"{tuple(self.perception.shape)}.")
+            raise UserError(f"{what} needs a static head map [layers, heads]; this one is per input "
+                            f"{tuple(self.perception.shape)}.")
 
 
 def identify_heads(ratios: torch.Tensor, config: RescaleConfig, model_type: str | None = None) -> HeadMap:
     """Apply the rules of the paper to S_v [layers, heads] or [batch, layers, heads]."""
     if ratios.dim() not in (2, 3):
-        raise ValueError(f"ratios must be [layers, heads] or [batch, layers, heads], got {tuple(ratios.shape)}.")
+        raise UserError(f"ratios must be [layers, heads] or [batch, layers, heads], got {tuple(ratios.shape)}.")
     config.check_layers(ratios.shape[-2])
     perception, reasoning = classify(ratios, torch.arange(ratios.shape[-2])[:, None], config)
     return HeadMap(perception, reasoning, config, model_type, ratios)
@@ -182,7 +183,7 @@ def calibrate(model, batches: Iterable[dict], config: RescaleConfig, progress: b
             count += ratios.shape[0]
             advance(1)
     if count == 0:
-        raise ValueError("calibrate got no calibration batches.")
+        raise UserError("calibrate got no calibration batches.")
     heads = identify_heads((ratio_sum / count).float(), config, layout.model_type)
     heads.num_samples = count
     return heads

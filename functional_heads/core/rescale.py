@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..models.architectures import ModelLayout, locate
+from ..utils.errors import UserError
 from .heads import HeadMap
 
 _FOLD_ATTR = "_functional_heads_fold"
@@ -27,10 +28,10 @@ def gains_for(heads: HeadMap | torch.Tensor, layout: ModelLayout) -> torch.Tenso
         return heads.gains
     gains = torch.as_tensor(heads, dtype=torch.float32)
     if gains.dim() not in (2, 3) or tuple(gains.shape[-2:]) != (layout.num_layers, layout.num_heads):
-        raise ValueError(f"gains must be [layers, heads] or [batch, layers, heads] with layers={layout.num_layers} "
-                         f"and heads={layout.num_heads}, got {tuple(gains.shape)}.")
+        raise UserError(f"gains must be [layers, heads] or [batch, layers, heads] with layers={layout.num_layers} "
+                        f"and heads={layout.num_heads}, got {tuple(gains.shape)}.")
     if not torch.isfinite(gains).all() or (gains <= 0).any():
-        raise ValueError("gains must be finite and > 0.")
+        raise UserError("gains must be finite and > 0.")
     return gains
 
 
@@ -84,7 +85,7 @@ class HeadScaler:
                 return None
             if scale.dim() > 1 and scale.shape[0] != x.shape[0]:  # generate() expanded the batch (beams, returns)
                 if x.shape[0] % scale.shape[0]:
-                    raise ValueError(f"Per-input gains for {scale.shape[0]} inputs cannot serve a batch of {x.shape[0]}.")
+                    raise UserError(f"Per-input gains for {scale.shape[0]} inputs cannot serve a batch of {x.shape[0]}.")
                 scale = scale.repeat_interleave(x.shape[0] // scale.shape[0], dim=0)
             return (x * scale, *args[1:])
 
@@ -119,18 +120,18 @@ def fold(model: nn.Module, heads: HeadMap | torch.Tensor) -> None:
     layout = locate(model)
     gains = gains_for(heads, layout)
     if gains.dim() != 2:
-        raise ValueError("fold needs static gains [layers, heads]; per-input gains only work with rescale().")
+        raise UserError("fold needs static gains [layers, heads]; per-input gains only work with rescale().")
     for layer, proj in enumerate(layout.out_projs):
         weight = getattr(proj, "weight", None)
         if not isinstance(proj, nn.Linear) or not isinstance(weight, torch.Tensor) or not weight.is_floating_point() \
                 or type(weight) not in (torch.Tensor, nn.Parameter):
-            raise ValueError(f"Layer {layer}'s o_proj ({type(proj).__name__}, weight "
-                             f"{getattr(weight, 'dtype', 'not a tensor')}) is quantized or not a plain Linear, so its "
-                             "weights cannot be folded. Use `with fh.rescale(model, heads):` (hooks) instead.")
+            raise UserError(f"Layer {layer}'s o_proj ({type(proj).__name__}, weight "
+                            f"{getattr(weight, 'dtype', 'not a tensor')}) is quantized or not a plain Linear, so its "
+                            "weights cannot be folded. Use `with fh.rescale(model, heads):` (hooks) instead.")
     for layer, proj in enumerate(layout.out_projs):
         previous = getattr(proj, _FOLD_ATTR, None)
         if previous is not None and not torch.equal(previous.gains, gains[layer]):
-            raise ValueError(f"Layer {layer} is already folded with other gains. Call fh.unfold(model) first.")
+            raise UserError(f"Layer {layer} is already folded with other gains. Call fh.unfold(model) first.")
     for layer, proj in enumerate(layout.out_projs):
         if getattr(proj, _FOLD_ATTR, None) is not None:
             continue  # same gains already folded: idempotent

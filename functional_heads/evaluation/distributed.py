@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..utils.errors import UserError
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -22,8 +24,8 @@ class Shard:
 
     def __post_init__(self):
         if self.world_size < 1 or not 0 <= self.rank < self.world_size or self.local_rank < 0:
-            raise ValueError(f"RANK={self.rank}, WORLD_SIZE={self.world_size}, LOCAL_RANK={self.local_rank}: need "
-                             "0 <= RANK < WORLD_SIZE and LOCAL_RANK >= 0 (set by torchrun or accelerate launch).")
+            raise UserError(f"RANK={self.rank}, WORLD_SIZE={self.world_size}, LOCAL_RANK={self.local_rank}: need "
+                            "0 <= RANK < WORLD_SIZE and LOCAL_RANK >= 0 (set by torchrun or accelerate launch).")
 
     @classmethod
     def from_environment(cls, environ=None) -> "Shard":
@@ -32,8 +34,8 @@ class Shard:
             numbers = [int(environ.get(name, default)) for name, default in
                        (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0))]
         except ValueError:
-            raise ValueError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers, got {environ.get('RANK')!r}, "
-                             f"{environ.get('WORLD_SIZE')!r}, {environ.get('LOCAL_RANK')!r}.") from None
+            raise UserError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers, got {environ.get('RANK')!r}, "
+                            f"{environ.get('WORLD_SIZE')!r}, {environ.get('LOCAL_RANK')!r}.") from None
         return cls(*numbers)
 
     def owns(self, index: int) -> bool:
@@ -66,8 +68,8 @@ def device_map_for(shard: Shard, device_map: str | dict | None, gpus_per_process
     if gpus_per_process is not None:
         first = shard.local_rank * gpus_per_process
         if gpus_per_process < 1 or first + gpus_per_process > gpu_count:
-            raise ValueError(f"--gpus-per-process {gpus_per_process} with LOCAL_RANK {shard.local_rank} needs GPUs "
-                             f"{first}..{first + gpus_per_process - 1}, but {gpu_count} are visible.")
+            raise UserError(f"--gpus-per-process {gpus_per_process} with LOCAL_RANK {shard.local_rank} needs GPUs "
+                            f"{first}..{first + gpus_per_process - 1}, but {gpu_count} are visible.")
         return "auto", {i: gpu_memory(i) for i in range(first, first + gpus_per_process)}  # only these GPUs
     if shard.world_size > 1 and device_map is None and gpu_count > 0:
         return {"": f"cuda:{shard.local_rank % gpu_count}"}, None

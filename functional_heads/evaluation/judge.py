@@ -13,12 +13,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from ..utils.errors import UserError
+
 PROMPT = ("Below are a question and a model's response. Reply with the model's final answer only: the option "
           "letter for a multiple-choice question, otherwise the number or short phrase it concluded with, or "
           "NONE if it gave no answer.\n\nQuestion:\n{question}\n\nResponse:\n{response}\n\nFinal answer:")
 
 
-class JudgeError(ValueError):
+class JudgeError(UserError):
     pass
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch.nn as nn
 
+from ..utils.errors import UserError
+
 
 @dataclass(frozen=True)
 class ArchSpec:
@@ -109,20 +111,20 @@ def locate(model: nn.Module) -> ModelLayout:
         attentions = [_get(layers[i], spec.attention) for i in decoder_layers or range(len(layers))]
         out_projs = [_get(attn, spec.out_proj) for attn in attentions]
     except (AttributeError, TypeError) as err:
-        raise ValueError(f"{hint} Could not find the decoder layers' attention output projection "
-                         f"(decoder='{spec.decoder or 'get_decoder()'}', layers='{spec.layers}', "
-                         f"attention='{spec.attention}', out_proj='{spec.out_proj}'): {err}") from None
+        raise UserError(f"{hint} Could not find the decoder layers' attention output projection "
+                        f"(decoder='{spec.decoder or 'get_decoder()'}', layers='{spec.layers}', "
+                        f"attention='{spec.attention}', out_proj='{spec.out_proj}'): {err}") from err
     if not layers:
-        raise ValueError(f"{hint} The decoder has no layers under '{spec.layers}'.")
+        raise UserError(f"{hint} The decoder has no layers under '{spec.layers}'.")
     text_config = getattr(decoder, "config", None) or model.config.get_text_config()
     num_heads = getattr(text_config, "num_attention_heads", None)
     in_features = getattr(out_projs[0], "in_features", None)
     if not isinstance(num_heads, int) or not in_features or in_features % num_heads:
-        raise ValueError(f"{hint} Cannot split the {spec.out_proj} input ({in_features} features) into "
-                         f"num_attention_heads={num_heads} heads.")
+        raise UserError(f"{hint} Cannot split the {spec.out_proj} input ({in_features} features) into "
+                        f"num_attention_heads={num_heads} heads.")
     image_token_id = _token_id(model.config, spec.image_token)
     if image_token_id is None:
-        raise ValueError(f"{hint} None of the config fields {spec.image_token} holds the image token id.")
+        raise UserError(f"{hint} None of the config fields {spec.image_token} holds the image token id.")
     configs = {id(c): c for c in [text_config] + [getattr(a, "config", text_config) for a in attentions]}
     return ModelLayout(model_type, attentions, out_projs, num_heads, in_features // num_heads,
                        list(configs.values()), image_token_id, _token_id(model.config, spec.video_token), model,

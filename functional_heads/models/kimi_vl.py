@@ -26,6 +26,8 @@ import torch
 import transformers
 from PIL import Image
 
+from ..utils.errors import UserError
+
 MODEL_TYPE = "kimi_vl"
 IMAGE_TOKEN = "<|media_pad|>"
 KEY_MAPPING = {r"^multi_modal_projector\.linear_1": "model.mm_projector.in_proj",
@@ -41,8 +43,8 @@ CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.261302
 def native_config(config: dict) -> transformers.Kimi_K25Config:
     """A Kimi-VL config.json (a dict) as the native `Kimi_K25Config`."""
     if not hasattr(transformers, "Kimi_K25Config"):
-        raise ValueError(f"Kimi-VL loads through transformers' native Kimi-K2.5 classes, which transformers "
-                         f"{transformers.__version__} does not have: pip install -U transformers (5.x).")
+        raise UserError(f"Kimi-VL loads through transformers' native Kimi-K2.5 classes, which transformers "
+                        f"{transformers.__version__} does not have: pip install -U transformers (5.x).")
     vision = {VISION_FIELDS[k]: v for k, v in config.get("vision_config", {}).items() if k in VISION_FIELDS}
     text = {k: v for k, v in config.get("text_config", {}).items() if k not in ("torch_dtype", "dtype")}
     text["model_type"] = "deepseek_v3"
@@ -60,8 +62,8 @@ def load_model(folder: Path, config: dict, **kwargs):
     left = {name: sorted(info.get(name) or []) for name in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if any(left.values()):
         shown = "; ".join(f"{name}: {', '.join(map(str, keys[:4]))}" for name, keys in left.items() if keys)
-        raise ValueError(f"{folder} does not hold Kimi-VL's weights as expected ({shown}). functional-heads loads "
-                         "Kimi-VL checkpoints as published (moonshotai/Kimi-VL-A3B-*).")
+        raise UserError(f"{folder} does not hold Kimi-VL's weights as expected ({shown}). functional-heads loads "
+                        "Kimi-VL checkpoints as published (moonshotai/Kimi-VL-A3B-*).")
     return model
 
 

@@ -13,14 +13,15 @@ import torch
 import transformers
 from PIL import Image
 
+from ..utils.errors import UserError
 from .compat import is_unnamed_tokenizer
 
 
 def local_folder(path: str | Path) -> Path:
     folder = Path(path)
     if not (folder / "config.json").is_file() and not (folder / "tokenizer_config.json").is_file():
-        raise ValueError(f"{path} is not a local model folder (no config.json). functional-heads never downloads: "
-                         "pass the folder a checkpoint was saved or downloaded to.")
+        raise UserError(f"{path} is not a local model folder (no config.json). functional-heads never downloads: "
+                        "pass the folder a checkpoint was saved or downloaded to.")
     return folder
 
 
@@ -34,7 +35,7 @@ def read_config(path: str | Path) -> dict:
     try:
         return json.loads(file.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{file} is not a readable config.json ({err}); restore it from the checkpoint.") from None
+        raise UserError(f"{file} is not a readable config.json ({err}); restore it from the checkpoint.") from err
 
 
 def load_model(path: str | Path, dtype: str | torch.dtype = "auto", device_map: str | dict | None = None,
@@ -43,8 +44,8 @@ def load_model(path: str | Path, dtype: str | torch.dtype = "auto", device_map: 
     folder = local_folder(path)
     config = read_config(folder)
     if not any(f.suffix in WEIGHT_SUFFIXES for f in folder.iterdir()):
-        raise ValueError(f"{folder} has a config.json but no weights (*.safetensors or *.bin): copy the whole "
-                         "checkpoint folder.")
+        raise UserError(f"{folder} has a config.json but no weights (*.safetensors or *.bin): copy the whole "
+                        "checkpoint folder.")
     native = _native_layout(config)
     if native is not None:  # loaded into transformers' own classes, whatever trust_remote_code says
         return native.load_model(folder, config, dtype=dtype, device_map=device_map, **kwargs).eval()
@@ -66,8 +67,8 @@ def load_processor(path: str | Path, trust_remote_code: bool = False):
     folder = local_folder(path)
     config = read_config(folder) if (folder / "config.json").is_file() else {}  # a damaged one is named here
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise ValueError(f"{folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): copy the whole checkpoint "
-                         "folder, processor files included.")
+        raise UserError(f"{folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): copy the whole checkpoint "
+                        "folder, processor files included.")
     native = _native_layout(config)
     if native is not None:
         return native.load_processor(folder, trust_remote_code=trust_remote_code)
@@ -89,7 +90,7 @@ def _image_only_processor(folder: Path):
             name = name or json.loads((folder / config).read_text()).get("processor_class")
     cls = getattr(transformers, name or "", None)
     if cls is None:
-        raise ValueError(f"Cannot tell the processor class of {folder} (processor_class={name}).")
+        raise UserError(f"Cannot tell the processor class of {folder} (processor_class={name}).")
 
     class ImageOnlyProcessor(cls):
         def check_argument_for_proper_class(self, argument_name, argument):
@@ -115,7 +116,7 @@ def _tokenizer(folder: Path, processor_class):
     names = processor_class.tokenizer_class
     fast = [n for n in (names if isinstance(names, (tuple, list)) else [names]) if n and n.endswith("Fast")]
     if not fast:
-        raise ValueError(f"{folder}: its tokenizer was saved by transformers 5; upgrade transformers to read it.")
+        raise UserError(f"{folder}: its tokenizer was saved by transformers 5; upgrade transformers to read it.")
     return getattr(transformers, fast[0]).from_pretrained(folder)
 
 
@@ -150,7 +151,7 @@ def read_prompts(path: str | Path) -> list[dict]:
     """Rows of a JSONL file with `image` (a path, relative to the file) and `prompt` (or `question`)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path} does not exist: give a JSONL file with one {{'image', 'prompt'}} per line.")
+        raise UserError(f"{path} does not exist: give a JSONL file with one {{'image', 'prompt'}} per line.")
     rows = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -160,18 +161,18 @@ def read_prompts(path: str | Path) -> list[dict]:
             image = (path.parent / row["image"]).resolve()
             prompt = row.get("prompt", row.get("question"))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}:{number}: expected a JSON object with 'image' and 'prompt' ({err}).") from None
+            raise UserError(f"{path}:{number}: expected a JSON object with 'image' and 'prompt' ({err}).") from err
         if not isinstance(prompt, str) or not image.is_file():
-            raise ValueError(f"{path}:{number}: " + ("no 'prompt' text" if not isinstance(prompt, str)
+            raise UserError(f"{path}:{number}: " + ("no 'prompt' text" if not isinstance(prompt, str)
                                                      else f"image {image} does not exist"))
         try:
             with Image.open(image) as opened:
                 opened.verify()
         except (OSError, SyntaxError) as err:
-            raise ValueError(f"{path}:{number}: {image} is not a readable image ({err}).") from None
+            raise UserError(f"{path}:{number}: {image} is not a readable image ({err}).") from err
         rows.append({"image": image, "prompt": prompt})
     if not rows:
-        raise ValueError(f"{path} holds no rows: one JSON object with 'image' and 'prompt' per line.")
+        raise UserError(f"{path} holds no rows: one JSON object with 'image' and 'prompt' per line.")
     return rows
 
 

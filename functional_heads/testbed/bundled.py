@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..core.config import RescaleConfig
+from ..utils.errors import UserError
 
 BUNDLED = Path(__file__).parents[1] / "bundled" / "shapes-r1-tiny"
 REASONING_TUNED = "shapes-r1-tiny-reasoning"  # the base, tuned further on long chains (training/reasoning_tune.py)
@@ -17,7 +18,7 @@ def bundled_model_path(name: str = BUNDLED.name) -> Path:
     `AutoModelForImageTextToText`."""
     folder = BUNDLED.parent / name
     if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"The bundled model is missing from {folder}; reinstall functional-heads.")
+        raise UserError(f"The bundled model is missing from {folder}; reinstall functional-heads.")
     return folder
 
 
@@ -26,7 +27,7 @@ def bundled_tuning(model_path: str | Path | None = None) -> dict:
     `candidate`, its confirmation on held-out dev items)."""
     path = Path(model_path or BUNDLED) / "settings.json"
     if not path.is_file():
-        raise FileNotFoundError(f"No settings.json in {path.parent}: run `fheads tune` on the model (see "
+        raise UserError(f"No settings.json in {path.parent}: run `fheads tune` on the model (see "
                                 "training/tune_settings.sh) and copy its settings.json there.")
     return json.loads(path.read_text())
 

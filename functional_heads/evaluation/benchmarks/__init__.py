@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...utils.errors import UserError
 from .base import Benchmark, Example, Scored, Unusable, open_image, read_rows
 from .chair import CHAIR
 from .hallusionbench import HallusionBench
@@ -18,7 +19,7 @@ BENCHMARKS: dict[str, type[Benchmark]] = {b.name: b for b in (
 
 def get_benchmark(name: str, **options: str) -> Benchmark:
     if name not in BENCHMARKS:
-        raise ValueError(f"Unknown benchmark '{name}': choose one of {', '.join(BENCHMARKS)}.")
+        raise UserError(f"Unknown benchmark '{name}': choose one of {', '.join(BENCHMARKS)}.")
     return BENCHMARKS[name](**options)
 
 

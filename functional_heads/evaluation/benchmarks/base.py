@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from PIL import Image
 
+from ...utils.errors import UserError
 from ..stats import bootstrap_ci
 from . import answers
 
@@ -63,8 +64,8 @@ class Benchmark:
     def __init__(self, **options: str):
         unknown = set(options) - set(self.option_names)
         if unknown:
-            raise ValueError(f"{self.name} takes no option {', '.join(sorted(unknown))}"
-                             + (f" (it takes: {', '.join(self.option_names)})" if self.option_names else "."))
+            raise UserError(f"{self.name} takes no option {', '.join(sorted(unknown))}"
+                            + (f" (it takes: {', '.join(self.option_names)})" if self.option_names else "."))
         self.options = options
 
     option_names: tuple[str, ...] = ()
@@ -135,7 +136,7 @@ def read_rows(path: str | Path, split: str) -> Iterator[tuple[dict, Path]]:
     `{split}.jsonl`."""
     path = Path(path)
     if not path.exists():
-        raise ValueError(f"Data path {path} does not exist.")
+        raise UserError(f"Data path {path} does not exist.")
     if path.is_dir() and (path / f"{split}.jsonl").is_file():  # a folder `fheads data shapes` wrote
         yield from ((row, path) for row in _json_rows(path / f"{split}.jsonl"))
     elif path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
@@ -146,12 +147,12 @@ def read_rows(path: str | Path, split: str) -> Iterator[tuple[dict, Path]]:
     elif path.suffix in (".jsonl", ".json"):
         yield from ((row, path.parent) for row in _json_rows(path))
     elif path.is_dir() and (splits := sorted(f.stem for f in path.glob("*.jsonl"))):
-        raise ValueError(f"{path} holds the splits {', '.join(splits)}, not '{split}': pass one of them as --split.")
+        raise UserError(f"{path} holds the splits {', '.join(splits)}, not '{split}': pass one of them as --split.")
     elif path.is_dir() and (images := sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)):
         yield from (({"id": f.stem, "image": f.name}, path) for f in images)  # a folder of images (captioning)
     else:
-        raise ValueError(f"Cannot read {path}: give the dataset's parquet files (a file or folder), a "
-                         "datasets.save_to_disk folder, a .jsonl file with image paths, or a folder of images.")
+        raise UserError(f"Cannot read {path}: give the dataset's parquet files (a file or folder), a "
+                        "datasets.save_to_disk folder, a .jsonl file with image paths, or a folder of images.")
 
 
 ALL_SPLITS = "all"  # every split of a local copy (parquet files, a saved DatasetDict)
@@ -186,7 +187,7 @@ def _saved_dataset_rows(path: Path, split: str) -> Iterator[dict]:
         return
     if isinstance(data, datasets.DatasetDict):
         if split not in data:
-            raise ValueError(f"{path} has splits {', '.join(data)}, not '{split}': pass --split.")
+            raise UserError(f"{path} has splits {', '.join(data)}, not '{split}': pass --split.")
         data = data[split]
     yield from data
 

@@ -21,6 +21,7 @@ import re
 from functools import cached_property
 from pathlib import Path
 
+from ...utils.errors import UserError
 from . import answers
 from .base import Benchmark, Example, Scored, _mean
 
@@ -99,9 +100,9 @@ class CHAIR(Benchmark):
     def truth(self) -> dict[int, set[str]]:
         path = self.options.get("annotations")
         if not path or not Path(path).is_file():
-            raise ValueError("CHAIR needs the COCO instance annotations of its images: pass "
-                             "--option annotations=PATH/instances_val2014.json (and, as the official CHAIR, "
-                             "--option captions=PATH/captions_val2014.json)")
+            raise UserError("CHAIR needs the COCO instance annotations of its images: pass "
+                            "--option annotations=PATH/instances_val2014.json (and, as the official CHAIR, "
+                            "--option captions=PATH/captions_val2014.json)")
         coco = json.loads(Path(path).read_text())
         names = {c["id"]: CATEGORY.get(c["name"], c["name"]) for c in coco["categories"]}
         truth = {image["id"]: set() for image in coco["images"]}
@@ -109,7 +110,7 @@ class CHAIR(Benchmark):
             truth.setdefault(annotation["image_id"], set()).add(names[annotation["category_id"]])
         if captions := self.options.get("captions"):
             if not Path(captions).is_file():
-                raise ValueError(f"--option captions={captions}: no such file (COCO's captions_val2014.json).")
+                raise UserError(f"--option captions={captions}: no such file (COCO's captions_val2014.json).")
             for annotation in json.loads(Path(captions).read_text())["annotations"]:
                 if annotation["image_id"] in truth:
                     truth[annotation["image_id"]].update(caption_mentions(annotation["caption"]))

@@ -22,6 +22,8 @@ from typing import Iterator
 
 from PIL import Image, ImageDraw
 
+from ...utils.errors import UserError
+
 COLOURS = {"red": (220, 50, 47), "green": (60, 170, 60), "blue": (40, 90, 220)}
 SHAPES = ("circle", "square", "triangle")
 PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles"}
@@ -206,7 +208,7 @@ def make_item(split: str, index: int, family: str | None = None) -> Item:
 def items(split: str, n: int | None = None, exclude: set[str] | None = None) -> Iterator[Item]:
     """The split's items in order; items whose content appears in an earlier split (or `exclude`) are skipped."""
     if split not in SPLITS:
-        raise ValueError(f"Unknown split '{split}': choose one of {', '.join(SPLITS)}.")
+        raise UserError(f"Unknown split '{split}': choose one of {', '.join(SPLITS)}.")
     n = EVAL_SIZES.get(split) if n is None else n
     taken = set(exclude or ()) | (_earlier_keys(split) if split != "train" else set())
     index, made = 0, 0

@@ -25,6 +25,7 @@ from PIL import Image
 from transformers import AutoConfig, AutoProcessor, BlipForImageTextRetrieval
 
 from ...models.loading import local_folder
+from ...utils.errors import UserError
 from .contrastive import ContrastiveLogits, plausible
 
 
@@ -39,12 +40,12 @@ class AGLAConfig:
 
     def __post_init__(self):
         if not self.itm:
-            raise ValueError("AGLA needs a BLIP image-text matching model: give its local folder as itm "
-                             "(fheads eval: --method-option itm=PATH), e.g. a download of "
-                             "Salesforce/blip-itm-large-coco, the model AGLA's code uses.")
+            raise UserError("AGLA needs a BLIP image-text matching model: give its local folder as itm "
+                            "(fheads eval: --method-option itm=PATH), e.g. a download of "
+                            "Salesforce/blip-itm-large-coco, the model AGLA's code uses.")
         if self.alpha < 0 or not 0 < self.beta <= 1 or self.layer < 0 or self.max_text_tokens < 3 or self.blur < 0:
-            raise ValueError(f"AGLA needs alpha >= 0, 0 < beta <= 1, layer >= 0, max_text_tokens >= 3 and "
-                             f"blur >= 0, got {self}.")
+            raise UserError(f"AGLA needs alpha >= 0, 0 < beta <= 1, layer >= 0, max_text_tokens >= 3 and "
+                            f"blur >= 0, got {self}.")
 
 
 def agla_combine(logits: torch.Tensor, augmented: torch.Tensor, cfg: AGLAConfig) -> torch.Tensor:
@@ -62,7 +63,7 @@ def gradcam(attention: torch.Tensor, gradient: torch.Tensor, text_mask: torch.Te
     cam = (cam * tokens[..., None]).sum(1) / tokens.sum(1, keepdim=True).clamp(min=1)
     side = math.isqrt(cam.shape[-1])
     if side * side != cam.shape[-1]:
-        raise ValueError(f"The ITM model's {cam.shape[-1]} image patches do not form a square grid.")
+        raise UserError(f"The ITM model's {cam.shape[-1]} image patches do not form a square grid.")
     return cam.view(-1, side, side)
 
 
@@ -101,8 +102,8 @@ class ImageTextMatcher:
         folder = local_folder(path)
         model_type = AutoConfig.from_pretrained(folder).model_type
         if model_type != "blip":
-            raise ValueError(f"AGLA's itm must be a BLIP image-text matching model (model_type 'blip', e.g. "
-                             f"Salesforce/blip-itm-large-coco); {path} holds a '{model_type}' model.")
+            raise UserError(f"AGLA's itm must be a BLIP image-text matching model (model_type 'blip', e.g. "
+                            f"Salesforce/blip-itm-large-coco); {path} holds a '{model_type}' model.")
         self.model = BlipForImageTextRetrieval.from_pretrained(folder, dtype=torch.float32).eval()
         self.processor = AutoProcessor.from_pretrained(folder)
 
@@ -115,7 +116,7 @@ class ImageTextMatcher:
         """GradCAM maps [batch, side, side], ITC similarities [batch], and the model's input side in pixels."""
         layers = self.model.text_encoder.encoder.layer
         if layer >= len(layers):
-            raise ValueError(f"AGLA layer {layer} does not exist: the ITM text encoder has {len(layers)} layers.")
+            raise UserError(f"AGLA layer {layer} does not exist: the ITM text encoder has {len(layers)} layers.")
         inputs = self.processor(images=list(images), text=list(texts), padding="longest", truncation=True,
                                 max_length=max_text_tokens, return_tensors="pt").to(self.model.device)
         captured = []

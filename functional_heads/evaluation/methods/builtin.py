@@ -13,6 +13,7 @@ import torch
 from ...core.dynamic import dynamic
 from ...core.rescale import rescale
 from ...models.loading import prompt_inputs, to_model_device
+from ...utils.errors import UserError
 from .agla import AGLAConfig, ImageTextMatcher, agla_generate, augmented_views
 from .cgd import CGDConfig, ImageTextSimilarity, cgd_generate, terminal_token_ids
 from .contrastive import PAIConfig, VCDConfig, pai_generate, vcd_generate
@@ -34,8 +35,8 @@ class Static(Method):
     def setup(self):
         super().setup()
         if self.heads is None:
-            raise ValueError(f"Method '{self.name}' needs a head map: pass --heads heads.json "
-                             "(from `fheads calibrate`).")
+            raise UserError(f"Method '{self.name}' needs a head map: pass --heads heads.json "
+                            "(from `fheads calibrate`).")
         self.static = self.heads.only(self.keep) if self.keep else self.heads
 
     def identity(self) -> dict:
@@ -59,7 +60,7 @@ class Dynamic(Method):
         super().setup()
         if self.config is None:
             if self.heads is None:
-                raise ValueError("Method 'dynamic' needs settings: pass --heads heads.json or --preset.")
+                raise UserError("Method 'dynamic' needs settings: pass --heads heads.json or --preset.")
             self.config = self.heads.config
 
     def identity(self) -> dict:

@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenize
 
 from ...models.compat import projected_features, returned_cache
 from ...models.loading import local_folder, prompt_inputs, to_model_device
+from ...utils.errors import UserError
 from ..seeding import seeded
 from .contrastive import SEQUENCE_INPUTS, continuing, with_generated
 
@@ -46,11 +47,11 @@ class CGDConfig:
 
     def __post_init__(self):
         if not self.clip:
-            raise ValueError("CGD needs a CLIP or SigLIP model: give its local folder as clip (fheads eval: "
-                             "--method-option clip=PATH), e.g. a download of google/siglip-so400m-patch14-384, "
-                             "the model CGD's authors use.")
+            raise UserError("CGD needs a CLIP or SigLIP model: give its local folder as clip (fheads eval: "
+                            "--method-option clip=PATH), e.g. a download of google/siglip-so400m-patch14-384, "
+                            "the model CGD's authors use.")
         if self.beams < 1 or self.samples < 1 or self.top_k < 1 or self.temperature <= 0:
-            raise ValueError(f"CGD needs beams, samples, top_k >= 1 and temperature > 0, got {self}.")
+            raise UserError(f"CGD needs beams, samples, top_k >= 1 and temperature > 0, got {self}.")
 
 
 class ImageTextSimilarity:
@@ -61,8 +62,8 @@ class ImageTextSimilarity:
         self.model_type = AutoConfig.from_pretrained(folder).model_type
         self.model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
         if not (hasattr(self.model, "get_image_features") and hasattr(self.model, "get_text_features")):
-            raise ValueError(f"CGD's clip must be a CLIP-style dual encoder (CLIP, SigLIP); {path} holds a "
-                             f"'{self.model_type}' model without image and text features.")
+            raise UserError(f"CGD's clip must be a CLIP-style dual encoder (CLIP, SigLIP); {path} holds a "
+                            f"'{self.model_type}' model without image and text features.")
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.image_processor = AutoImageProcessor.from_pretrained(folder)
 

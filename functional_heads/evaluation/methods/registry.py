@@ -22,6 +22,7 @@ import torch
 from ...core.config import RescaleConfig
 from ...core.heads import HeadMap
 from ...models.loading import prompt_inputs, to_model_device
+from ...utils.errors import UserError
 
 ENTRY_POINT_GROUP = "functional_heads.methods"
 METHODS: dict[str, type["Method"]] = {}
@@ -53,7 +54,7 @@ class Method:
         self.heads, self.config = heads, config
         if self.settings_class is None:
             if settings is not None:
-                raise ValueError(f"Method '{self.name}' takes no settings of its own.")
+                raise UserError(f"Method '{self.name}' takes no settings of its own.")
         elif settings is None:
             settings = self.settings_class()
         elif not isinstance(settings, self.settings_class):
@@ -74,8 +75,8 @@ class Method:
         if not options:
             return cls(**kwargs)
         if cls.settings_class is None:
-            raise ValueError(f"Method options are for {', '.join(n for n, m in METHODS.items() if m.settings_class)} "
-                             f"only; '{cls.name}' takes none.")
+            raise UserError(f"Method options are for {', '.join(n for n, m in METHODS.items() if m.settings_class)} "
+                            f"only; '{cls.name}' takes none.")
         return cls(settings=_parse_settings(cls.name, cls.settings_class, options), **kwargs)
 
     def identity(self) -> dict:
@@ -126,8 +127,8 @@ def load_plugins() -> None:
         try:
             loaded = point.load()
         except Exception as err:  # a broken plugin is named, not a traceback from deep inside importlib
-            raise ValueError(f"The method plugin '{point.name}' ({point.value}) failed to load: "
-                             f"{type(err).__name__}: {err}") from err
+            raise UserError(f"The method plugin '{point.name}' ({point.value}) failed to load: "
+                            f"{type(err).__name__}: {err}") from err
         if isinstance(loaded, type) and issubclass(loaded, Method) and loaded.name not in METHODS:
             register_method(loaded)
 
@@ -143,7 +144,7 @@ def get_method(name: str, options: dict[str, str] | None = None, heads: HeadMap 
     if name not in METHODS:
         load_plugins()
     if name not in METHODS:
-        raise ValueError(f"Unknown method '{name}': choose one of {', '.join(METHODS)}.")
+        raise UserError(f"Unknown method '{name}': choose one of {', '.join(METHODS)}.")
     return METHODS[name].from_options(options or {}, heads=heads, config=config)
 
 
@@ -151,9 +152,9 @@ def _parse_settings(name: str, settings_class: type, options: dict[str, str]):
     types = {f.name: f.type for f in fields(settings_class)}
     unknown = set(options) - set(types)
     if unknown:
-        raise ValueError(f"{name} has no setting {', '.join(sorted(unknown))} (it has: {', '.join(types)}).")
+        raise UserError(f"{name} has no setting {', '.join(sorted(unknown))} (it has: {', '.join(types)}).")
     parse = {"int": int, "float": float, "str": str, "bool": lambda v: v.lower() in ("1", "true", "yes")}
     try:
         return settings_class(**{k: parse[getattr(types[k], "__name__", types[k])](v) for k, v in options.items()})
     except ValueError as err:
-        raise ValueError(f"{name}: a setting has the wrong type ({err}).") from None
+        raise UserError(f"{name}: a setting has the wrong type ({err}).") from err
