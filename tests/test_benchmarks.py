@@ -1,14 +1,21 @@
 """Every benchmark's loader and scorer, on small fixture files in the dataset's real schema (our own rows,
 generated images), against hand-computed metric values."""
 
+import importlib.util
 import io
 import json
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from PIL import Image
 
 from functional_heads.evaluation.benchmarks import BENCHMARKS, Example, Unusable, get_benchmark
+from functional_heads.evaluation.benchmarks import shapes_generator as shapes
 from functional_heads.evaluation.benchmarks.chair import mentioned_objects
+from functional_heads.testbed.bundled import bundled_model_path
 
 
 def png(colour=(200, 30, 30), size=(24, 24)) -> bytes:
@@ -335,3 +342,43 @@ def test_shapes_from_generator_and_from_written_files(tmp_path):
     wrong_count = f"<think> {item.chain.split(' : ')[0]} : r1c1 = 1 </think> <answer> 1 </answer>"
     assert bench.score(written[0], wrong_count).failure == "perceptual"
     assert bench.score(written[0], item.target.replace("<answer> 3", "<answer> 4")).failure == "drift"
+
+
+@pytest.mark.slow
+def test_a_benchmark_from_an_installed_package_works_in_eval_tune_and_report(tmp_path):
+    """A user's benchmark, declared under the entry-point group, is found by name by every command."""
+    plugin = tmp_path / "plugin"
+    plugin.mkdir()
+    (plugin / "toy_bench.py").write_text(textwrap.dedent('''
+        from functional_heads.evaluation.benchmarks.shapes import Shapes
+
+        class ToyShapes(Shapes):
+            name = "toy-shapes"
+    '''))
+    info = plugin / "toy_bench-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-bench\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[functional_heads.benchmarks]\ntoy-shapes = toy_bench:ToyShapes\n")
+    data = tmp_path / "data"
+    shapes.write_split("dev", data, 48)
+    shapes.write_split("calib", data, 16)
+    env = {**os.environ, "PYTHONPATH": str(plugin), "OMP_NUM_THREADS": "1"}
+    fheads = [sys.executable, "-m", "functional_heads.apps.cli"]
+    model = str(bundled_model_path())
+
+    def run(*args):
+        result = subprocess.run([*fheads, *args], capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    run("eval", "--model", model, "--bench", "toy-shapes", "--data", str(data), "--split", "dev", "--limit", "4",
+        "--max-new-tokens", "64", "--out", str(tmp_path / "runs"))
+    run_folder, = (tmp_path / "runs").iterdir()
+    assert run_folder.name.startswith("toy-shapes-vanilla-")
+    run("report", str(tmp_path / "runs"), "--out", str(tmp_path / "report"))
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["toy-shapes"]["methods"]["vanilla"]["n"] == 4
+    if importlib.util.find_spec("optuna") is not None:
+        run("tune", "--model", model, "--bench", "toy-shapes", "--data", str(data), "--calib-split", "calib",
+            "--out", str(tmp_path / "tune"), "--trials", "2", "--min-effect", "0.3", "--min-items", "8",
+            "--batch-size", "24", "--max-new-tokens", "64")
+        assert json.loads((tmp_path / "tune" / "tune.json").read_text())["benchmark"] == "toy-shapes"

@@ -5,8 +5,8 @@ import torch
 
 import functional_heads as fh
 from functional_heads.evaluation import premise
-from functional_heads.utils.errors import UserError
 from functional_heads.evaluation.benchmarks import get_benchmark
+from functional_heads.utils.errors import UserError
 
 
 def test_chain_positions_in_left_padded_rows():

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
-from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import torch
@@ -23,10 +22,9 @@ from ...core.config import RescaleConfig
 from ...core.heads import HeadMap
 from ...models.loading import prompt_inputs, to_model_device
 from ...utils.errors import UserError
+from ...utils.registry import Registry
 
 ENTRY_POINT_GROUP = "functional_heads.methods"
-METHODS: dict[str, type["Method"]] = {}
-_plugins_loaded = False
 
 
 @dataclass
@@ -109,43 +107,27 @@ class Method:
             return Generation(tokens, inputs["input_ids"].shape[1], self.heads_rescaled(handle, len(prompts)))
 
 
+METHODS: Registry[type[Method]] = Registry("method", Method, ENTRY_POINT_GROUP)
+
+
 def register_method(cls: type[Method]) -> type[Method]:
     """Add a method to the registry under its `name` (a class decorator)."""
-    if not (isinstance(cls, type) and issubclass(cls, Method)) or not cls.name:
-        raise TypeError("register_method takes a Method subclass with a name.")
-    METHODS[cls.name] = cls
-    return cls
+    return METHODS.register(cls)
 
 
 def load_plugins() -> None:
     """Import the methods that installed packages declare under the entry-point group (once)."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            loaded = point.load()
-        except Exception as err:  # a broken plugin is named, not a traceback from deep inside importlib
-            raise UserError(f"The method plugin '{point.name}' ({point.value}) failed to load: "
-                            f"{type(err).__name__}: {err}") from err
-        if isinstance(loaded, type) and issubclass(loaded, Method) and loaded.name not in METHODS:
-            register_method(loaded)
+    METHODS.load_plugins()
 
 
 def method_names() -> list[str]:
-    load_plugins()
-    return list(METHODS)
+    return METHODS.names()
 
 
 def get_method(name: str, options: dict[str, str] | None = None, heads: HeadMap | None = None,
                config: RescaleConfig | None = None) -> Method:
     """The registered method `name`, made with its options given as text, the head map and the settings."""
-    if name not in METHODS:
-        load_plugins()
-    if name not in METHODS:
-        raise UserError(f"Unknown method '{name}': choose one of {', '.join(METHODS)}.")
-    return METHODS[name].from_options(options or {}, heads=heads, config=config)
+    return METHODS.get(name).from_options(options or {}, heads=heads, config=config)
 
 
 def _parse_settings(name: str, settings_class: type, options: dict[str, str]):
