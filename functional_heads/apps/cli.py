@@ -17,6 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..evaluation.benchmarks import BENCHMARKS
+from ..evaluation.benchmarks.shapes_generator import EVAL_SIZES
+from ..evaluation.methods import METHODS
+from ..models.loading import DTYPES
 from ..utils.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -24,6 +28,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(soft_wrap=True, markup=False, highlight=False)  # our text, printed as it is
 errors = Console(stderr=True)
 _state = {"debug": False}
+# help texts from the registries and settings (packages that register more through entry points are found too)
+DTYPE_HELP = f"{', '.join(DTYPES[:-1])} or {DTYPES[-1]}."
+BENCH_HELP = f"{', '.join(BENCHMARKS)}, or a benchmark a package registers."
+METHOD_HELP = f"{', '.join(METHODS)}, or a method a package registers."
 
 
 def _debug_from_environment() -> bool:
@@ -93,7 +101,7 @@ def calibrate(model: Path = typer.Option(..., help="Local model folder."),
               g_perc: Optional[float] = typer.Option(None, help=SETTING_HELP["g_perc"]),
               g_reas: Optional[float] = typer.Option(None, help=SETTING_HELP["g_reas"]),
               batch_size: int = typer.Option(4, min=1), limit: Optional[int] = typer.Option(None, min=1),
-              dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+              dtype: str = typer.Option("auto", help=DTYPE_HELP),
               device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
     """Measure S_v on calibration prompts and write the static head map (mean S_v over the prompts)."""
     from ..core.config import RescaleConfig
@@ -169,7 +177,7 @@ def inspect(heads: Path = typer.Argument(..., help="A head map written by `fhead
 def export(model: Path = typer.Option(..., help="Local model folder."),
            heads: Path = typer.Option(..., help="Head map from `fheads calibrate`."),
            out: Path = typer.Option(..., help="Folder for the folded model."),
-           dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16.")):
+           dtype: str = typer.Option("auto", help=DTYPE_HELP)):
     """Fold the head map's gains into the o_proj weights and save a model that plain transformers loads."""
     from ..core.export import HEAD_MAP_FILE, export_folded
     from ..core.heads import HeadMap
@@ -226,10 +234,8 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 @app.command("eval")
 @guarded(resumable=True)
 def evaluate(model: Path = typer.Option(..., help="Local model folder."),
-             bench: str = typer.Option(..., help="mathvista, mathvision, hallusionbench, mmstar, seedbench, pope, "
-                                                 "chair or shapes."),
-             method: str = typer.Option("vanilla", help="vanilla, static, dynamic, perception-only, reasoning-only, "
-                                                        "vcd, pai, agla, cgd, or a registered method."),
+             bench: str = typer.Option(..., help=BENCH_HELP),
+             method: str = typer.Option("vanilla", help=METHOD_HELP),
              out: Path = typer.Option(Path("runs"), help="Run folders go here (one per setting)."),
              data: Optional[Path] = typer.Option(None, help="Local copy: parquet file(s), a save_to_disk folder, "
                                                             "JSONL with images, or a folder `fheads data` wrote."),
@@ -247,7 +253,7 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
              judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible API base URL for LLM answer "
                                                                 "extraction (off by default; key: OPENAI_API_KEY)."),
              judge_model: Optional[str] = typer.Option(None, help="The judge's model name."),
-             dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+             dtype: str = typer.Option("auto", help=DTYPE_HELP),
              device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0 (under a launcher: each "
                                                                  "process's GPU, LOCAL_RANK's, by default)."),
              gpus_per_process: Optional[int] = typer.Option(None, min=1, help="Under a launcher, spread each "
@@ -308,7 +314,7 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
          heartbeat: int = typer.Option(60, min=1, help="Seconds between a trial's heartbeats (database storages)."),
          seed: int = typer.Option(0), batch_size: int = typer.Option(8, min=1),
          max_new_tokens: int = typer.Option(1024, min=1),
-         dtype: str = typer.Option("auto", help="auto, float32, bfloat16 or float16."),
+         dtype: str = typer.Option("auto", help=DTYPE_HELP),
          device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
     """Choose the settings with an Optuna study on the dev split, confirm the best one on held-out dev items,
     and write it as settings.json and heads.json (resumable; run it on several workers to share the study)."""
@@ -354,7 +360,7 @@ app.add_typer(data_app, name="data")
 @data_app.command("shapes")
 @guarded()
 def data_shapes(out: Path = typer.Option(..., help="Folder for the images and the JSONL files."),
-                split: list[str] = typer.Option(["calib", "dev", "test"], help="Splits to write (repeatable)."),
+                split: list[str] = typer.Option(list(EVAL_SIZES), help="Splits to write (repeatable; also train)."),
                 n: Optional[int] = typer.Option(None, min=1, help="Items per split (default: the split's size).")):
     """Write the synthetic shapes benchmark: PNG images and one JSONL file per split."""
     from ..evaluation.benchmarks import shapes_generator

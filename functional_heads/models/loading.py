@@ -26,6 +26,7 @@ def local_folder(path: str | Path) -> Path:
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # what --dtype takes: the checkpoint's own, or one of these
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "tiktoken.model")
 
 
@@ -40,7 +41,9 @@ def read_config(path: str | Path) -> dict:
 
 def load_model(path: str | Path, dtype: str | torch.dtype = "auto", device_map: str | dict | None = None,
                trust_remote_code: bool = False, **kwargs):
-    """A vision-language model from a local folder, in eval mode."""
+    """A vision-language model from a local folder, in eval mode; `dtype` one of DTYPES or a torch dtype."""
+    if not isinstance(dtype, torch.dtype) and dtype not in DTYPES:
+        raise UserError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
     folder = local_folder(path)
     config = read_config(folder)
     if not any(f.suffix in WEIGHT_SUFFIXES for f in folder.iterdir()):
