@@ -1,4 +1,4 @@
-"""The paper's premise, measured on shapes models (issue 14): accuracy, perceptual errors, reasoning drift, and
+"""The paper's premise, measured on shapes models: accuracy, perceptual errors, reasoning drift, and
 how much each layer looks at the image at i* and along the model's own greedy chain of thought. Given two
 models (base first, reasoning-tuned second) they are compared on the same items with paired tests.
 

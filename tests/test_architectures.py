@@ -43,7 +43,7 @@ def test_table_entries_override_the_generic_layout():
 
 
 def test_image_token_id_is_found_in_the_vision_config_too():
-    """phi4_multimodal keeps its image token id in vision_config (issue 12)."""
+    """phi4_multimodal keeps its image token id in vision_config."""
     vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                   patch_size=14, crop_size=28, image_token_id=300)
     audio = dict(hidden_size=32, intermediate_size=64, num_blocks=1, num_attention_heads=2,

@@ -10,18 +10,18 @@ import transformers
 from functional_heads.core.check import check_model
 from functional_heads.models.architectures import attention_layer_count, locate
 from functional_heads.testbed.families import (
-    _keep_each_kind,
-    _scaled_sections,
     bug_worked_around,
     families,
+    keep_each_kind,
     known_bug,
+    scaled_sections,
     tiny_config,
     tiny_family,
 )
 
 pytestmark = pytest.mark.skipif(not hasattr(transformers, "Kimi_K25Config"), reason="needs the families of transformers 5.x")
 README = Path(__file__).resolve().parents[1] / "README.md"
-# The reasoning families users run (issue 12), and the hybrid and attention-sink layouts.
+# The reasoning families users run, and the hybrid and attention-sink layouts.
 REQUIRED = ["kimi_k25", "glm4v", "glm4v_moe", "glm46v", "qwen3_vl_moe", "qwen3_5", "internvl", "mistral3",
             "llava_next", "smolvlm", "ernie4_5_vl_moe", "llama4", "hy_v4_vl", "qwen3_omni_moe_thinker"]
 
@@ -72,9 +72,9 @@ def test_attention_layer_count_reads_layer_types():
 
 
 def test_shrinking_keeps_each_layer_kind_and_equal_rotary_pairs():
-    assert _keep_each_kind(["a", "a", "a", "b"] * 8, 4) == ["a", "a", "a", "b"]
-    assert _keep_each_kind(["s"] * 5 + ["f"], 2) == ["s", "f"]
-    assert _scaled_sections([16, 24, 24], 8) == [2, 3, 3] and _scaled_sections([22, 22, 20], 8) == [2, 2, 4]
+    assert keep_each_kind(["a", "a", "a", "b"] * 8, 4) == ["a", "a", "a", "b"]
+    assert keep_each_kind(["s"] * 5 + ["f"], 2) == ["s", "f"]
+    assert scaled_sections([16, 24, 24], 8) == [2, 3, 3] and scaled_sections([22, 22, 20], 8) == [2, 2, 4]
     config = tiny_config("qwen2_5_vl")
     assert sum(config.text_config.rope_parameters["mrope_section"]) == 8 and config.text_config.hidden_size == 64
 

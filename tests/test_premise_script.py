@@ -1,4 +1,4 @@
-"""scripts/premise.py (issue 14's premise measurements) on the two bundled models, a few dev items."""
+"""scripts/premise.py (the premise measurements) on the two bundled models, a few dev items."""
 
 import json
 import subprocess

@@ -1,5 +1,5 @@
 """Reasoning-tune the bundled model: continue training `shapes-r1-tiny` the way reasoning models are made from
-VLMs (issue 14), to see whether it costs perception here too.
+VLMs, to see whether it costs perception here too.
 
     python training/reasoning_tune.py --out functional_heads/bundled/shapes-r1-tiny-reasoning [recipe options]
 

@@ -99,7 +99,7 @@ class RescaleConfig:
     def to_dict(self) -> dict:
         data = asdict(self)
         if self.layer_gains is None:
-            del data["layer_gains"]  # older readers and run identities know the file without it
+            del data["layer_gains"]  # files and run identities without the field stay as they were
         if self.query_tokens == 1:
             del data["query_tokens"]
         return data

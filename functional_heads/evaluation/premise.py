@@ -1,7 +1,7 @@
 """The paper's premise, measured: does a model stop looking at the image as its chain of thought goes on, and
 does it make perceptual errors? S_v at i* (the end of the prompt) and at fractions of the model's own answer,
 fed back after its prompt, beside its accuracy and failure rates; two models compared on the same items with
-paired tests (issue 14)."""
+paired tests."""
 
 from __future__ import annotations
 

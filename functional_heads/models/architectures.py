@@ -87,7 +87,7 @@ def _get(obj, dotted: str):
     return obj
 
 
-def _token_id(config, names: tuple[str, ...]) -> int | None:
+def config_token_id(config, names: tuple[str, ...]) -> int | None:
     """The first of `names` that holds an int, in the top config, then its text and vision sub-configs
     (phi4_multimodal keeps its image token id in vision_config)."""
     for cfg in (config, getattr(config, "text_config", None), getattr(config, "vision_config", None)):
@@ -122,10 +122,10 @@ def locate(model: nn.Module) -> ModelLayout:
     if not isinstance(num_heads, int) or not in_features or in_features % num_heads:
         raise UserError(f"{hint} Cannot split the {spec.out_proj} input ({in_features} features) into "
                         f"num_attention_heads={num_heads} heads.")
-    image_token_id = _token_id(model.config, spec.image_token)
+    image_token_id = config_token_id(model.config, spec.image_token)
     if image_token_id is None:
         raise UserError(f"{hint} None of the config fields {spec.image_token} holds the image token id.")
     configs = {id(c): c for c in [text_config] + [getattr(a, "config", text_config) for a in attentions]}
     return ModelLayout(model_type, attentions, out_projs, num_heads, in_features // num_heads,
-                       list(configs.values()), image_token_id, _token_id(model.config, spec.video_token), model,
+                       list(configs.values()), image_token_id, config_token_id(model.config, spec.video_token), model,
                        decoder_layers)

@@ -1,5 +1,5 @@
 """The bundled models: a tiny Qwen2.5-VL reasoning model trained on the `shapes` benchmark, and the same model
-reasoning-tuned further (issue 14); see each folder's MODEL_CARD.md."""
+reasoning-tuned further; see each folder's MODEL_CARD.md."""
 
 from __future__ import annotations
 

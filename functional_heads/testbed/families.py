@@ -22,7 +22,7 @@ from transformers import CONFIG_MAPPING
 from transformers.models.auto import image_processing_auto, modeling_auto
 
 from ..core.check import check_image
-from ..models.architectures import GENERIC, _token_id
+from ..models.architectures import GENERIC, config_token_id
 from ..models.compat import projected_features
 from .sizes import DECODER, HEAD_DIM, HEADS, HIDDEN, LAYERS
 
@@ -120,7 +120,7 @@ def _sub_configs(config):
             yield sub
 
 
-def _keep_each_kind(kinds: list, count: int) -> list:
+def keep_each_kind(kinds: list, count: int) -> list:
     """The first `count` layer kinds, the last ones replaced so that every kind in `kinds` appears."""
     kept = list(kinds[:count])
     missing = [kind for kind in dict.fromkeys(kinds) if kind not in kept]
@@ -159,17 +159,17 @@ def shrink(config, uses_mrope: bool = False, mrope_default: tuple = (16, 24, 24)
     kinds = _attribute(config, "layer_types")
     layers = _attribute(config, "num_hidden_layers")
     if isinstance(kinds, list) and layers and len(kinds) != layers:
-        config.layer_types = _keep_each_kind(kinds, layers)
+        config.layer_types = keep_each_kind(kinds, layers)
     rope = _attribute(config, "rope_parameters")
     half = _rotary_half(config)
     if isinstance(rope, dict) and "rope_type" in rope and half and (uses_mrope or rope.get("mrope_section")):
-        rope["mrope_section"] = _scaled_sections(list(rope.get("mrope_section") or mrope_default), half)
+        rope["mrope_section"] = scaled_sections(list(rope.get("mrope_section") or mrope_default), half)
     for sub in _sub_configs(config):
         shrink(sub, uses_mrope, mrope_default)
     return config
 
 
-def _scaled_sections(sections: list[int], total: int) -> list[int]:
+def scaled_sections(sections: list[int], total: int) -> list[int]:
     """Rotary sections scaled to sum to `total`; the rounding goes to the section unlike the others, so the
     pairs a model requires equal (height and width) stay equal."""
     scaled = [max(1, s * total // sum(sections)) for s in sections]
@@ -206,7 +206,7 @@ def tiny_config(model_type: str):
     for dotted, value in overrides.get("config", {}).items():
         _set_dotted(config, dotted, value)
     for name in GENERIC.image_token:  # left to the checkpoint by default (MiniCPM-V 4.6, BLIP-2): a free id
-        if hasattr(config, name) and getattr(config, name) is None and _token_id(config, GENERIC.image_token) is None:
+        if hasattr(config, name) and getattr(config, name) is None and config_token_id(config, GENERIC.image_token) is None:
             setattr(config, name, FREE_IMAGE_TOKEN)
     text = config.get_text_config()
     specials = _special_ids(config)
@@ -321,7 +321,7 @@ def tiny_family(model_type: str, seed: int = 0, prompt_lens=(5, 9)) -> TinyFamil
         model.set_attn_implementation("eager")
     fields, notes = _pixel_fields(model_type, model.config)
     count = _image_features_count(model, fields)
-    image = _token_id(model.config, GENERIC.image_token)
+    image = config_token_id(model.config, GENERIC.image_token)
     if image is None:
         raise LookupError("no image token id in its config")
     specials = _special_ids(model.config)
@@ -329,8 +329,8 @@ def tiny_family(model_type: str, seed: int = 0, prompt_lens=(5, 9)) -> TinyFamil
     pool = torch.tensor([i for i in range(100, min(vocab, 1000)) if i not in specials])
     forward = inspect.signature(model.forward).parameters
     # Models that find images by their start token (Qwen-style rotary positions) get the image framed by it.
-    opening = [t for t in [_token_id(model.config, ("vision_start_token_id",))] if t is not None]
-    closing = [t for t in [_token_id(model.config, ("vision_end_token_id",))] if t is not None]
+    opening = [t for t in [config_token_id(model.config, ("vision_start_token_id",))] if t is not None]
+    closing = [t for t in [config_token_id(model.config, ("vision_end_token_id",))] if t is not None]
 
     def prompts(lengths):
         rows = []
@@ -345,10 +345,8 @@ def tiny_family(model_type: str, seed: int = 0, prompt_lens=(5, 9)) -> TinyFamil
             ids[b, width - len(row):], mask[b, width - len(row):] = torch.tensor(row), 1
         inputs = {"input_ids": ids, "attention_mask": mask}
         inputs.update({k: torch.cat([v] * len(rows)) if isinstance(v, torch.Tensor) else v for k, v in fields.items()})
-        inputs.update(FAMILY_OVERRIDES.get(model_type, {}).get("inputs", {}))
-        for name in ("mm_token_type_ids", "token_type_ids"):
-            if name in forward and name in FAMILY_OVERRIDES.get(model_type, {}).get("type_ids", ("mm_token_type_ids",)):
-                inputs[name] = (ids == image).long()
+        if "mm_token_type_ids" in forward:  # which tokens are the image's, as the families' processors return
+            inputs["mm_token_type_ids"] = (ids == image).long()
         return inputs
 
     return TinyFamily(model_type, model, count, prompts(prompt_lens), [prompts([n]) for n in prompt_lens], notes)

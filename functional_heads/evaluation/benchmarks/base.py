@@ -90,12 +90,12 @@ class Benchmark:
     def metrics(self, records: list[dict]) -> dict:
         """Accuracy with a 95% bootstrap interval, overall and per category, from the run's records."""
         scores = [r["score"] for r in records]
-        result = {"accuracy": _mean(scores), "ci95": bootstrap_ci(scores) if scores else [None, None]}
+        result = {"accuracy": mean_or_none(scores), "ci95": bootstrap_ci(scores) if scores else [None, None]}
         if self.truncation_rule:  # rows cut off by the token limit, scored as unanswered
-            result["truncated_rate"] = _mean(r.get("failure") == "truncated" for r in records)
+            result["truncated_rate"] = mean_or_none(r.get("failure") == "truncated" for r in records)
         categories = sorted({r.get("category", "") for r in records} - {""})
         if categories:
-            result["categories"] = {c: _mean([r["score"] for r in records if r.get("category") == c])
+            result["categories"] = {c: mean_or_none([r["score"] for r in records if r.get("category") == c])
                                     for c in categories}
         return result
 
@@ -114,7 +114,7 @@ class Benchmark:
                 yield example
 
 
-def _mean(values) -> float | None:
+def mean_or_none(values) -> float | None:
     values = list(values)
     return sum(values) / len(values) if values else None
 

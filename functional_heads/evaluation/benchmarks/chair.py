@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ...utils.errors import UserError
 from . import answers
-from .base import Benchmark, Example, Scored, _mean
+from .base import Benchmark, Example, Scored, mean_or_none
 
 
 def _synonyms() -> dict[str, str]:
@@ -138,7 +138,7 @@ class CHAIR(Benchmark):
         hallucinated = [len(r["extracted"]["hallucinated"]) for r in records if r.get("extracted")]
         covered = sum(len(set(r["extracted"]["named"]) & set(r["gold"])) for r in records if r.get("extracted"))
         accuracy = super().metrics(records)
-        return {"CHAIR_s": _mean(float(h > 0) for h in hallucinated),
+        return {"CHAIR_s": mean_or_none(float(h > 0) for h in hallucinated),
                 "CHAIR_i": sum(hallucinated) / sum(named) if sum(named) else 0.0,
                 "recall": covered / sum(len(r["gold"]) for r in records) if records else None,
                 "accuracy": accuracy["accuracy"], "ci95": accuracy["ci95"],

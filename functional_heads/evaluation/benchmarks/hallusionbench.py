@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from . import answers
-from .base import ALL_SPLITS, Benchmark, Example, Scored, _mean
+from .base import ALL_SPLITS, Benchmark, Example, Scored, mean_or_none
 
 
 class HallusionBench(Benchmark):
@@ -45,6 +45,6 @@ class HallusionBench(Benchmark):
             if not (k["category"] == "VS" and k["figure_id"] == "0"):
                 figures["_".join((k["category"], k["subcategory"], k["set_id"], k["figure_id"]))].append(r["score"])
             questions["_".join((k["category"], k["subcategory"], k["set_id"], k["question_id"]))].append(r["score"])
-        result["fAcc"] = _mean(float(all(s)) for s in figures.values())
-        result["qAcc"] = _mean(float(all(s)) for s in questions.values())
+        result["fAcc"] = mean_or_none(float(all(s)) for s in figures.values())
+        result["qAcc"] = mean_or_none(float(all(s)) for s in questions.values())
         return result

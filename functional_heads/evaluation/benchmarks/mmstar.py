@@ -3,7 +3,7 @@
 Follows MMStar's own evaluation and VLMEvalKit's (`vlmeval/dataset/image_mcq.py`, MMStar): the headline is
 plain accuracy over the items, with accuracy per core category (coarse perception, fine-grained
 perception, instance reasoning, logical reasoning, math, science & technology). lmms-eval reports the
-mean of the l2-category accuracies instead, a different number: it is kept as `l2_category_mean`, named
+mean of the l2-category accuracies instead, a different number: it is kept as `l2_categorymean_or_none`, named
 as such. Prompt: the question and "Answer with the option's letter from the given choices directly."
 Score: the letter.
 """
@@ -11,7 +11,7 @@ Score: the letter.
 from __future__ import annotations
 
 from . import answers
-from .base import Benchmark, Example, Scored, _mean
+from .base import Benchmark, Example, Scored, mean_or_none
 
 
 class MMStar(Benchmark):
@@ -31,7 +31,7 @@ class MMStar(Benchmark):
     def metrics(self, records):
         result = super().metrics(records)  # accuracy over the items, per core category
         l2 = sorted({r.get("info", {}).get("l2_category", "") for r in records} - {""})
-        result["l2_categories"] = {c: _mean(r["score"] for r in records if r.get("info", {}).get("l2_category") == c)
+        result["l2_categories"] = {c: mean_or_none(r["score"] for r in records if r.get("info", {}).get("l2_category") == c)
                                    for c in l2}
-        result["l2_category_mean"] = _mean(result["l2_categories"].values()) if l2 else None  # lmms-eval's number
+        result["l2_categorymean_or_none"] = mean_or_none(result["l2_categories"].values()) if l2 else None  # lmms-eval's number
         return result
