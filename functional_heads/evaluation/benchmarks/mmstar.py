@@ -3,7 +3,7 @@
 Follows MMStar's own evaluation and VLMEvalKit's (`vlmeval/dataset/image_mcq.py`, MMStar): the headline is
 plain accuracy over the items, with accuracy per core category (coarse perception, fine-grained
 perception, instance reasoning, logical reasoning, math, science & technology). lmms-eval reports the
-mean of the l2-category accuracies instead, a different number: it is kept as `l2_categorymean_or_none`, named
+mean of the l2-category accuracies instead, a different number: it is kept as `l2_category_mean`, named
 as such. Prompt: the question and "Answer with the option's letter from the given choices directly."
 Score: the letter.
 """
@@ -33,5 +33,5 @@ class MMStar(Benchmark):
         l2 = sorted({r.get("info", {}).get("l2_category", "") for r in records} - {""})
         result["l2_categories"] = {c: mean_or_none(r["score"] for r in records if r.get("info", {}).get("l2_category") == c)
                                    for c in l2}
-        result["l2_categorymean_or_none"] = mean_or_none(result["l2_categories"].values()) if l2 else None  # lmms-eval's number
+        result["l2_category_mean"] = mean_or_none(result["l2_categories"].values()) if l2 else None  # lmms-eval's number
         return result
