@@ -44,3 +44,22 @@ def clip_folder(tmp_path_factory):
     from functional_heads.testbed.bundled import bundled_model_path
 
     return tiny_models.save_tiny_clip(tmp_path_factory.mktemp("tiny_clip"), bundled_model_path())
+
+
+@pytest.fixture
+def installed_plugin(tmp_path):
+    """install(module, source, group, name, attribute) -> a folder that, on PYTHONPATH, holds the module and
+    an installed distribution declaring `name = module:attribute` under the entry-point group `group`."""
+    import textwrap
+
+    def install(module: str, source: str, group: str, name: str, attribute: str):
+        folder = tmp_path / "plugin"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{module}.py").write_text(textwrap.dedent(source))
+        info = folder / f"{module}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[{group}]\n{name} = {module}:{attribute}\n")
+        return folder
+
+    return install

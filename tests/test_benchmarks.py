@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 from PIL import Image
@@ -345,20 +344,14 @@ def test_shapes_from_generator_and_from_written_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_benchmark_from_an_installed_package_works_in_eval_tune_and_report(tmp_path):
+def test_a_benchmark_from_an_installed_package_works_in_eval_tune_and_report(tmp_path, installed_plugin):
     """A user's benchmark, declared under the entry-point group, is found by name by every command."""
-    plugin = tmp_path / "plugin"
-    plugin.mkdir()
-    (plugin / "toy_bench.py").write_text(textwrap.dedent('''
+    plugin = installed_plugin("toy_bench", '''
         from functional_heads.evaluation.benchmarks.shapes import Shapes
 
         class ToyShapes(Shapes):
             name = "toy-shapes"
-    '''))
-    info = plugin / "toy_bench-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-bench\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[functional_heads.benchmarks]\ntoy-shapes = toy_bench:ToyShapes\n")
+    ''', "functional_heads.benchmarks", "toy-shapes", "ToyShapes")
     data = tmp_path / "data"
     shapes.write_split("dev", data, 48)
     shapes.write_split("calib", data, 16)

@@ -4,7 +4,6 @@
 import json
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -60,22 +59,18 @@ def test_a_registered_method_works_in_eval_demo_and_report(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_method_from_an_installed_package_is_found_through_its_entry_point(tmp_path):
-    (tmp_path / "toy_plugin.py").write_text(textwrap.dedent('''
+def test_a_method_from_an_installed_package_is_found_through_its_entry_point(tmp_path, installed_plugin):
+    plugin = installed_plugin("toy_plugin", '''
         from functional_heads.evaluation import Method
 
         class Shout(Method):
             name = "toy-plugin"
-    '''))
-    info = tmp_path / "toy_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[functional_heads.methods]\ntoy-plugin = toy_plugin:Shout\n")
+    ''', "functional_heads.methods", "toy-plugin", "Shout")
     command = [sys.executable, "-m", "functional_heads.apps.cli", "eval", "--model", str(bundled_model_path()),
                "--bench", "shapes", "--method", "toy-plugin", "--limit", "4", "--max-new-tokens", "64",
                "--out", str(tmp_path / "runs")]
     result = subprocess.run(command, capture_output=True, text=True, env={**__import__("os").environ,
-                                                                          "PYTHONPATH": str(tmp_path)})
+                                                                          "PYTHONPATH": str(plugin)})
     assert result.returncode == 0, result.stderr
     run, = (tmp_path / "runs").iterdir()
     assert run.name.startswith("shapes-toy-plugin-")
