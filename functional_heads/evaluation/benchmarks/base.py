@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from PIL import Image
 
 from ...utils.errors import UserError
+from ...utils.imports import requires
 from ..stats import bootstrap_ci
 from . import answers
 
@@ -171,6 +172,7 @@ def _parquet_files(path: Path, split: str) -> list[Path]:
 
 
 def _parquet_rows(file: Path) -> Iterator[dict]:
+    requires(f"Reading {file}", "pyarrow")
     import pyarrow.parquet as pq
 
     for batch in pq.ParquetFile(file).iter_batches(batch_size=64):
@@ -178,6 +180,7 @@ def _parquet_rows(file: Path) -> Iterator[dict]:
 
 
 def _saved_dataset_rows(path: Path, split: str) -> Iterator[dict]:
+    requires(f"Reading {path} (a datasets.save_to_disk folder)", "datasets")
     import datasets
 
     data = datasets.load_from_disk(str(path))

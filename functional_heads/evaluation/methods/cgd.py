@@ -25,6 +25,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenize
 from ...models.compat import projected_features, returned_cache
 from ...models.loading import local_folder, prompt_inputs, to_model_device
 from ...utils.errors import UserError
+from ...utils.imports import requires
 from ..seeding import seeded
 from .contrastive import SEQUENCE_INPUTS, continuing, with_generated
 
@@ -64,6 +65,8 @@ class ImageTextSimilarity:
         if not (hasattr(self.model, "get_image_features") and hasattr(self.model, "get_text_features")):
             raise UserError(f"CGD's clip must be a CLIP-style dual encoder (CLIP, SigLIP); {path} holds a "
                             f"'{self.model_type}' model without image and text features.")
+        if self.model_type == "siglip":  # its tokenizer is a sentencepiece model
+            requires("CGD's SigLIP tokenizer", "sentencepiece", "google.protobuf")
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.image_processor = AutoImageProcessor.from_pretrained(folder)
 
