@@ -10,8 +10,8 @@ from functional_heads.evaluation.benchmarks import shapes_generator as shapes
 from functional_heads.evaluation.methods.contrastive import (
     PAIConfig,
     VCDConfig,
-    _pai,
     _pai_attention,
+    _pai_scope,
     _PAIState,
     diffusion_noise,
     pai_attention,
@@ -20,6 +20,7 @@ from functional_heads.evaluation.methods.contrastive import (
     vcd_combine,
     vcd_generate,
 )
+from functional_heads.models.architectures import ModelLayout
 from functional_heads.models.loading import prompt_inputs
 from functional_heads.testbed import tiny_models
 
@@ -89,12 +90,11 @@ def test_pai_attention_step_by_hand():
         pass
 
     module = Attention()
-    state = _PAIState(layer_of={id(module): 3}, layers=range(2, 32), visual=visual, alpha=0.5, base="eager")
-    token = _pai.set(state)
-    try:
+    layout = ModelLayout("hand", attentions=[torch.nn.Identity() for _ in range(3)] + [module], out_projs=[],
+                         num_heads=2, head_dim=4, text_configs=[], image_token_id=0, video_token_id=None)
+    state = _PAIState(layers=range(2, 32), visual=visual, alpha=0.5)
+    with _pai_scope.active(layout, state, base="eager"):  # module is layer 3; no config to switch
         out, _ = _pai_attention(module, q, k, v, None, scaling=0.5)
-    finally:
-        _pai.reset(token)
     kk, vv = k.expand(1, 2, 5, 4), v.expand(1, 2, 5, 4)
     scores = q @ kk.transpose(2, 3) * 0.5
     last = scores[:, :, -1].clone()

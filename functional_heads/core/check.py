@@ -9,19 +9,16 @@ generated image, `scripts/architecture_matrix.py` from tiny models of every fami
 
 from __future__ import annotations
 
-import sys
 import time
-from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
 from PIL import Image, ImageDraw
-from transformers import AttentionInterface
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
 from ..models.architectures import ModelLayout, locate
-from .ratios import attention_state, query_positions, visual_attention_ratios, visual_token_mask
+from .attention import ScopedAttention
+from .ratios import query_positions, visual_attention_ratios, visual_token_mask
 from .rescale import fold, rescale, unfold
 
 REFERENCE = "functional_heads_eager_reference"
@@ -29,21 +26,17 @@ REFERENCE = "functional_heads_eager_reference"
 
 @dataclass
 class _Reference:
-    layer_of: dict[int, int]
     rows: torch.Tensor  # [batch] i*
     visual: torch.Tensor  # [batch, seq]
     ratios: torch.Tensor  # [batch, layers, heads], filled per layer
 
 
-_reference: ContextVar[_Reference | None] = ContextVar("functional_heads_reference", default=None)
-
-
 def _eager_reference_attention(module, query, key, value, attention_mask, **kwargs):
     """The model's own eager kernel; its full attention matrix gives S_v at i* by summing image columns."""
-    state = _reference.get()
-    eager = sys.modules[type(module).__module__].eager_attention_forward
-    output, weights = eager(module, query, key, value, attention_mask, **kwargs)
-    layer = state.layer_of.get(id(module)) if state is not None else None
+    scope = _reference_scope.current()
+    state = scope.state
+    output, weights = scope.kernel(module)(module, query, key, value, attention_mask, **kwargs)
+    layer = scope.layer(module)
     if layer is not None and query.shape[2] == state.visual.shape[1]:
         batch = torch.arange(weights.shape[0], device=weights.device)
         row = weights[batch, :, state.rows.to(weights.device)].float()  # [batch, heads, keys]
@@ -51,8 +44,8 @@ def _eager_reference_attention(module, query, key, value, attention_mask, **kwar
     return output, weights
 
 
-AttentionInterface.register(REFERENCE, _eager_reference_attention)
-AttentionMaskInterface.register(REFERENCE, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+_reference_scope: ScopedAttention[_Reference] = ScopedAttention(REFERENCE, _eager_reference_attention,
+                                                                inside="`eager_ratios`")
 
 
 @torch.no_grad()
@@ -60,10 +53,9 @@ def eager_ratios(model, inputs: dict, layout: ModelLayout | None = None) -> torc
     """S_v [batch, layers, heads] at the last prompt token, from the eager kernel's full attention matrices."""
     layout = layout or locate(model)
     ids = inputs["input_ids"]
-    state = _Reference({id(a): i for i, a in enumerate(layout.attentions)},
-                       query_positions(inputs.get("attention_mask"), ids), visual_token_mask(ids, layout),
+    state = _Reference(query_positions(inputs.get("attention_mask"), ids), visual_token_mask(ids, layout),
                        torch.full((ids.shape[0], layout.num_layers, layout.num_heads), float("nan")))
-    with attention_state(layout, REFERENCE, _reference, state):
+    with _reference_scope.active(layout, state, base="eager"):
         model(**inputs, use_cache=False)
     return state.ratios
 

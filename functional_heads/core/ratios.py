@@ -9,19 +9,15 @@ so causal, padding and sliding-window masks reach the row exactly as they reach 
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ..models.architectures import ModelLayout, locate
-from ..models.compat import attention_implementation, attention_switched
+from ..models.compat import attention_implementation
+from .attention import ScopedAttention
 
 PROBE = "functional_heads_probe"
 _WRAPPABLE = ("sdpa", "eager")  # others (flash, flex) are probed through sdpa: same outputs, known masks
@@ -31,30 +27,18 @@ _WRAPPABLE = ("sdpa", "eager")  # others (flash, flex) are probed through sdpa: 
 class Probe:
     """What the probe attention function needs for one forward pass over a batch of prompts."""
 
-    layer_of: dict[int, int]  # id(attention module) -> layer index
     query_index: torch.Tensor  # [batch, k]: i* and the k-1 prompt tokens before it, S_v is their mean
     visual: torch.Tensor  # [batch, seq] True at visual tokens
     per_token: bool
     per_position: bool  # report S_v of each query position ([batch, k, heads]) instead of their mean
-    base: str  # the wrapped attention implementation
     on_layer: Callable[[int, torch.Tensor], None]  # receives (layer, S_v [batch, heads] float32)
 
 
-_active: ContextVar[Probe | None] = ContextVar("functional_heads_probe", default=None)
-
-
-def base_attention(name: str, module) -> Callable:
-    if name == "eager":  # transformers keeps each model's eager kernel in its modeling module
-        return sys.modules[type(module).__module__].eager_attention_forward
-    return ALL_ATTENTION_FUNCTIONS[name]
-
-
 def _probe_attention(module, query, key, value, attention_mask, **kwargs):
-    probe = _active.get()
-    if probe is None:
-        raise RuntimeError(f"attn_implementation '{PROBE}' is only valid inside functional_heads probes.")
-    output = base_attention(probe.base, module)(module, query, key, value, attention_mask, **kwargs)
-    layer = probe.layer_of.get(id(module))
+    scope = _probe_scope.current()
+    probe = scope.state
+    output = scope.kernel(module)(module, query, key, value, attention_mask, **kwargs)
+    layer = scope.layer(module)
     if layer is not None and query.shape[2] == probe.visual.shape[1]:  # the prompt's prefill, not a decode step
         scaling = kwargs.get("scaling") or query.shape[-1] ** -0.5
         rows = [query_row_attention(query, key, attention_mask, column, scaling, kwargs.get("softcap"),
@@ -68,15 +52,7 @@ def _probe_attention(module, query, key, value, attention_mask, **kwargs):
     return output
 
 
-def _probe_mask(*args, **kwargs):
-    probe = _active.get()
-    if probe is None:
-        raise RuntimeError(f"attn_implementation '{PROBE}' is only valid inside functional_heads probes.")
-    return ALL_MASK_ATTENTION_FUNCTIONS[probe.base](*args, **kwargs)
-
-
-AttentionInterface.register(PROBE, _probe_attention)
-AttentionMaskInterface.register(PROBE, _probe_mask)
+_probe_scope: ScopedAttention[Probe] = ScopedAttention(PROBE, _probe_attention, inside="functional_heads probes")
 
 
 def query_row_attention(query, key, attention_mask, rows, scaling, softcap=None, sinks=None) -> torch.Tensor:
@@ -156,23 +132,10 @@ def probing(model, input_ids, attention_mask, on_layer, *, query_offset: int = -
     [batch, heads] at i*, or [batch, k, heads] at each of `positions` [batch, k] (absolute indices) if given."""
     layout = layout or locate(model)
     index = query_window(attention_mask, input_ids, query_offset, query_tokens) if positions is None else positions
-    probe = Probe(layer_of={id(a): i for i, a in enumerate(layout.attentions)}, query_index=index,
-                  visual=visual_token_mask(input_ids, layout, include_video), per_token=per_token,
-                  per_position=positions is not None, base=wrappable_base(layout), on_layer=on_layer)
-    with attention_state(layout, PROBE, _active, probe):
+    probe = Probe(query_index=index, visual=visual_token_mask(input_ids, layout, include_video), per_token=per_token,
+                  per_position=positions is not None, on_layer=on_layer)
+    with _probe_scope.active(layout, probe, base=wrappable_base(layout)):
         yield probe
-
-
-@contextmanager
-def attention_state(layout: ModelLayout, implementation: str, variable: ContextVar, state) -> Iterator[None]:
-    """Within the block `variable` holds `state` (what the registered attention function reads) and the text
-    decoder (only it) runs `implementation`; both are restored on exit, also on error."""
-    token = variable.set(state)
-    try:
-        with attention_switched(layout.model, layout.text_configs, implementation):
-            yield
-    finally:
-        variable.reset(token)
 
 
 @torch.no_grad()

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import math
 from contextlib import ExitStack, contextmanager, nullcontext
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-from transformers import AttentionInterface, LogitsProcessor
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers import LogitsProcessor
 
-from ...core.ratios import attention_state, base_attention, visual_token_mask
+from ...core.attention import ScopedAttention
+from ...core.ratios import visual_token_mask
 from ...models.architectures import locate
 from ...models.compat import CACHE_ARGUMENT, returned_cache
 
@@ -144,25 +143,19 @@ PAI_ATTENTION = "functional_heads_pai"
 
 @dataclass
 class _PAIState:
-    layer_of: dict[int, int]
     layers: range
     visual: torch.Tensor  # [batch, prompt_len] True at image tokens
     alpha: float
-    base: str
     paused: bool = False
 
 
-_pai: ContextVar[_PAIState | None] = ContextVar("functional_heads_pai", default=None)
-
-
 def _pai_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
-    state = _pai.get()
-    if state is None:
-        raise RuntimeError(f"attn_implementation '{PAI_ATTENTION}' is only valid inside `pai_attention`.")
-    layer = state.layer_of.get(id(module))
+    scope = _pai_scope.current()
+    state = scope.state
+    layer = scope.layer(module)
     if state.paused or layer not in state.layers:
-        return base_attention(state.base, module)(module, query, key, value, attention_mask, scaling=scaling,
-                                                  dropout=dropout, softcap=softcap, **kwargs)
+        return scope.kernel(module)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                    softcap=softcap, **kwargs)
     groups = query.shape[1] // key.shape[1]
     key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
     scores = torch.matmul(query, key.transpose(2, 3)).float() * (scaling or query.shape[-1] ** -0.5)
@@ -180,8 +173,7 @@ def _pai_attention(module, query, key, value, attention_mask, scaling=None, drop
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
-AttentionInterface.register(PAI_ATTENTION, _pai_attention)
-AttentionMaskInterface.register(PAI_ATTENTION, lambda *a, **k: ALL_MASK_ATTENTION_FUNCTIONS["eager"](*a, **k))
+_pai_scope: ScopedAttention[_PAIState] = ScopedAttention(PAI_ATTENTION, _pai_attention, inside="`pai_attention`")
 
 
 @contextmanager
@@ -189,10 +181,9 @@ def pai_attention(model, input_ids: torch.Tensor, cfg: PAIConfig) -> Iterator[_P
     """Within the block, layers [start_layer, end_layer) add alpha*|a| to the image-token attention logits of
     the last query row of every forward (the prompt's last token, then each new token)."""
     layout = locate(model)
-    state = _PAIState(layer_of={id(a): i for i, a in enumerate(layout.attentions)},
-                      layers=range(cfg.start_layer, min(cfg.end_layer, layout.num_layers)),
-                      visual=visual_token_mask(input_ids, layout), alpha=cfg.alpha, base="eager")
-    with attention_state(layout, PAI_ATTENTION, _pai, state):
+    state = _PAIState(layers=range(cfg.start_layer, min(cfg.end_layer, layout.num_layers)),
+                      visual=visual_token_mask(input_ids, layout), alpha=cfg.alpha)
+    with _pai_scope.active(layout, state, base="eager"):
         yield state
 
 
