@@ -8,13 +8,13 @@ from decoding import assert_same_scores, manual_contrastive_steps
 
 from functional_heads.evaluation.benchmarks import shapes_generator as shapes
 from functional_heads.evaluation.methods.contrastive import (
+    PAI_SCOPE,
     PAIConfig,
+    PAIState,
     VCDConfig,
-    _pai_attention,
-    _pai_scope,
-    _PAIState,
     diffusion_noise,
     pai_attention,
+    pai_attention_step,
     pai_combine,
     pai_generate,
     vcd_combine,
@@ -92,9 +92,9 @@ def test_pai_attention_step_by_hand():
     module = Attention()
     layout = ModelLayout("hand", attentions=[torch.nn.Identity() for _ in range(3)] + [module], out_projs=[],
                          num_heads=2, head_dim=4, text_configs=[], image_token_id=0, video_token_id=None)
-    state = _PAIState(layers=range(2, 32), visual=visual, alpha=0.5)
-    with _pai_scope.active(layout, state, base="eager"):  # module is layer 3; no config to switch
-        out, _ = _pai_attention(module, q, k, v, None, scaling=0.5)
+    state = PAIState(layers=range(2, 32), visual=visual, alpha=0.5)
+    with PAI_SCOPE.active(layout, state, base="eager"):  # module is layer 3; no config to switch
+        out, _ = pai_attention_step(module, q, k, v, None, scaling=0.5)
     kk, vv = k.expand(1, 2, 5, 4), v.expand(1, 2, 5, 4)
     scores = q @ kk.transpose(2, 3) * 0.5
     last = scores[:, :, -1].clone()

@@ -142,15 +142,15 @@ PAI_ATTENTION = "functional_heads_pai"
 
 
 @dataclass
-class _PAIState:
+class PAIState:
     layers: range
     visual: torch.Tensor  # [batch, prompt_len] True at image tokens
     alpha: float
     paused: bool = False
 
 
-def _pai_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
-    scope = _pai_scope.current()
+def pai_attention_step(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
+    scope = PAI_SCOPE.current()
     state = scope.state
     layer = scope.layer(module)
     if state.paused or layer not in state.layers:
@@ -173,22 +173,22 @@ def _pai_attention(module, query, key, value, attention_mask, scaling=None, drop
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
-_pai_scope: ScopedAttention[_PAIState] = ScopedAttention(PAI_ATTENTION, _pai_attention, inside="`pai_attention`")
+PAI_SCOPE: ScopedAttention[PAIState] = ScopedAttention(PAI_ATTENTION, pai_attention_step, inside="`pai_attention`")
 
 
 @contextmanager
-def pai_attention(model, input_ids: torch.Tensor, cfg: PAIConfig) -> Iterator[_PAIState]:
+def pai_attention(model, input_ids: torch.Tensor, cfg: PAIConfig) -> Iterator[PAIState]:
     """Within the block, layers [start_layer, end_layer) add alpha*|a| to the image-token attention logits of
     the last query row of every forward (the prompt's last token, then each new token)."""
     layout = locate(model)
-    state = _PAIState(layers=range(cfg.start_layer, min(cfg.end_layer, layout.num_layers)),
+    state = PAIState(layers=range(cfg.start_layer, min(cfg.end_layer, layout.num_layers)),
                       visual=visual_token_mask(input_ids, layout), alpha=cfg.alpha)
-    with _pai_scope.active(layout, state, base="eager"):
+    with PAI_SCOPE.active(layout, state, base="eager"):
         yield state
 
 
 @contextmanager
-def _paused(state: _PAIState):
+def _paused(state: PAIState):
     state.paused = True
     try:
         yield
