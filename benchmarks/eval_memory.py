@@ -1,6 +1,6 @@
-"""Peak memory of the evaluation loop on a large benchmark: `run_folders.fill` streaming the items (read once
-to count, once to answer, a batch at a time) against holding every pending item first, as `fill` did before
-(it built the list of pending examples, their images too, before the first batch).
+"""Peak memory of the evaluation loop on a large benchmark: `answering.answer_into_run` streaming the items
+(read once to count, once to answer, a batch at a time) against holding every pending item first (the list of
+pending examples, their images too, built before the first batch).
 
 The items: N generated shapes items, images scaled to --side px, written as one parquet file with the JPEG
 bytes inside, the layout of the hub's benchmark copies (MathVista, MMStar, ...). Answering is a stub that returns at once, so the figure is
@@ -73,7 +73,9 @@ class Decoder:
 
 
 def measure(variant: str, path: Path, out: Path) -> dict:
-    from functional_heads.evaluation.runs import Run, fill
+    from functional_heads.evaluation.answering import answer_into_run
+    from functional_heads.evaluation.engine import HFBackend
+    from functional_heads.evaluation.runs import Run
 
     benchmark = _Shapes()
     with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark (ru_maxrss survives exec)
@@ -81,9 +83,9 @@ def measure(variant: str, path: Path, out: Path) -> dict:
     before = _status_kib("VmRSS")
     tracemalloc.start()
     source = (lambda: benchmark.examples(path, "train")) if variant == "streamed" else \
-        list(benchmark.examples(path, "train"))  # every item held, images too: what fill did before
+        list(benchmark.examples(path, "train"))  # every item held, images too
     run = Run.open(out, {"benchmark": "shapes", "method": variant, "model": "stub"})
-    fill(run, None, Decoder(), benchmark, source, Stub(), batch_size=8, progress=False)
+    answer_into_run(run, HFBackend(None, Decoder()), benchmark, source, Stub(), batch_size=8, progress=False)
     live_peak = tracemalloc.get_traced_memory()[1]
     peak = _status_kib("VmHWM")
     return {"variant": variant, "items": len(run.records), "resident_peak_above_start_mb": (peak - before) / 1024,

@@ -1,5 +1,5 @@
 """Evaluation throughput on one device: items per second of `fheads eval`'s generation path
-(`run_folders.answer_batches`) on the bundled model and the shapes test split, vanilla and static, batch
+(`engine.answer_batches`) on the bundled model and the shapes test split, vanilla and static, batch
 sizes 1 to 32, in the data's order against batches of similar prompt length (`--order length`). Also how
 many greedy answers differ from batch size 1 (padding's float rounding is the only cause) and between the
 two orders at the same batch size.
@@ -24,15 +24,15 @@ from functional_heads.apps.demo import calibration_batches  # noqa: E402
 from functional_heads.core.heads import calibrate  # noqa: E402
 from functional_heads.evaluation.benchmarks import get_benchmark  # noqa: E402
 from functional_heads.evaluation.benchmarks import shapes_generator as shapes  # noqa: E402
+from functional_heads.evaluation.engine import Decoding, HFBackend, answer_batches  # noqa: E402
 from functional_heads.evaluation.methods import get_method  # noqa: E402
-from functional_heads.evaluation.runs import Decoding, answer_batches  # noqa: E402
 from functional_heads.models.loading import load_model, load_processor  # noqa: E402
 from functional_heads.testbed.bundled import bundled_model_path, bundled_settings  # noqa: E402
 
 
 def timed(model, processor, benchmark, examples, method, batch_size, order):
     start = time.perf_counter()
-    records = [r for batch in answer_batches(model, processor, benchmark, examples, method,
+    records = [r for batch in answer_batches(HFBackend(model, processor), benchmark, examples, method,
                                              Decoding(max_new_tokens=shapes.MAX_ANSWER_TOKENS), batch_size,
                                              order=order) for r in batch]
     return len(records) / (time.perf_counter() - start), {r["id"]: r["prediction"] for r in records}

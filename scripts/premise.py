@@ -23,15 +23,15 @@ import functional_heads as fh  # noqa: E402
 from functional_heads.evaluation import premise  # noqa: E402
 from functional_heads.evaluation.benchmarks import get_benchmark  # noqa: E402
 from functional_heads.evaluation.benchmarks import shapes_generator as shapes  # noqa: E402
+from functional_heads.evaluation.engine import Decoding, HFBackend, answer_all  # noqa: E402
 from functional_heads.evaluation.methods import get_method  # noqa: E402
-from functional_heads.evaluation.runs import Decoding, answer_all  # noqa: E402
 from functional_heads.testbed.bundled import bundled_model_path  # noqa: E402
 
 
 def measure(model_path: Path, examples) -> tuple[list[dict], torch.Tensor]:
     """Vanilla's greedy answers, then S_v along them."""
     model, processor = fh.load_model(model_path, dtype=torch.float32), fh.load_processor(model_path)
-    records = answer_all(model, processor, get_benchmark("shapes"), examples, get_method("vanilla"),
+    records = answer_all(HFBackend(model, processor), get_benchmark("shapes"), examples, get_method("vanilla"),
                          Decoding(max_new_tokens=shapes.MAX_ANSWER_TOKENS), batch_size=64, progress=True)
     return premise.along_records(model, processor, examples, {r["id"]: r for r in records}, progress=True)
 

@@ -196,7 +196,7 @@ def test_hand_edited_or_foreign_head_maps_are_refused_before_the_model_loads(qwe
 
     import functional_heads.evaluation.api as api
 
-    monkeypatch.setattr(api, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(api.HFBackend, "load", lambda *a, **k: pytest.fail("the model was loaded"))
     from functional_heads.testbed.bundled import bundled_model_path
 
     for command in (["eval", "--bench", "shapes", "--method", "static", "--out", str(tmp_path / "runs")],

@@ -12,9 +12,9 @@ from functional_heads.apps.cli import app
 from functional_heads.apps.demo import METHODS
 from functional_heads.evaluation.benchmarks import get_benchmark
 from functional_heads.evaluation.benchmarks import shapes_generator as shapes
+from functional_heads.evaluation.engine import Decoding, HFBackend, answer_all
 from functional_heads.evaluation.methods import get_method
 from functional_heads.evaluation.report import build_report
-from functional_heads.evaluation.runs import Decoding, answer_all
 from functional_heads.testbed.bundled import bundled_model_path, bundled_settings, bundled_tuning
 from functional_heads.utils import plotting
 
@@ -26,7 +26,8 @@ def test_bundled_model_loads_offline_and_answers_in_format():
     assert model.config.model_type == "qwen2_5_vl" and fh.locate(model).num_layers == 8
     bench = get_benchmark("shapes")
     examples = list(bench.examples(None, "dev"))[:28]
-    records = answer_all(model, processor, bench, examples, get_method("vanilla"), Decoding(max_new_tokens=64), 64)
+    records = answer_all(HFBackend(model, processor), bench, examples, get_method("vanilla"),
+                         Decoding(max_new_tokens=64), 64)
     assert all(r["prediction"].startswith("<think>") and r["prediction"].endswith("</answer>") for r in records)
     # Trained: every answer is a well-formed chain (an untrained model writes no tagged answer at all), and
     # well over half are right (17 of these 28; the model card reports 66% on test).

@@ -6,13 +6,13 @@ import pytest
 from typer.testing import CliRunner
 
 from functional_heads.apps.cli import app
-from functional_heads.evaluation.report import build_report, markdown
+from functional_heads.evaluation.report import build_report, report_markdown
 from functional_heads.evaluation.runs import Run
 from functional_heads.utils import plotting
 
 
-def write_run(out, method, scores, seconds=1.0, prompt="p", bench="pope", extra=None):
-    run = Run.open(out, {"benchmark": bench, "method": method, "model": "m"})
+def write_run(out, method, scores, seconds=1.0, prompt="p", bench="pope", extra=None, model="m"):
+    run = Run.open(out, {"benchmark": bench, "method": method, "model": model})
     run.append([{"id": str(i), "gold": "yes", "prediction": "yes" if s else "no", "extracted": "yes" if s else "no",
                  "score": float(s), "seconds": seconds, "error": None, "category": "random",
                  "prompt_sha": prompt} for i, s in enumerate(scores)] + (extra or []))
@@ -30,11 +30,11 @@ def test_side_by_side_with_paired_test_and_latency(tmp_path):
     assert static["mcnemar_vs_vanilla"] == {"a_only": 0, "b_only": 3, "p": 0.25}  # 2 * (1/2)^3
     assert static["latency_ratio"] == pytest.approx(1.1) and static["unusable_items"] == 1
     assert static["random"]["recall"] == pytest.approx(5 / 6)  # POPE's own metrics per split
-    text = markdown({"pope": report})
+    text = report_markdown({"pope": report})
     assert "| static | 83.3% [" in text and "+3 / -0, p=0.25" in text
     assert "Unusable items (recorded with their reason, left out above): static 1" in text
     write_run(tmp_path / "seed", "vanilla", [1, 0], bench="seedbench")
-    seed = markdown(build_report(tmp_path / "seed"))
+    seed = report_markdown(build_report(tmp_path / "seed"))
     assert "| method | random |" in seed and "| vanilla | 50.0% |" in seed  # the per-category table
 
 
@@ -50,6 +50,13 @@ def test_refuses_different_prompts(tmp_path):
     write_run(tmp_path, "vanilla", [1, 0], prompt="a")
     write_run(tmp_path, "pai", [1, 0], prompt="b")
     with pytest.raises(ValueError, match="other prompts"):
+        build_report(tmp_path)
+
+
+def test_refuses_runs_of_different_models(tmp_path):
+    write_run(tmp_path, "vanilla", [1, 0], model={"model_type": "qwen2_5_vl", "content": "a"})
+    write_run(tmp_path, "static", [1, 1], model={"model_type": "qwen2_5_vl", "content": "b"})
+    with pytest.raises(ValueError, match="different models"):
         build_report(tmp_path)
 
 

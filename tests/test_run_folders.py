@@ -1,7 +1,9 @@
-"""Run folders: one record per item, resumable after a kill, one folder per setting."""
+"""Run folders: one record per item, resumable after a kill, one folder per setting, the model identified by
+what it is."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,10 +11,12 @@ import time
 
 import pytest
 
+from functional_heads.evaluation.answering import answer_into_run
 from functional_heads.evaluation.benchmarks import get_benchmark
+from functional_heads.evaluation.engine import Decoding, HFBackend
+from functional_heads.evaluation.methods import get_method
 from functional_heads.evaluation.methods.builtin import Vanilla
-from functional_heads.evaluation.runs import RESULTS, SPEC, Decoding, Run, fill, read_records
-from functional_heads.models.loading import load_model, load_processor
+from functional_heads.evaluation.runs import RESULTS, SPEC, Run, open_run, read_records, run_identity
 from functional_heads.testbed.bundled import bundled_model_path
 
 
@@ -58,24 +62,24 @@ class Interrupted(Vanilla):
 @pytest.mark.slow
 def test_resume_does_nothing_twice(tmp_path):
     path = bundled_model_path()
-    model, processor = load_model(path), load_processor(path)
+    backend = HFBackend.load(path)
     bench = get_benchmark("shapes")
     run = Run.open(tmp_path, settings(split="dev"))
     decoding = Decoding(max_new_tokens=64)
     with pytest.raises(KeyboardInterrupt):
-        fill(run, model, processor, bench, bench.examples(None, "dev"), Interrupted(die_at=1), decoding,
-             batch_size=4, limit=16, progress=False)
+        answer_into_run(run, backend, bench, bench.examples(None, "dev"), Interrupted(die_at=1), decoding,
+                        batch_size=4, limit=16, progress=False)
     assert not run.folder.exists()  # killed before its first record: nothing left behind
     with pytest.raises(KeyboardInterrupt):
-        fill(run, model, processor, bench, bench.examples(None, "dev"), Interrupted(die_at=3), decoding,
-             batch_size=4, limit=16, progress=False)
+        answer_into_run(run, backend, bench, bench.examples(None, "dev"), Interrupted(die_at=3), decoding,
+                        batch_size=4, limit=16, progress=False)
     assert len(read_records(run.folder / RESULTS)) == 8  # two batches finished before the kill
     with open(run.folder / RESULTS, "a") as f:
         f.write('{"id": "dev-0000')  # and a torn write on top
     again = Run.open(tmp_path, settings(split="dev"))
     counting = Interrupted(die_at=-1)
-    fill(again, model, processor, bench, bench.examples(None, "dev"), counting, decoding, batch_size=4, limit=16,
-         progress=False)
+    answer_into_run(again, backend, bench, bench.examples(None, "dev"), counting, decoding, batch_size=4, limit=16,
+                    progress=False)
     assert counting.calls == 2  # only the 8 missing items were answered
     lines = (run.folder / RESULTS).read_text().splitlines()
     ids = [json.loads(line)["id"] for line in lines]
@@ -132,71 +136,6 @@ def test_interrupted_cli_run_says_how_to_resume_and_logs_progress_out_of_the_who
     assert "Traceback" not in stderr
 
 
-def test_sampled_runs_are_seeded_per_batch_and_leave_the_global_random_state_alone(bundled_vlm):
-    import torch
-
-    from functional_heads.evaluation.methods import get_method
-    from functional_heads.evaluation.runs import answer_all
-
-    model, processor = bundled_vlm
-    bench = get_benchmark("shapes")
-    examples = list(bench.examples(None, "dev"))[:4]
-    decoding = Decoding(max_new_tokens=16, sample=True, temperature=1.5, seed=3)
-    state = torch.random.get_rng_state()
-    first = answer_all(model, processor, bench, examples, get_method("vanilla"), decoding, batch_size=2)
-    assert torch.equal(torch.random.get_rng_state(), state)
-    torch.manual_seed(12345)  # whatever the caller's state, the draws are the run's own
-    again = answer_all(model, processor, bench, examples, get_method("vanilla"), decoding, batch_size=2)
-    assert [r["prediction"] for r in first] == [r["prediction"] for r in again]
-
-
-@pytest.mark.parametrize("method", ["vanilla", "static", "dynamic", "vcd", "pai"])
-def test_questions_without_an_image_are_asked_as_text_only_prompts(bundled_vlm, method):
-    """HallusionBench's leaderboard includes 178 questions without a figure. Static gains apply to them;
-    dynamic has no S_v there and the contrastive baselines nothing to contrast: they decode plainly."""
-    import torch
-
-    from functional_heads.core.heads import identify_heads
-    from functional_heads.evaluation.benchmarks import Example
-    from functional_heads.evaluation.benchmarks import shapes_generator as shapes
-    from functional_heads.evaluation.methods import get_method
-    from functional_heads.evaluation.runs import answer_all
-    from functional_heads.testbed.bundled import bundled_settings
-
-    model, processor = bundled_vlm
-    item = next(iter(shapes.items("dev", n=1)))
-    examples = [Example("with", item.scene.render(), item.question, "yes"),
-                Example("without", None, item.question, "yes")]
-    heads = identify_heads(torch.rand(8, 8), bundled_settings())
-    records = answer_all(model, processor, get_benchmark("pope"), examples,
-                         get_method(method, heads=heads, config=bundled_settings()), Decoding(max_new_tokens=8), 2)
-    assert [r["id"] for r in records] == ["with", "without"] and all(r["error"] is None for r in records)
-    assert [r["image"] for r in records] == [True, False]
-    text_only = records[1]["heads_rescaled"]
-    assert text_only == (float((heads.gains != 1).float().mean()) if method == "static" else 0.0)
-    plain = answer_all(model, processor, get_benchmark("pope"), examples[1:], get_method("vanilla"),
-                       Decoding(max_new_tokens=8), 2)
-    if method != "static":
-        assert records[1]["prediction"] == plain[0]["prediction"]
-
-
-def test_length_sorted_batches_sort_each_window_and_read_ahead_only_that_far():
-    from functional_heads.evaluation.benchmarks import Example
-    from functional_heads.evaluation.runs import length_sorted
-
-    pulled = []
-
-    def stream():
-        for i, length in enumerate([5, 1, 4, 2, 9, 3, 8, 7]):
-            pulled.append(i)
-            yield Example(str(i), None if i == 1 else "img", "x" * length, None)
-
-    out = length_sorted(stream(), window=4)
-    first = next(out)
-    assert len(pulled) == 4 and first.id == "3"  # the window's shortest prompt with an image; no more read
-    assert [e.id for e in [first, *out]] == ["3", "2", "0", "1", "5", "7", "6", "4"]  # text-only after images
-
-
 class Stub(Vanilla):
     """Answers at once, and notes how many items the data had yielded when the first batch came."""
 
@@ -213,7 +152,7 @@ class Stub(Vanilla):
         return Generation(torch.zeros(len(prompts), 2, dtype=torch.long), 1, [0.0] * len(prompts))
 
 
-def test_fill_streams_the_items_instead_of_holding_them(tmp_path):
+def test_answering_into_a_run_streams_the_items_instead_of_holding_them(tmp_path):
     bench = get_benchmark("shapes")
     counter, calls = [0], [0]
 
@@ -228,9 +167,49 @@ def test_fill_streams_the_items_instead_of_holding_them(tmp_path):
             return ["<answer>0</answer>"] * len(tokens)
 
     method = Stub(counter)
-    run = fill(Run.open(tmp_path, settings()), None, Decoder(), bench, source, method, batch_size=2, limit=300,
-               progress=False, order="length")
+    run = answer_into_run(Run.open(tmp_path, settings()), HFBackend(None, Decoder()), bench, source, method,
+                          batch_size=2, limit=300, progress=False, order="length")
     assert calls[0] == 2 and len(run.records) == 300  # one pass to count, one to answer
     assert method.seen_at_first - 300 <= 2 * 16  # the answering pass had read one window ahead, not all 300
     with pytest.raises(ValueError, match="order must be one of length, file"):
-        fill(Run.open(tmp_path, settings(split="x")), None, Decoder(), bench, source, method, order="random")
+        answer_into_run(Run.open(tmp_path, settings(split="x")), HFBackend(None, Decoder()), bench, source, method,
+                        order="random")
+    assert calls[0] == 2  # refused before reading the data
+
+
+def _model_copy(folder):
+    """A copy of the bundled model's files (those that make the model, not its tuning notes)."""
+    shutil.copytree(bundled_model_path(), folder, ignore=shutil.ignore_patterns("*.md", "*.png", "*.jsonl", "*.txt"))
+    return folder
+
+
+def test_a_moved_model_keeps_its_runs_and_new_weights_at_its_path_get_their_own(tmp_path):
+    bench, method = get_benchmark("shapes"), get_method("vanilla")
+    first = _model_copy(tmp_path / "models" / "a")
+    run = open_run(tmp_path / "runs", first, bench, method)
+    run.append([{"id": "x", "score": 1.0}])
+    about = json.loads((run.folder / SPEC).read_text())
+    assert about["about"] == {"model_path": str(first.resolve())}  # noted, outside the identity
+    assert about["settings"]["model"]["model_type"] == "qwen2_5_vl"
+    assert str(first.resolve()) not in json.dumps(about["settings"])
+    moved = first.rename(tmp_path / "elsewhere")
+    again = open_run(tmp_path / "runs", moved, bench, method)
+    assert again.folder == run.folder and set(again.records) == {"x"}  # its finished items, found again
+    retrained = _model_copy(tmp_path / "models" / "a")  # the same path, other weights
+    weights = retrained / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert open_run(tmp_path / "runs", retrained, bench, method).folder != run.folder
+    assert run_identity(moved, bench, method)["backend"] == HFBackend.name
+
+
+def test_a_run_folder_of_other_settings_under_this_name_is_a_user_error(tmp_path):
+    from functional_heads.utils.errors import UserError
+
+    run = Run.open(tmp_path, settings())
+    run.append([{"id": "x", "score": 1.0}])
+    spec = json.loads((run.folder / SPEC).read_text())
+    (run.folder / SPEC).write_text(json.dumps({**spec, "settings": settings(split="other")}))
+    with pytest.raises(UserError, match="holds other settings than this run's; move that folder away"):
+        Run.open(tmp_path, settings())

@@ -22,8 +22,8 @@ import transformers as tf
 from functional_heads.apps.demo import DECODING as DEMO_DECODING
 from functional_heads.evaluation.benchmarks import get_benchmark
 from functional_heads.evaluation.benchmarks import shapes_generator as shapes
+from functional_heads.evaluation.engine import HFBackend, answer_all
 from functional_heads.evaluation.methods import get_method
-from functional_heads.evaluation.runs import answer_all
 from functional_heads.models.compat import projected_features, readable_by_transformers_4
 from functional_heads.models.loading import load_processor
 from functional_heads.testbed.wordlevel import qwen2_5_vl_config, save_word_level_processor
@@ -79,7 +79,8 @@ def dev_accuracy(model, processor, n: int, families: list[str] | None = None) ->
     benchmark = get_benchmark("shapes")
     examples = [e for e in benchmark.examples(None, "dev") if not families or e.category in families][:n]
     model.eval()
-    records = answer_all(model, processor, benchmark, examples, get_method("vanilla"), DEMO_DECODING, batch_size=64)
+    records = answer_all(HFBackend(model, processor), benchmark, examples, get_method("vanilla"), DEMO_DECODING,
+                         batch_size=64)
     model.train()
     summary = benchmark.metrics(records)
     return {"dev_accuracy": summary["accuracy"], "dev_perceptual": summary["perceptual_rate"],

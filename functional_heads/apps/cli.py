@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ..evaluation.benchmarks import BENCHMARKS
 from ..evaluation.benchmarks.shapes_generator import EVAL_SIZES
+from ..evaluation.engine import DEFAULT_MAX_NEW_TOKENS
 from ..evaluation.methods import METHODS
 from ..models.loading import DTYPES
 from ..utils.errors import UserError
@@ -206,7 +207,7 @@ def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json
                                                        "both (default: on for the bundled base; needs vanilla among the methods).")):
     """The method end to end on the bundled models and the shapes benchmark (about 4 minutes on 2 cores)."""
     from ..utils import plotting
-    from .demo import METHODS, markdown, run_demo
+    from .demo import METHODS, demo_markdown, run_demo
 
     if out is not None:
         from ..evaluation.api import check_writable
@@ -216,7 +217,7 @@ def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json
             _warn(plotting.MISSING)
     report = run_demo(out=out, model_path=model, limit=limit, batch_size=batch_size, methods=method or METHODS,
                       reasoning=reasoning)
-    console.print(markdown(report), soft_wrap=True)
+    console.print(demo_markdown(report), soft_wrap=True)
     if out is not None:
         console.print(f"wrote {out}/demo.md, demo.json, heads.json, the figures and runs/")
 
@@ -247,7 +248,7 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
                                                               "needs itm=PATH, cgd clip=PATH."),
              limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items."),
              batch_size: int = typer.Option(8, min=1),
-             max_new_tokens: int = typer.Option(1024, min=1),
+             max_new_tokens: int = typer.Option(DEFAULT_MAX_NEW_TOKENS, min=1),
              sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
              temperature: float = typer.Option(1.0, min=0.0), seed: int = typer.Option(0),
              judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible API base URL for LLM answer "
@@ -265,8 +266,9 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
     torchrun or accelerate launch: each process answers its share and writes its own results file."""
     from ..evaluation.api import evaluate as evaluate_run
     from ..evaluation.benchmarks import get_benchmark
+    from ..evaluation.engine import Decoding
     from ..evaluation.judge import Judge
-    from ..evaluation.runs import Decoding, run_records
+    from ..evaluation.runs import run_records
 
     if (judge_url is None) != (judge_model is None):
         raise UserError("An LLM judge needs both --judge-url and --judge-model.")
@@ -313,7 +315,7 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
          query_tokens: int = typer.Option(1, min=1, help="Average S_v over the last K prompt tokens, not i* alone."),
          heartbeat: int = typer.Option(60, min=1, help="Seconds between a trial's heartbeats (database storages)."),
          seed: int = typer.Option(0), batch_size: int = typer.Option(8, min=1),
-         max_new_tokens: int = typer.Option(1024, min=1),
+         max_new_tokens: int = typer.Option(DEFAULT_MAX_NEW_TOKENS, min=1),
          dtype: str = typer.Option("auto", help=DTYPE_HELP),
          device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
     """Choose the settings with an Optuna study on the dev split, confirm the best one on held-out dev items,
@@ -343,11 +345,11 @@ def report(runs: Path = typer.Argument(Path("runs"), help="Folder of run folders
            common_items: bool = typer.Option(False, help="Compare on the items every run answered.")):
     """Compare the methods of each benchmark on the same items: metrics, intervals, paired tests, latency."""
     from ..evaluation.api import report as build
-    from ..evaluation.report import markdown
+    from ..evaluation.report import report_markdown
     from ..utils import plotting
 
     result = build(runs, out=out, common_items=common_items)
-    console.print(markdown(result), soft_wrap=True)
+    console.print(report_markdown(result), soft_wrap=True)
     if out is not None:
         console.print(f"wrote {out}/report.md, report.json" + (", report.png" if plotting.available() else
                                                                  f" ({plotting.MISSING})"))

@@ -17,19 +17,23 @@ import torch
 
 from ..core.heads import HeadMap, calibrate
 from ..evaluation import figures, premise
+from ..evaluation.answering import answer_into_run
 from ..evaluation.benchmarks import get_benchmark
 from ..evaluation.benchmarks import shapes_generator as shapes
+from ..evaluation.engine import Decoding, HFBackend, answer_all
 from ..evaluation.methods import get_method, method_names
-from ..evaluation.report import compare
-from ..evaluation.report import markdown as report_markdown
-from ..evaluation.runs import Decoding, Run, answer_all, fill, run_identity
+from ..evaluation.report import compare, report_markdown
+from ..evaluation.runs import open_run
 from ..evaluation.stats import paired_difference
-from ..models.loading import load_model, load_processor, prompt_batches, to_model_device
+from ..models.loading import prompt_batches, to_model_device
 from ..testbed.bundled import REASONING_TUNED, bundled_model_path, bundled_settings, bundled_tuning
 from ..utils import plotting
+from ..utils.errors import UserError
+from ..utils.files import atomic_write_text
 
 METHODS = ("vanilla", "static", "dynamic", "perception-only", "reasoning-only")  # no decoding baselines: see `fheads eval`
 DECODING = Decoding(max_new_tokens=shapes.MAX_ANSWER_TOKENS)
+DTYPE = "float32"  # what the demo loads its models in, and so part of its runs' identity
 
 
 CALIB_BATCH_SIZE = 32
@@ -54,9 +58,9 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
     REASONING_ITEMS test items, with the premise measured on both models there (`report["reasoning_tuned"]`)."""
     unknown = [name for name in methods if name not in method_names()]
     if unknown:
-        raise ValueError(f"Unknown method(s) {', '.join(unknown)}: choose among {', '.join(method_names())}.")
+        raise UserError(f"Unknown method(s) {', '.join(unknown)}: choose among {', '.join(method_names())}.")
     if reasoning and "vanilla" not in methods:
-        raise ValueError("--reasoning compares the models' vanilla answers: add --method vanilla, or use --no-reasoning.")
+        raise UserError("--reasoning compares the models' vanilla answers: add --method vanilla, or use --no-reasoning.")
     reasoning = (model_path is None if reasoning is None else reasoning) and "vanilla" in methods
     model_path = Path(model_path or bundled_model_path())
     examples = list(get_benchmark("shapes").examples(None, "test"))[:limit]
@@ -78,11 +82,12 @@ def model_report(model_path: Path, examples: list, methods, out: Path | None, ba
     cfg, tuning = bundled_settings(model_path, candidate=True), bundled_tuning(model_path)
     benchmark = get_benchmark("shapes")
     with torch.no_grad():
-        model, processor = load_model(model_path, dtype=torch.float32), load_processor(model_path)
+        backend = HFBackend.load(model_path, dtype=DTYPE)
+        model, processor = backend.model, backend.processor
         heads = calibrate(model, calibration_batches(processor, model), cfg, progress=True,
                           total=-(-shapes.EVAL_SIZES["calib"] // CALIB_BATCH_SIZE))
-        runs = [_answered(model, model_path, processor, benchmark, examples, get_method(name, heads=heads, config=cfg),
-                          out, batch_size) for name in methods]
+        runs = [_method_run(backend, model_path, benchmark, examples, get_method(name, heads=heads, config=cfg), out,
+                           batch_size) for name in methods]
         measured = None if premise_examples is None else \
             premise.along_records(model, processor, premise_examples, _vanilla_records(runs), progress=True)
     report = {"shapes": compare("shapes", runs), "model": str(model_path), "settings": cfg.to_dict(),
@@ -109,16 +114,16 @@ def _vanilla_records(runs: list[dict]) -> dict:
     return next((r["records"] for r in runs if r["settings"]["method"] == "vanilla"), {})
 
 
-def _answered(model, model_path, processor, benchmark, examples, method, out, batch_size) -> dict:
+def _method_run(backend: HFBackend, model_path: Path, benchmark, examples, method, out, batch_size) -> dict:
     """One method's run over the examples, as `compare` takes it: in a run folder under OUT/runs (resumable,
     what `fheads eval` would write), or in memory without `out`."""
     if out is not None:
-        identity = run_identity(model_path, benchmark, method, dtype="float32", decoding=DECODING)
-        run = Run.open(Path(out) / "runs", identity)
-        fill(run, model, processor, benchmark, examples, method, DECODING, batch_size)
+        run = open_run(Path(out) / "runs", model_path, benchmark, method, dtype=DTYPE, decoding=DECODING,
+                       backend=backend.name)
+        answer_into_run(run, backend, benchmark, examples, method, DECODING, batch_size)
         records = run.read()
         return {"folder": run.folder, "settings": run.settings, "records": {e.id: records[e.id] for e in examples}}
-    records = answer_all(model, processor, benchmark, examples, method, DECODING, batch_size, progress=True)
+    records = answer_all(backend, benchmark, examples, method, DECODING, batch_size, progress=True)
     return {"folder": None, "settings": {"method": method.name}, "records": {r["id"]: r for r in records}}
 
 
@@ -137,9 +142,9 @@ def _test_gains(runs: list[dict]) -> dict:
 
 def write_outputs(out: Path, report: dict, heads: HeadMap) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "demo.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    atomic_write_text(out / "demo.json", json.dumps(report, indent=1, default=str) + "\n")
     heads.save(out / "heads.json")
-    text = markdown(report)
+    text = demo_markdown(report)
     if plotting.available():
         figures.ratios_heatmap(heads, out / "ratios_heatmap.png")
         figures.ratios_by_layer(heads, out / "ratios_by_layer.png", "Attention to the image by depth (calib split)")
@@ -148,10 +153,10 @@ def write_outputs(out: Path, report: dict, heads: HeadMap) -> None:
             figures.attention_along_chain(report["reasoning_tuned"]["premise"], out / "premise_attention.png")
     else:
         text += f"\n{plotting.MISSING}\n"
-    (out / "demo.md").write_text(text)
+    atomic_write_text(out / "demo.md", text)
 
 
-def markdown(report: dict) -> str:
+def demo_markdown(report: dict) -> str:
     """The settings line, the tuning study's confirmation beside the test result, then `fheads report`'s tables."""
     return (f"Settings (the best of the `fheads tune` study on {report['settings_tuned_on']}): "
             f"`{json.dumps(report['settings'])}`; static heads calibrated on {report['calibration']}; all figures on "

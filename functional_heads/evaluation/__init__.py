@@ -4,8 +4,9 @@ method core; the core knows nothing of it. `evaluate` and `report` are the Pytho
 
 from ..utils.moved import forward_names
 from .api import evaluate, report
+from .engine import Decoding
 from .methods import Generation, Method, get_method, register_method
-from .runs import Decoding, Run
+from .runs import Run
 
 __getattr__ = forward_names(__name__)  # names that moved to other packages (tune: functional_heads.tuning)
 

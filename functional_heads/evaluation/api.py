@@ -15,11 +15,14 @@ from pathlib import Path
 
 from ..core.config import RescaleConfig
 from ..core.heads import HeadMap
-from ..models.loading import load_model, load_processor, read_config
+from ..models.loading import read_config
+from ..utils.errors import UserError
+from .answering import answer_into_run
 from .benchmarks import get_benchmark
 from .distributed import Shard, device_map_for
+from .engine import Decoding, HFBackend, check_order
 from .methods import get_method
-from .runs import ORDERS, Decoding, Run, fill, run_identity
+from .runs import Run, open_run
 
 
 def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str | Path = "runs",
@@ -37,9 +40,9 @@ def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str
     same for every world size. `order="length"` batches prompts of similar length together."""
     benchmark = get_benchmark(bench, **(options or {}))
     if data is None and benchmark.needs_data:
-        raise ValueError(f"{bench} needs --data: a local copy of the dataset (see the README).")
+        raise UserError(f"{bench} needs --data: a local copy of the dataset (see the README).")
     if data is not None and not Path(data).exists():
-        raise ValueError(f"Data path {data} does not exist.")
+        raise UserError(f"Data path {data} does not exist.")
     head_map = heads if isinstance(heads, HeadMap) or heads is None else HeadMap.load(heads)
     chosen = get_method(method, method_options, heads=head_map,
                         config=RescaleConfig.preset(preset) if preset else None)
@@ -47,15 +50,14 @@ def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str
     if head_map is not None:
         head_map.check_fits_config(model)
     check_writable(out)
-    if order not in ORDERS:
-        raise ValueError(f"--order must be one of {', '.join(ORDERS)}, got {order!r}.")
+    check_order(order)
     shard = shard or Shard.from_environment()
     device_map, max_memory = device_map_for(shard, device_map, gpus_per_process)
-    run = Run.open(out, run_identity(model, benchmark, chosen, data, split, dtype, decoding, judge), shard)
-    processor = load_processor(model)
-    vlm = load_model(model, dtype=dtype, device_map=device_map, **({"max_memory": max_memory} if max_memory else {}))
-    return fill(run, vlm, processor, benchmark, lambda: benchmark.examples(data, split), chosen, decoding, batch_size,
-                limit, judge, progress, order)
+    run = open_run(out, model, benchmark, chosen, data, split, dtype, decoding, judge, HFBackend.name, shard)
+    backend = HFBackend.load(model, dtype=dtype, device_map=device_map,
+                             **({"max_memory": max_memory} if max_memory else {}))
+    return answer_into_run(run, backend, benchmark, lambda: benchmark.examples(data, split), chosen, decoding,
+                           batch_size, limit, judge, progress, order)
 
 
 def report(runs: str | Path = "runs", out: str | Path | None = None, common_items: bool = False) -> dict:
@@ -75,4 +77,4 @@ def check_writable(out: str | Path) -> None:
     while not path.exists():
         path = path.parent
     if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"Cannot write to {out} ({path} is not a writable folder): choose another --out.")
+        raise UserError(f"Cannot write to {out} ({path} is not a writable folder): choose another --out.")

@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..utils import plotting
+from ..utils.errors import UserError
 from . import figures
 from .benchmarks import get_benchmark
 from .methods import method_names
@@ -54,6 +55,11 @@ def compare(name: str, runs: list[dict], common_items: bool = False) -> dict:
         folders = ", ".join(str(r["folder"]) for r in runs if r["settings"]["method"] == method)
         raise ValueError(f"{name}: several runs of '{method}' with different settings ({folders}); a report "
                          "compares one run per method: move the others to another folder.")
+    models = {json.dumps(r["settings"].get("model"), sort_keys=True) for r in runs}
+    if len(models) > 1:
+        folders = ", ".join(str(r["folder"]) for r in runs)
+        raise UserError(f"{name}: the runs were made on different models ({folders}); a report compares the "
+                        "methods of one model: give each model's runs a folder of their own.")
     answered = [{i: r for i, r in run["records"].items() if r.get("error") is None} for run in runs]
     items = [set(a) for a in answered]
     shared = set.intersection(*items)
@@ -90,7 +96,7 @@ def compare(name: str, runs: list[dict], common_items: bool = False) -> dict:
     return result
 
 
-def markdown(report: dict) -> str:
+def report_markdown(report: dict) -> str:
     """Per benchmark: one row per method (accuracy with its interval, the benchmark's own metrics, heads
     rescaled, the paired test against vanilla, time), then accuracy per category."""
     lines = []
@@ -128,7 +134,7 @@ def markdown(report: dict) -> str:
 def write_report(report: dict, out: Path) -> list[Path]:
     """report.md, report.json and (with matplotlib) report.png in `out`; returns what was written."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(markdown(report))
+    (out / "report.md").write_text(report_markdown(report))
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     written = [out / "report.md", out / "report.json"]
     if plotting.available():

@@ -5,10 +5,13 @@ Registered through the `lmms_eval.models` entry point as `functional_heads`:
     lmms-eval --model functional_heads \
         --model_args pretrained=/models/Ocean-R1-7B,method=static,heads=heads.json --tasks mmstar
 
-model_args: pretrained (a local folder), method (as in `fheads eval`, registered methods included), heads, preset, batch_size, dtype,
-device_map; any other key is a decoding baseline's setting, as `--method-option` takes them (e.g.
-method=agla,itm=/models/blip-itm-large-coco or method=vcd,alpha=0.5). Greedy unless the task asks for a temperature above 0. Only `generate_until` is supported
-(the paper's benchmarks are all generative); log-likelihood tasks raise a clear error.
+model_args: pretrained (a local folder), method (as in `fheads eval`, registered methods included), heads, preset,
+batch_size (requests answered together, as `fheads eval --batch-size`), dtype, device_map; any other key is a
+decoding baseline's setting, as `--method-option` takes them (e.g. method=agla,itm=/models/blip-itm-large-coco
+or method=vcd,alpha=0.5). Answers come from the engine of `fheads eval` (`evaluation.engine`) with its
+decoding settings: greedy unless the task asks for a temperature above 0 (then sampled, seeded per batch),
+at most the task's max_new_tokens (default `DEFAULT_MAX_NEW_TOKENS`). Only `generate_until` is supported (the
+paper's benchmarks are all generative); log-likelihood tasks raise a clear error.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from lmms_eval.api.model import lmms
 
 from ..core.config import RescaleConfig
 from ..core.heads import HeadMap
+from ..evaluation.engine import DEFAULT_MAX_NEW_TOKENS, Decoding, HFBackend
 from ..evaluation.methods import get_method
-from ..models.loading import load_model, load_processor
+from ..utils.errors import UserError
 
 
 def manifests():
@@ -29,6 +33,13 @@ def manifests():
 
     return [ModelManifest(model_id="functional_heads",
                           simple_class_path="functional_heads.integrations.lmms_eval.FunctionalHeads")]
+
+
+def task_decoding(gen_kwargs: dict) -> Decoding:
+    """The engine's decoding settings for a task's generation arguments."""
+    temperature = float(gen_kwargs.get("temperature", 0) or 0)
+    return Decoding(max_new_tokens=int(gen_kwargs.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+                    sample=temperature > 0, temperature=temperature if temperature > 0 else 1.0)
 
 
 class FunctionalHeads(lmms):
@@ -40,30 +51,45 @@ class FunctionalHeads(lmms):
         self.method = get_method(method, {k: str(v) for k, v in kwargs.items()},
                                  heads=HeadMap.load(heads) if heads else None,
                                  config=RescaleConfig.preset(preset) if preset else None)
-        self.processor = load_processor(Path(pretrained))
-        self.model = load_model(Path(pretrained), dtype=dtype, device_map=device_map)
+        self.backend = HFBackend.load(Path(pretrained), dtype=dtype, device_map=device_map)
         self.batch_size = int(batch_size)
 
     def generate_until(self, requests) -> list[str]:
-        answers = []
+        """Answers in the requests' order; consecutive requests with the same generation arguments are
+        answered `batch_size` at a time."""
+        answers: list[str] = []
+        batch: list = []
         for request in requests:
-            context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            if batch and (len(batch) == self.batch_size or request.args[1] != batch[0].args[1]):
+                answers += self._answered(batch)
+                batch = []
+            batch.append(request)
+        if batch:
+            answers += self._answered(batch)
+        return answers
+
+    def _answered(self, requests: list) -> list[str]:
+        """One batch of requests sharing their generation arguments, cut at the task's stop strings."""
+        contexts, images = [], []
+        for request in requests:
+            context, _, doc_to_visual, doc_id, task, split = request.args
             visuals = [v for v in doc_to_visual(self.task_dict[task][split][doc_id]) if v is not None]
             if len(visuals) != 1:
-                raise ValueError(f"{task}: functional_heads answers one image per question, got {len(visuals)}.")
-            temperature = float(gen_kwargs.get("temperature", 0) or 0)
-            generation = {"max_new_tokens": int(gen_kwargs.get("max_new_tokens", 1024)), "do_sample": temperature > 0}
-            if temperature > 0:
-                generation["temperature"] = temperature
-            out = self.method.generate(self.model, self.processor, [visuals[0].convert("RGB")], [context],
-                                       **generation)
-            text = self.processor.batch_decode(out.tokens[:, out.prompt_length:], skip_special_tokens=True)[0]
+                raise UserError(f"{task}: functional_heads answers one image per question, got {len(visuals)}.")
+            contexts.append(context)
+            images.append(visuals[0].convert("RGB"))
+        gen_kwargs = requests[0].args[1]
+        _, _, _, doc_id, task, split = requests[0].args
+        decoding = task_decoding(gen_kwargs).for_batch(f"{task}/{split}/{doc_id}")
+        texts = []
+        for context, answer in zip(contexts, self.backend.answer(contexts, images, self.method, decoding)):
+            text = answer.text
             for stop in gen_kwargs.get("until", []) or []:
                 if stop and stop in text:
                     text = text.split(stop)[0]
-            answers.append(text)
+            texts.append(text)
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
-        return answers
+        return texts
 
     def loglikelihood(self, requests):
         raise NotImplementedError("functional_heads supports generative tasks (generate_until) only.")

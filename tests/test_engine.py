@@ -1,0 +1,132 @@
+"""The answering engine: batching, seeds, text-only prompts, scoring, through any backend."""
+
+from dataclasses import replace
+
+import pytest
+
+from functional_heads.evaluation.benchmarks import Example, get_benchmark
+from functional_heads.evaluation.engine import (
+    DEFAULT_MAX_NEW_TOKENS,
+    Answer,
+    Decoding,
+    HFBackend,
+    answer_all,
+    answer_batches,
+    length_sorted,
+)
+from functional_heads.evaluation.methods import get_method
+from functional_heads.utils.errors import UserError
+
+
+class Recorder:
+    """A backend that is not transformers: it answers each prompt with the gold answer of the shapes item,
+    and notes what it was given."""
+
+    name = "recorder"
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers, self.calls = answers, []
+
+    def answer(self, prompts, images, method, decoding):
+        self.calls.append((list(prompts), images is None, method.name, decoding))
+        return [Answer(self.answers[prompt], 0.25) for prompt in prompts]
+
+
+def test_any_backend_answers_and_the_engine_scores_batches_in_order():
+    bench = get_benchmark("shapes")
+    examples = list(bench.examples(None, "dev"))[:5]
+    examples[1] = replace(examples[1], image=None)
+    backend = Recorder({e.prompt: f"<think> x </think> <answer> {e.gold} </answer>" for e in examples})
+    records = answer_all(backend, bench, examples, get_method("vanilla"), Decoding(max_new_tokens=7), batch_size=2)
+    assert [r["id"] for r in records] == [e.id for e in examples]
+    assert all(r["score"] == 1.0 and r["heads_rescaled"] == 0.25 and r["error"] is None for r in records)
+    assert [r["image"] for r in records] == [True, False, True, True, True]
+    # the first batch is asked as two: its question with an image, then the text-only one
+    assert [(len(p), text_only) for p, text_only, _, _ in backend.calls] == \
+        [(1, False), (1, True), (2, False), (1, False)]
+    assert {d for *_, d in backend.calls} == {Decoding(max_new_tokens=7)}  # greedy: the settings as given
+
+
+def test_a_sampled_batch_gets_a_seed_of_its_own_from_its_first_item():
+    bench = get_benchmark("shapes")
+    examples = list(bench.examples(None, "dev"))[:4]
+    backend = Recorder({e.prompt: "no" for e in examples})
+    decoding = Decoding(max_new_tokens=4, sample=True, temperature=0.7, seed=3)
+    for batch in answer_batches(backend, bench, examples, get_method("vanilla"), decoding, batch_size=2):
+        pass
+    seeds = [d.seed for *_, d in backend.calls]
+    assert seeds == [decoding.for_batch(examples[0].id).seed, decoding.for_batch(examples[2].id).seed]
+    assert len(set(seeds)) == 2 and all(d.temperature == 0.7 for *_, d in backend.calls)
+
+
+def test_decoding_defaults_and_bad_settings():
+    from typer.main import get_command
+
+    from functional_heads.apps.cli import app
+
+    assert Decoding().max_new_tokens == DEFAULT_MAX_NEW_TOKENS
+    options = {p.name: p.default for p in get_command(app).commands["eval"].params}
+    assert options["max_new_tokens"] == DEFAULT_MAX_NEW_TOKENS  # the CLI's default is the engine's
+    assert Decoding().identity() == {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS, "do_sample": False}
+    with pytest.raises(UserError, match="max_new_tokens >= 1"):
+        Decoding(max_new_tokens=0)
+    with pytest.raises(UserError, match="order must be one of length, file"):
+        next(answer_batches(Recorder({}), get_benchmark("shapes"), [], get_method("vanilla"), order="random"))
+
+
+def test_sampled_runs_are_seeded_per_batch_and_leave_the_global_random_state_alone(bundled_vlm):
+    import torch
+
+    backend = HFBackend(*bundled_vlm)
+    bench = get_benchmark("shapes")
+    examples = list(bench.examples(None, "dev"))[:4]
+    decoding = Decoding(max_new_tokens=16, sample=True, temperature=1.5, seed=3)
+    state = torch.random.get_rng_state()
+    first = answer_all(backend, bench, examples, get_method("vanilla"), decoding, batch_size=2)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(12345)  # whatever the caller's state, the draws are the run's own
+    again = answer_all(backend, bench, examples, get_method("vanilla"), decoding, batch_size=2)
+    assert [r["prediction"] for r in first] == [r["prediction"] for r in again]
+
+
+@pytest.mark.parametrize("method", ["vanilla", "static", "dynamic", "vcd", "pai"])
+def test_questions_without_an_image_are_asked_as_text_only_prompts(bundled_vlm, method):
+    """HallusionBench's leaderboard includes 178 questions without a figure. Static gains apply to them;
+    dynamic has no S_v there and the contrastive baselines nothing to contrast: they decode plainly."""
+    import torch
+
+    from functional_heads.core.heads import identify_heads
+    from functional_heads.evaluation.benchmarks import shapes_generator as shapes
+    from functional_heads.testbed.bundled import bundled_settings
+
+    backend = HFBackend(*bundled_vlm)
+    item = next(iter(shapes.items("dev", n=1)))
+    examples = [Example("with", item.scene.render(), item.question, "yes"),
+                Example("without", None, item.question, "yes")]
+    heads = identify_heads(torch.rand(8, 8), bundled_settings())
+    records = answer_all(backend, get_benchmark("pope"), examples,
+                         get_method(method, heads=heads, config=bundled_settings()), Decoding(max_new_tokens=8), 2)
+    assert [r["id"] for r in records] == ["with", "without"] and all(r["error"] is None for r in records)
+    assert [r["image"] for r in records] == [True, False]
+    text_only = records[1]["heads_rescaled"]
+    assert text_only == (float((heads.gains != 1).float().mean()) if method == "static" else 0.0)
+    plain = answer_all(backend, get_benchmark("pope"), examples[1:], get_method("vanilla"),
+                       Decoding(max_new_tokens=8), 2)
+    if method != "static":
+        assert records[1]["prediction"] == plain[0]["prediction"]
+
+
+def test_length_sorted_batches_sort_each_window_and_read_ahead_only_that_far():
+    pulled = []
+
+    def stream():
+        for i, length in enumerate([5, 1, 4, 2, 9, 3, 8, 7]):
+            pulled.append(i)
+            yield Example(str(i), None if i == 1 else "img", "x" * length, None)
+
+    out = length_sorted(stream(), window=4)
+    first = next(out)
+    assert len(pulled) == 4 and first.id == "3"  # the window's shortest prompt with an image; no more read
+    assert [e.id for e in [first, *out]] == ["3", "2", "0", "1", "5", "7", "6", "4"]  # text-only after images
+
+
