@@ -37,7 +37,9 @@ from functional_heads.evaluation.benchmarks import get_benchmark
 from functional_heads.evaluation.stats import rank_correlation
 from functional_heads.models.loading import load_model, load_processor, prompt_inputs, to_model_device
 from functional_heads.testbed.bundled import bundled_model_path
-from functional_heads.tuning.study import Scorer, TuneSettings, divide, tune
+from functional_heads.tuning import TuneSettings, tune
+from functional_heads.tuning.objective import Scorer
+from functional_heads.tuning.study import divide
 
 BATCH = 64
 
@@ -76,7 +78,7 @@ def likelihood_ranking(summary: dict, out: Path, most: int) -> dict:
         base_answer = likelihood(scorer, None, search, prefixes, golds)
         likelihood_seconds = time.perf_counter() - start
         base_reference = likelihood(scorer, None, search, [""] * len(search), references)
-        base_held_out = scorer.accuracy(None, held_out)
+        base_held_out = scorer.scores(None, held_out)
         rows = []
         for trial in summary["trials"]:
             if trial["state"] != "complete" or trial.get("vanilla_equivalent") or trial.get("same_as") is not None:
@@ -86,7 +88,7 @@ def likelihood_ranking(summary: dict, out: Path, most: int) -> dict:
             heads = identify_heads(ratios, RescaleConfig.from_dict(trial["config"]))
             rows.append((trial["value"], mean_gain(likelihood(scorer, heads, search, prefixes, golds), base_answer),
                          mean_gain(likelihood(scorer, heads, search, [""] * len(search), references), base_reference),
-                         mean_gain(scorer.accuracy(heads, held_out), base_held_out)))
+                         mean_gain(scorer.scores(heads, held_out), base_held_out)))
     accuracy, answer, reference, held = zip(*rows)
     return {"trials": len(rows), "spearman": rank_correlation(accuracy, answer),
             "spearman_reference": rank_correlation(accuracy, reference),

@@ -17,16 +17,10 @@ from functional_heads.core.config import RescaleConfig
 from functional_heads.core.heads import HeadMap, identify_heads
 from functional_heads.evaluation.benchmarks import shapes_generator
 from functional_heads.testbed.bundled import bundled_model_path
-from functional_heads.tuning.study import (
-    Infeasible,
-    SearchSpace,
-    TuneSettings,
-    check_sizes,
-    divide,
-    open_storage,
-    open_study,
-    tune,
-)
+from functional_heads.tuning.settings import TuneSettings
+from functional_heads.tuning.space import Infeasible, SearchSpace
+from functional_heads.tuning.storage import open_storage, open_study
+from functional_heads.tuning.study import check_sizes, divide, tune
 
 optuna = pytest.importorskip("optuna", reason="fheads tune needs the tune extra (optuna)")
 from optuna.trial import FixedTrial, TrialState  # noqa: E402

@@ -22,6 +22,8 @@ from ..evaluation.benchmarks.shapes_generator import EVAL_SIZES
 from ..evaluation.engine import DEFAULT_MAX_NEW_TOKENS
 from ..evaluation.methods import METHODS
 from ..models.loading import DTYPES
+from ..tuning.settings import TuneSettings
+from ..tuning.space import SearchSpace
 from ..utils.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -295,7 +297,8 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
          data: Optional[Path] = typer.Option(None, help="Local copy of the benchmark (as for `fheads eval`)."),
          split: str = typer.Option("dev", help="The dev split: searched and confirmed on; never the test split."),
          option: list[str] = typer.Option([], help="Benchmark option KEY=VALUE."),
-         trials: int = typer.Option(200, min=1, help="Finished trials of the whole study (all workers, all resumes)."),
+         trials: int = typer.Option(TuneSettings.trials, min=1,
+                                    help="Finished trials of the whole study (all workers, all resumes)."),
          storage: Optional[str] = typer.Option(None, help="Optuna storage: sqlite:///FILE (default OUT/study.db), "
                                                           "postgresql://... or mysql://... for many machines, or "
                                                           "journal:FILE. Workers on one storage share the study."),
@@ -304,24 +307,30 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
                                                               "(default: the search part's items)."),
          calib_data: Optional[Path] = typer.Option(None, help="Or on a JSONL of {'image', 'prompt'} rows."),
          calib_items: int = typer.Option(64, min=1, help="Calibration items."),
-         confirm_fraction: float = typer.Option(0.5, help="Share of the dev split held out for confirmation."),
-         min_effect: float = typer.Option(0.05, help="Smallest gain worth confirming, as a share (0.05 = 5 points)."),
-         alpha: float = typer.Option(0.05, help="Significance level of the confirmation test."),
-         pruner: str = typer.Option("halving", help="halving (successive halving), hyperband or none."),
-         min_items: int = typer.Option(25, min=1, help="Items of the first rung; rungs double up to the search part."),
-         max_share: float = typer.Option(0.1, help="Largest share of all heads one class may select."),
+         confirm_fraction: float = typer.Option(TuneSettings.confirm_fraction,
+                                                help="Share of the dev split held out for confirmation."),
+         min_effect: float = typer.Option(TuneSettings.min_effect,
+                                          help="Smallest gain worth confirming, as a share (0.05 = 5 points)."),
+         alpha: float = typer.Option(TuneSettings.alpha, help="Significance level of the confirmation test."),
+         pruner: str = typer.Option(TuneSettings.pruner, help="halving (successive halving), hyperband or none."),
+         min_items: int = typer.Option(TuneSettings.min_items, min=1,
+                                       help="Items of the first rung; rungs double up to the search part."),
+         max_share: float = typer.Option(SearchSpace.max_share,
+                                         help="Largest share of all heads one class may select."),
          allow_damping: bool = typer.Option(False, help="Let gains go below 1 (down to 0.6)."),
-         per_layer_gains: bool = typer.Option(False, help="One gain per layer instead of one per class."),
-         query_tokens: int = typer.Option(1, min=1, help="Average S_v over the last K prompt tokens, not i* alone."),
-         heartbeat: int = typer.Option(60, min=1, help="Seconds between a trial's heartbeats (database storages)."),
-         seed: int = typer.Option(0), batch_size: int = typer.Option(8, min=1),
+         per_layer_gains: bool = typer.Option(SearchSpace.per_layer_gains,
+                                              help="One gain per layer instead of one per class."),
+         query_tokens: int = typer.Option(SearchSpace.query_tokens, min=1,
+                                          help="Average S_v over the last K prompt tokens, not i* alone."),
+         heartbeat: int = typer.Option(TuneSettings.heartbeat, min=1,
+                                       help="Seconds between a trial's heartbeats (database storages)."),
+         seed: int = typer.Option(TuneSettings.seed), batch_size: int = typer.Option(8, min=1),
          max_new_tokens: int = typer.Option(DEFAULT_MAX_NEW_TOKENS, min=1),
          dtype: str = typer.Option("auto", help=DTYPE_HELP),
          device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
     """Choose the settings with an Optuna study on the dev split, confirm the best one on held-out dev items,
     and write it as settings.json and heads.json (resumable; run it on several workers to share the study)."""
     from ..evaluation.runs import Decoding
-    from ..tuning.study import TuneSettings
     from ..tuning.study import tune as run_study
 
     settings = TuneSettings(trials=trials, confirm_fraction=confirm_fraction, min_effect=min_effect, alpha=alpha,
