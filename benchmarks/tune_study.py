@@ -34,6 +34,7 @@ from functional_heads.core.config import RescaleConfig
 from functional_heads.core.heads import calibrate, identify_heads
 from functional_heads.core.rescale import rescale
 from functional_heads.evaluation.benchmarks import get_benchmark
+from functional_heads.evaluation.engine import HFBackend
 from functional_heads.evaluation.stats import rank_correlation
 from functional_heads.models.loading import load_model, load_processor, prompt_inputs, to_model_device
 from functional_heads.testbed.bundled import bundled_model_path
@@ -65,7 +66,7 @@ def likelihood_ranking(summary: dict, out: Path, most: int) -> dict:
     model, processor = load_model(model_path, dtype=torch.float32), load_processor(model_path)
     benchmark = get_benchmark("shapes")
     search, held_out = divide(list(benchmark.examples(None, "dev")), 0.5, 0)
-    scorer = Scorer(model, processor, benchmark, DECODING, BATCH)
+    scorer = Scorer(HFBackend(model, processor), benchmark, DECODING, BATCH)
     ratios = torch.tensor(stored.user_attrs["ratios"])
     with torch.no_grad():
         start = time.perf_counter()
@@ -111,7 +112,7 @@ def answer_prefix(record: dict) -> str | None:
 def likelihood(scorer: Scorer, heads, examples: list, prefixes: list, targets: list) -> list:
     """log p(target | prompt, prefix) per example under the head map (None: vanilla), one forward pass per
     batch and no generation; an example whose prefix is None is skipped."""
-    model, processor = scorer.model, scorer.processor
+    model, processor = scorer.backend.model, scorer.backend.processor
     values = [None] * len(examples)
     rows = [i for i, prefix in enumerate(prefixes) if prefix is not None]
     context = rescale(model, heads) if heads is not None else nullcontext()

@@ -25,6 +25,7 @@ from ..models.loading import DTYPES
 from ..tuning.settings import TuneSettings
 from ..tuning.space import SearchSpace
 from ..utils.errors import UserError
+from ..utils.files import check_writable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Functional head identification and class-conditioned rescaling (arXiv 2510.10285).")
@@ -109,7 +110,6 @@ def calibrate(model: Path = typer.Option(..., help="Local model folder."),
     """Measure S_v on calibration prompts and write the static head map (mean S_v over the prompts)."""
     from ..core.config import RescaleConfig
     from ..core.heads import calibrate_from_file
-    from ..evaluation.api import check_writable
 
     cfg = RescaleConfig.resolve(preset, settings, perc_last_layer=perc_last_layer, reas_first_layer=reas_first_layer,
                                 tau_perc=tau_perc, tau_reas=tau_reas, g_perc=g_perc, g_reas=g_reas)
@@ -184,7 +184,6 @@ def export(model: Path = typer.Option(..., help="Local model folder."),
     """Fold the head map's gains into the o_proj weights and save a model that plain transformers loads."""
     from ..core.export import HEAD_MAP_FILE, export_folded
     from ..core.heads import HeadMap
-    from ..evaluation.api import check_writable
 
     head_map = HeadMap.load(heads)
     check_writable(out)
@@ -212,7 +211,6 @@ def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json
     from .demo import METHODS, demo_markdown, run_demo
 
     if out is not None:
-        from ..evaluation.api import check_writable
 
         check_writable(out)
         if not plotting.available():
@@ -330,7 +328,7 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
          device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
     """Choose the settings with an Optuna study on the dev split, confirm the best one on held-out dev items,
     and write it as settings.json and heads.json (resumable; run it on several workers to share the study)."""
-    from ..evaluation.runs import Decoding
+    from ..evaluation.engine import Decoding
     from ..tuning.study import tune as run_study
 
     settings = TuneSettings(trials=trials, confirm_fraction=confirm_fraction, min_effect=min_effect, alpha=alpha,

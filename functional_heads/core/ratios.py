@@ -17,6 +17,7 @@ import torch
 
 from ..models.architectures import ModelLayout, locate
 from ..models.compat import attention_implementation
+from ..utils.errors import UserError
 from .attention import ScopedAttention
 
 PROBE = "functional_heads_probe"
@@ -84,7 +85,7 @@ def _mask_row(mask, rows, batch, q_len, kv_len, device) -> torch.Tensor:
         allowed = keys[None, :] <= (rows[:, None] + kv_len - q_len)
         return torch.where(allowed, 0.0, float("-inf"))[:, None, :]
     if mask.dim() != 4:
-        raise ValueError(f"Unexpected attention mask of shape {tuple(mask.shape)} for the probe.")
+        raise RuntimeError(f"Unexpected attention mask of shape {tuple(mask.shape)} for the probe.")
     mask = mask.expand(batch, -1, -1, -1)[torch.arange(batch, device=device), :, rows, :kv_len]
     if mask.dtype == torch.bool:
         return torch.where(mask, 0.0, float("-inf"))
@@ -98,8 +99,8 @@ def query_positions(attention_mask: torch.Tensor | None, input_ids: torch.Tensor
     index = last + 1 + offset
     valid = real.any(-1) & (index >= 0) & real.gather(1, index.clamp(min=0)[:, None]).squeeze(1)
     if not valid.all():
-        raise ValueError(f"query_offset={offset} points before the start or into the padding of prompt(s) "
-                         f"{(~valid).nonzero().flatten().tolist()}; use an offset within every prompt.")
+        raise UserError(f"query_offset={offset} points before the start or into the padding of prompt(s) "
+                        f"{(~valid).nonzero().flatten().tolist()}; use an offset within every prompt.")
     return index
 
 
@@ -114,8 +115,8 @@ def visual_token_mask(input_ids: torch.Tensor, layout: ModelLayout, include_vide
     visual = torch.isin(input_ids, torch.tensor(ids, device=input_ids.device))
     missing = (~visual.any(-1)).nonzero().flatten().tolist()
     if missing:
-        raise ValueError(f"Prompt(s) {missing} of the batch hold no visual token (token ids {ids}). Pass inputs made "
-                         "by the model's processor with an image, whose image placeholder is expanded into tokens.")
+        raise UserError(f"Prompt(s) {missing} of the batch hold no visual token (token ids {ids}). Pass inputs made "
+                        "by the model's processor with an image, whose image placeholder is expanded into tokens.")
     return visual
 
 

@@ -10,13 +10,13 @@ config, output folder), so a bad one fails in a second and leaves nothing behind
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..core.config import RescaleConfig
 from ..core.heads import HeadMap
 from ..models.loading import read_config
 from ..utils.errors import UserError
+from ..utils.files import check_writable
 from .answering import answer_into_run
 from .benchmarks import get_benchmark
 from .distributed import Shard, device_map_for
@@ -69,12 +69,3 @@ def report(runs: str | Path = "runs", out: str | Path | None = None, common_item
     if out is not None:
         write_report(result, Path(out))
     return result
-
-
-def check_writable(out: str | Path) -> None:
-    """Raise if `out` (or the nearest folder above it that exists) cannot be written to."""
-    path = Path(out).resolve()
-    while not path.exists():
-        path = path.parent
-    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"Cannot write to {out} ({path} is not a writable folder): choose another --out.")

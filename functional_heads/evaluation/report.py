@@ -35,7 +35,7 @@ def load_runs(folder: str | Path) -> list[dict]:
             runs.append({"folder": spec.parent, "settings": json.loads(spec.read_text())["settings"],
                          "records": records})
     if not runs:
-        raise ValueError(f"No run folders with results under {folder}: run `fheads eval --out {folder}` first.")
+        raise UserError(f"No run folders with results under {folder}: run `fheads eval --out {folder}` first.")
     return runs
 
 
@@ -53,8 +53,8 @@ def compare(name: str, runs: list[dict], common_items: bool = False) -> dict:
     methods = [r["settings"]["method"] for r in runs]
     for method in sorted({m for m in methods if methods.count(m) > 1}):
         folders = ", ".join(str(r["folder"]) for r in runs if r["settings"]["method"] == method)
-        raise ValueError(f"{name}: several runs of '{method}' with different settings ({folders}); a report "
-                         "compares one run per method: move the others to another folder.")
+        raise UserError(f"{name}: several runs of '{method}' with different settings ({folders}); a report "
+                        "compares one run per method: move the others to another folder.")
     models = {json.dumps(r["settings"].get("model"), sort_keys=True) for r in runs}
     if len(models) > 1:
         folders = ", ".join(str(r["folder"]) for r in runs)
@@ -65,14 +65,14 @@ def compare(name: str, runs: list[dict], common_items: bool = False) -> dict:
     shared = set.intersection(*items)
     if any(i != shared for i in items) and not common_items:
         sizes = ", ".join(f"{m}: {len(i)}" for m, i in zip(methods, items))
-        raise ValueError(f"{name}: the runs answered different items ({sizes}). Finish them, or pass "
-                         "--common-items to compare on the items all of them answered.")
+        raise UserError(f"{name}: the runs answered different items ({sizes}). Finish them, or pass "
+                        "--common-items to compare on the items all of them answered.")
     for method, records in zip(methods, answered):
         reference = answered[0]
         changed = [i for i in shared if records[i].get("prompt_sha") != reference[i].get("prompt_sha")]
         if changed:
-            raise ValueError(f"{name}: '{method}' used other prompts than '{methods[0]}' on {len(changed)} items "
-                             f"(e.g. {changed[0]}); runs with different prompts are not comparable.")
+            raise UserError(f"{name}: '{method}' used other prompts than '{methods[0]}' on {len(changed)} items "
+                            f"(e.g. {changed[0]}); runs with different prompts are not comparable.")
     benchmark = get_benchmark(name, **{k: v for k, v in runs[0]["settings"].get("options", {}).items()})
     ids = sorted(shared)
     example_prompt = next((r.get("prompt") for r in answered[0].values() if r.get("prompt")), None)

@@ -31,7 +31,6 @@ from pathlib import Path
 from ..models.identity import model_fingerprint
 from ..utils.errors import UserError
 from ..utils.files import atomic_write_text
-from . import engine
 from .benchmarks import Benchmark
 from .distributed import Shard
 from .engine import Decoding, HFBackend
@@ -189,11 +188,3 @@ def read_records(path: Path, repair: bool = False) -> dict[str, dict]:
         with open(path, "r+b") as f:
             f.truncate(good_bytes)
     return records
-
-
-def answer_all(model, processor, benchmark: Benchmark, examples: list, method, decoding: Decoding = Decoding(),
-               batch_size: int = 8, judge=None, progress: bool = False) -> list[dict]:
-    """`engine.answer_all` on a loaded transformers model: for tuning/study.py, which imports it from here
-    until it calls `engine.answer_all(engine.HFBackend(model, processor), ...)` itself."""
-    return engine.answer_all(HFBackend(model, processor), benchmark, examples, method, decoding, batch_size, judge,
-                             progress)

@@ -99,7 +99,7 @@ def config_token_id(config, names: tuple[str, ...]) -> int | None:
 
 
 def locate(model: nn.Module) -> ModelLayout:
-    """Resolve the layout of `model`, or raise ValueError saying what is missing and how to add it."""
+    """Resolve the layout of `model`, or raise UserError saying what is missing and how to add it."""
     model_type = getattr(model.config, "model_type", type(model).__name__)
     spec = ARCHITECTURES.get(model_type, GENERIC)
     hint = (f"functional_heads does not know the layout of model_type '{model_type}'. Add an ArchSpec to "

@@ -13,8 +13,9 @@ from typing import Callable
 import torch
 
 from ..core.heads import HeadMap, identify_heads
+from ..evaluation.engine import Backend, Decoding, answer_all
 from ..evaluation.methods import get_method
-from ..evaluation.runs import Decoding, answer_all, settings_hash
+from ..evaluation.runs import settings_hash
 from .logs import trial_line
 from .settings import TuneSettings
 from .space import Infeasible, SearchSpace
@@ -30,8 +31,7 @@ def heads_key(heads: HeadMap) -> str:
 class Scorer:
     """Scores of a head map (None: vanilla) on examples, through the same generation path as `fheads eval`."""
 
-    model: object
-    processor: object
+    backend: Backend
     benchmark: object
     decoding: Decoding
     batch_size: int
@@ -40,8 +40,7 @@ class Scorer:
         return get_method("static", heads=heads) if heads is not None else get_method("vanilla")
 
     def records(self, heads: HeadMap | None, examples: list) -> list[dict]:
-        return answer_all(self.model, self.processor, self.benchmark, examples, self.method(heads), self.decoding,
-                          self.batch_size)
+        return answer_all(self.backend, self.benchmark, examples, self.method(heads), self.decoding, self.batch_size)
 
     def scores(self, heads: HeadMap | None, examples: list) -> list[float]:
         """The benchmark's score of each example's answer (0 for an answer it cannot score)."""

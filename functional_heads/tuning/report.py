@@ -64,7 +64,7 @@ def study_markdown(summary: dict) -> str:
     """tune.md: the result, the confirmation against vanilla, the top trials and the importances."""
     counts = summary["counts"]
     lines = [f"# Tuning study `{summary['study']}`", "",
-             f"Model `{summary['model']}`, benchmark {summary['benchmark']}, split {summary['split']}: "
+             f"Model `{summary.get('model_path', summary['model'])}`, benchmark {summary['benchmark']}, split {summary['split']}: "
              f"{summary['search_items']} search items, {summary['confirm_items']} held-out confirmation items; "
              f"S_v calibrated once on {_calibration_text(summary['calibration'])}. The test split was not read.", "",
              f"**Result: {summary['verdict']}.**", "",

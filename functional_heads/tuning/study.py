@@ -28,12 +28,14 @@ import torch
 from ..core.config import RescaleConfig
 from ..core.heads import calibrate
 from ..evaluation.benchmarks import Example, get_benchmark
-from ..evaluation.runs import Decoding
+from ..evaluation.engine import Decoding, HFBackend
 from ..evaluation.seeding import text_seed
 from ..evaluation.stats import items_needed
 from ..models.architectures import attention_layer_count, locate
+from ..models.identity import model_fingerprint
 from ..models.loading import load_model, load_processor, prompt_batches, read_config, read_prompts, to_model_device
 from ..utils.errors import UserError
+from ..utils.files import check_writable
 from ..utils.imports import requires
 from ..utils.progress import progress as progress_lines
 from . import report
@@ -74,7 +76,6 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
          batch_size: int = 8, dtype: str = "auto", device_map: str | None = None, progress: bool = True) -> dict:
     """Run (or join, or resume) a study and confirm its best setting; writes tune.json, tune.md, settings.json,
     heads.json, the figures and log.txt under `out`, and returns the summary (see `summary.summarize`)."""
-    from ..evaluation.api import check_writable
 
     requires("fheads tune", "optuna")
     out = Path(out)
@@ -89,7 +90,7 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
     text = config.get("text_config") or config
     space = SearchSpace(num_layers=attention_layer_count(text) or 1, **(space_options or {}))
     calibration, images, prompts = _calibration_inputs(benchmark, data, calib_data, calib_split, calib_items, search)
-    identity = {"model": str(Path(model).resolve()), "model_type": config.get("model_type"), "benchmark": bench,
+    identity = {"model": model_fingerprint(model), "backend": HFBackend.name, "benchmark": bench,
                 "data": str(Path(data).resolve()) if data else None, "split": split, "options": dict(benchmark.options),
                 "items": len(dev), "confirm_fraction": settings.confirm_fraction, "seed": settings.seed,
                 "rungs": settings.rungs(len(search)), "calibration": calibration,
@@ -104,7 +105,7 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
     with torch.no_grad(), quiet_optuna():
         processor, vlm = load_processor(model), load_model(model, dtype=dtype, device_map=device_map)
         layout = locate(vlm)
-        scorer = Scorer(vlm, processor, benchmark, decoding, batch_size)
+        scorer = Scorer(HFBackend(vlm, processor), benchmark, decoding, batch_size)
         ratios = torch.tensor(cached(study, "ratios", lambda: _calibrated(vlm, processor, images, prompts, space,
                                                                             batch_size, log)))
         baseline = cached(study, "vanilla_search", lambda: _vanilla(scorer, search, log))
@@ -114,6 +115,7 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
                             enabled=progress) as advance:
             run_trials(worker, advance, heartbeats)
         summary = summarize(worker, confirm, identity, storage_url, study_name, log)
+    summary["model_path"] = str(Path(model).resolve())  # where it was read this time; the identity is its content
     summary["seconds_this_worker"] = round(time.perf_counter() - started, 1)
     summary["items_evaluated_this_worker"] = worker.evaluated_items
     report.write(summary, out, ratios, layout.model_type)

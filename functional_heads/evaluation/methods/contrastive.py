@@ -23,6 +23,7 @@ from ...core.attention import ScopedAttention
 from ...core.ratios import visual_token_mask
 from ...models.architectures import locate
 from ...models.compat import CACHE_ARGUMENT, returned_cache
+from ...utils.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class VCDConfig:
 
     def __post_init__(self):
         if not 0 <= self.noise_step < 1000 or self.beta <= 0 or self.beta > 1 or self.alpha < 0:
-            raise ValueError(f"VCD needs 0 <= noise_step < 1000, 0 < beta <= 1 and alpha >= 0, got {self}.")
+            raise UserError(f"VCD needs 0 <= noise_step < 1000, 0 < beta <= 1 and alpha >= 0, got {self}.")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class PAIConfig:
 
     def __post_init__(self):
         if self.start_layer < 0 or self.end_layer <= self.start_layer or self.beta <= 0 or self.beta > 1:
-            raise ValueError(f"PAI needs 0 <= start_layer < end_layer and 0 < beta <= 1, got {self}.")
+            raise UserError(f"PAI needs 0 <= start_layer < end_layer and 0 < beta <= 1, got {self}.")
 
 
 def diffusion_noise(pixel_values: torch.Tensor, step: int, seed: int = 0) -> torch.Tensor:
