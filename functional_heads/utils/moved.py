@@ -72,7 +72,8 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def install() -> None:
     """Let the old module paths import (once per process)."""
     if not any(isinstance(finder, _MovedFinder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _MovedFinder())  # first: functional_heads/bundled/ is a data folder the path finder would take
+        # first in line: the path finder would take functional_heads/bundled/ (a data folder) as a package
+        sys.meta_path.insert(0, _MovedFinder())
 
 
 def forward_names(package: str):
