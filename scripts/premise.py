@@ -66,7 +66,7 @@ def main() -> None:
     title = f"# Premise: shapes {args.split}, {len(examples)} items\n\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "premise.json").write_text(json.dumps(result) + "\n")
-    text = title + premise.markdown(summaries, difference)
+    text = title + premise.premise_markdown(summaries, difference)
     (args.out / "premise.md").write_text(text)
     print(text)
 

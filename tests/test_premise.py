@@ -45,7 +45,7 @@ def test_compare_is_paired_and_refuses_other_items():
     assert diff["accuracy"]["mean"] == pytest.approx(-0.5) and diff["perceptual"]["mean"] == pytest.approx(0.5)
     assert diff["accuracy"]["mcnemar"]["a_only"] == 3 and diff["accuracy"]["mcnemar"]["b_only"] == 0
     assert all(d["ci"][1] < 0 for d in diff["deep_half"])
-    text = premise.markdown({"base": premise.summary(records, sv), "tuned": premise.summary(worse, sv * 0.5)}, diff)
+    text = premise.premise_markdown({"base": premise.summary(records, sv), "tuned": premise.summary(worse, sv * 0.5)}, diff)
     assert "| perceptual errors | 50.0% | 100.0% | +50.0%" in text and "| 100% of the chain |" in text
     with pytest.raises(ValueError, match="same items"):
         premise.compare((records, sv), (worse[::-1], sv))

@@ -169,7 +169,7 @@ def reasoning_markdown(section: dict) -> str:
     """The reasoning-tuned model: the premise on both models, then its methods' tables."""
     return (f"\n## The reasoning-tuned model ({Path(section['model']).name}), {section['reported_on']}\n\n"
             "The premise, on both models (vanilla, each model's own greedy answers; paired tests):\n\n"
-            + premise.markdown(section["premise"], section["premise_difference"]) + "\n"
+            + premise.premise_markdown(section["premise"], section["premise_difference"]) + "\n"
             + f"Its methods, with its own settings `{json.dumps(section['settings'])}`:\n\n"
             + tuning_markdown(section) + report_markdown({"shapes": section["shapes"]}))
 

@@ -89,7 +89,7 @@ def _paired_rate(a_records, b_records, event) -> dict:
     return {**paired_difference([float(x) for x in a], [float(x) for x in b]), "mcnemar": mcnemar(a, b)}
 
 
-def markdown(summaries: dict[str, dict], difference: dict | None = None) -> str:
+def premise_markdown(summaries: dict[str, dict], difference: dict | None = None) -> str:
     """Side-by-side tables: rates, then S_v by position for each half of the layers, then by layer."""
     names = list(summaries)
     rows = ["| | " + " | ".join(names) + (" | difference (second - first) [95% CI], McNemar p |" if difference else " |"),
