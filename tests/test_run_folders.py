@@ -18,6 +18,7 @@ from functional_heads.evaluation.methods import get_method
 from functional_heads.evaluation.methods.builtin import Vanilla
 from functional_heads.evaluation.runs import RESULTS, SPEC, Run, open_run, read_records, run_identity
 from functional_heads.testbed.bundled import bundled_model_path
+from functional_heads.utils.errors import UserError
 
 
 def settings(**extra):
@@ -213,3 +214,32 @@ def test_a_run_folder_of_other_settings_under_this_name_is_a_user_error(tmp_path
     (run.folder / SPEC).write_text(json.dumps({**spec, "settings": settings(split="other")}))
     with pytest.raises(UserError, match="holds other settings than this run's; move that folder away"):
         Run.open(tmp_path, settings())
+
+
+def test_a_refused_second_launch_leaves_the_live_run_alone(tmp_path):
+    """The first launch holds the lock in its first batch (folder made, nothing written yet); a second launch
+    of the same run is refused and must not remove the folder the first one writes to."""
+    benchmark = get_benchmark("shapes")
+    examples = list(benchmark.examples(None, "dev"))[:2]
+    first = Run.open(tmp_path, settings())
+    with first.writing():
+        second = Run.open(tmp_path, settings())
+        with pytest.raises(UserError, match="Another process is writing"):
+            answer_into_run(second, None, benchmark, examples, Vanilla(), progress=False)  # refused: no answering
+        assert (first.folder / SPEC).is_file() and first.results_file.is_file()
+        first.append([{"id": "x", "score": 1.0}])
+    assert set(Run.open(tmp_path, settings()).records) == {"x"}
+
+
+def test_a_run_that_fails_before_its_first_record_leaves_nothing_but_never_removes_an_older_folder(tmp_path):
+    fresh = Run.open(tmp_path, settings(method="fresh"))
+    with pytest.raises(RuntimeError):
+        with fresh.writing():
+            raise RuntimeError("the model failed to load")
+    assert not fresh.folder.exists()
+    older = Run.open(tmp_path, settings(method="older"))
+    older.start()  # a folder that was there before this launch (e.g. made by a launch still starting)
+    with pytest.raises(RuntimeError):
+        with Run.open(tmp_path, settings(method="older")).writing():
+            raise RuntimeError("failed")
+    assert (older.folder / SPEC).is_file()

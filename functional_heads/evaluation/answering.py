@@ -38,12 +38,8 @@ def answer_into_run(run: Run, backend: Backend, benchmark: Benchmark, examples: 
         return run
     name = " ".join(filter(None, [benchmark.name, method.name, run.shard.label]))
     todo = (example for example in mine() if example.id not in run.records)
-    try:
-        with run.writing(), progress_lines(name, share, done, log_file=run.log_file, enabled=progress) as advance:
-            for records in answer_batches(backend, benchmark, todo, method, decoding, batch_size, judge, order):
-                run.append(records)
-                advance(len(records))
-    except BaseException:
-        run.discard_if_empty()
-        raise
+    with run.writing(), progress_lines(name, share, done, log_file=run.log_file, enabled=progress) as advance:
+        for records in answer_batches(backend, benchmark, todo, method, decoding, batch_size, judge, order):
+            run.append(records)
+            advance(len(records))
     return run

@@ -111,26 +111,28 @@ class Run:
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
             atomic_write_text(self.folder / SPEC, json.dumps(spec, indent=1, default=str))
 
-    def discard_if_empty(self) -> None:
-        """Remove the folder of a one-process run that holds no record (it failed before its first batch);
-        under a launcher another rank may be writing, so the folder stays."""
-        if self.shard.world_size == 1 and not self.records and self.folder.is_dir() \
-                and not any(f.stat().st_size for f in self.folder.glob(RESULTS_FILES)):
-            shutil.rmtree(self.folder, ignore_errors=True)
-
     @contextmanager
     def writing(self) -> Iterator[None]:
         """Within the block this process holds its results file; a second process given the same rank of the
-        same run (two launches at once) is refused instead of interleaving lines."""
+        same run (two launches at once) is refused instead of interleaving lines, and leaves the folder alone.
+        If the block fails before the run holds any record, a folder this process made is removed again
+        (while it still holds the lock), so a failed one-process run leaves nothing behind; under a launcher
+        another rank may be writing, so the folder stays."""
+        made = not self.folder.exists()
         self.start()
         with open(self.results_file, "a") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise UserError(f"Another process is writing {self.results_file}: is an earlier launch of this run "
-                                 "still going? Wait for it or stop it, then rerun.") from None
+                                "still going? Wait for it or stop it, then rerun.") from None
             try:
                 yield
+            except BaseException:
+                if made and self.shard.world_size == 1 and not self.records \
+                        and not any(f.stat().st_size for f in self.folder.glob(RESULTS_FILES)):
+                    shutil.rmtree(self.folder, ignore_errors=True)
+                raise
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
