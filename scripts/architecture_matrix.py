@@ -1,8 +1,8 @@
 """The architecture table, measured: for every image-text family the installed transformers registers, build
 a tiny random-weight model from its config class (functional_heads.families), run the checks of
 `fheads check` on it (S_v against eager attention, padded batch against single prompts, rescaling, fold
-against hooks) and write the table into README.md (between its architecture-matrix markers) and
-docs/architectures.json. Rerun it when transformers changes:
+against hooks) and write the table into docs/reference/architectures.md (between its architecture-matrix
+markers) and docs/architectures.json. Rerun it when transformers changes:
 
     .venv/bin/python scripts/architecture_matrix.py            # all families: 2 min 38 s, 8 GB peak, 2 cores
     .venv/bin/python scripts/architecture_matrix.py qwen2_5_vl kimi_k25 --no-write   # a few, print only
@@ -29,6 +29,7 @@ from functional_heads.core.check import check_model  # noqa: E402
 from functional_heads.testbed.families import bug_worked_around, families, known_bug, tiny_config, tiny_family  # noqa: E402
 
 START, END = "<!-- architecture-matrix:start -->", "<!-- architecture-matrix:end -->"
+PAGE = ROOT / "docs" / "reference" / "architectures.md"  # the docs page that holds the table
 
 # Checkpoints users run, by model_type (names as published; nothing here is downloaded).
 EXAMPLES = {
@@ -143,7 +144,7 @@ def table(results: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("families", nargs="*", help="model types (default: every registered family)")
-    parser.add_argument("--no-write", action="store_true", help="print the table; leave README and docs alone")
+    parser.add_argument("--no-write", action="store_true", help="print the table; leave the docs alone")
     args = parser.parse_args()
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(min(torch.get_num_threads(), 2))
@@ -164,12 +165,12 @@ def main() -> None:
     (ROOT / "docs").mkdir(exist_ok=True)
     (ROOT / "docs" / "architectures.json").write_text(json.dumps(
         {"transformers": transformers.__version__, "torch": torch.__version__, "families": results}, indent=1) + "\n")
-    readme = (ROOT / "README.md").read_text()
-    if START not in readme or END not in readme:
-        sys.exit(f"error: README.md has no {START} ... {END} markers to write the table between.")
-    before, rest = readme.split(START, 1)
-    (ROOT / "README.md").write_text(before + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
-    print(f"wrote README.md and docs/architectures.json: {len(results)} families", file=sys.stderr)
+    page = PAGE.read_text()
+    if START not in page or END not in page:
+        sys.exit(f"error: {PAGE.relative_to(ROOT)} has no {START} ... {END} markers to write the table between.")
+    before, rest = page.split(START, 1)
+    PAGE.write_text(before + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
+    print(f"wrote {PAGE.relative_to(ROOT)} and docs/architectures.json: {len(results)} families", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 #   bash scripts/setup.sh [demo]   # fheads demo --out demo/ on the bundled model (the main job)
 #   bash scripts/setup.sh test     # the test suite (what CI runs)
 #   bash scripts/setup.sh bench    # benchmarks/overhead.py
+#   bash scripts/setup.sh docs     # the documentation site, built strictly into site/ (CI runs it after the tests)
 #   bash scripts/setup.sh install  # only the installation
 # torch: a torch already installed in the venv is kept. Otherwise TORCH_SPEC is installed (default
 # torch==2.13.0). Whether that is a CPU or a CUDA build depends on the package index: on this project's
@@ -13,8 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 JOB=${1:-demo}
 case "$JOB" in
-  demo|test|bench|install) ;;
-  *) echo "error: unknown job '$JOB'; use: bash scripts/setup.sh [demo|test|bench|install] [args...]" >&2; exit 2 ;;
+  demo|test|bench|docs|install) ;;
+  *) echo "error: unknown job '$JOB'; use: bash scripts/setup.sh [demo|test|bench|docs|install] [args...]" >&2; exit 2 ;;
 esac
 [ $# -gt 0 ] && shift
 VENV=${VENV:-.venv}
@@ -31,9 +32,15 @@ else
 fi
 echo "setup: installing functional-heads with its test, plot, eval and tune extras"
 "${PIP[@]}" -e ".[test,plot,eval,tune]"
+if [ "$JOB" = docs ]; then
+  echo "setup: installing the docs extra (mkdocs, mkdocstrings, mkdocs-material)"
+  "${PIP[@]}" -e ".[docs]"
+fi
 case "$JOB" in
   demo) exec "$VENV/bin/fheads" demo --out "${DEMO_OUT:-demo}" "$@" ;;
   test) exec "$VENV/bin/python" -m pytest "$@" ;;
   bench) exec "$VENV/bin/python" benchmarks/overhead.py "$@" ;;
+  # --strict: a link to a missing page or anchor, or an API name that no longer resolves, fails the build
+  docs) NO_MKDOCS_2_WARNING=1 exec "$VENV/bin/mkdocs" build --strict --site-dir "${SITE_DIR:-site}" "$@" ;;
   install) ;;
 esac

@@ -1,4 +1,4 @@
-"""Tiny models of the registered families (functional_heads.families) and the README's architecture table."""
+"""Tiny models of the registered families (functional_heads.families) and the docs' architecture table."""
 
 import re
 from pathlib import Path
@@ -20,15 +20,16 @@ from functional_heads.testbed.families import (
 )
 
 pytestmark = pytest.mark.skipif(not hasattr(transformers, "Kimi_K25Config"), reason="needs the families of transformers 5.x")
-README = Path(__file__).resolve().parents[1] / "README.md"
+TABLE_PAGE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "architectures.md"
 # The reasoning families users run, and the hybrid and attention-sink layouts.
 REQUIRED = ["kimi_k25", "glm4v", "glm4v_moe", "glm46v", "qwen3_vl_moe", "qwen3_5", "internvl", "mistral3",
             "llava_next", "smolvlm", "ernie4_5_vl_moe", "llama4", "hy_v4_vl", "qwen3_omni_moe_thinker"]
 
 
-def readme_rows() -> dict[str, list[str]]:
+def table_rows() -> dict[str, list[str]]:
     rows = {}
-    for line in README.read_text().split("<!-- architecture-matrix:start -->")[1].split("<!-- architecture-matrix:end")[0].splitlines():
+    table = TABLE_PAGE.read_text().split("<!-- architecture-matrix:start -->")[1].split("<!-- architecture-matrix:end")[0]
+    for line in table.splitlines():
         match = re.match(r"\| `([^`]+)` \|", line)
         if match:
             rows[match.group(1)] = [cell.strip() for cell in line.strip("|").split("|")]
@@ -43,8 +44,8 @@ def test_families_are_every_image_text_family_registered():
     assert "phi4_multimodal" in found and "qwen2_audio" not in found  # images yes, audio-only no
 
 
-def test_the_readme_table_lists_every_family():
-    assert set(readme_rows()) == set(families()), "rerun scripts/architecture_matrix.py"
+def test_the_architecture_table_lists_every_family():
+    assert set(table_rows()) == set(families()), "rerun scripts/architecture_matrix.py"
 
 
 @pytest.mark.slow
@@ -54,7 +55,7 @@ def test_the_method_works_on_the_reasoning_families(model_type):
         family = tiny_family(model_type)
         result = check_model(family.model, family.batch, family.rows)
     assert result.ok, "\n".join(result.lines())
-    assert readme_rows()[model_type][2:4] == ["yes", "yes"]
+    assert table_rows()[model_type][2:4] == ["yes", "yes"]
 
 
 def test_hybrid_decoders_keep_their_attention_layers_only():

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A bundled model's settings, chosen by `fheads tune` on the shapes dev split (200 search items, 200 held-out
 # confirmation items; the test split is never read), copied beside the weights with the study's report; its
-# figures go to docs/ (the base) or docs/MODEL_NAME/. About 7 minutes on 2 cores for 200 trials.
+# figures go to docs/ (the base) or docs/MODEL_NAME/. About 8.5 minutes on 2 cores for 200 trials (503 s).
 #   bash training/tune_settings.sh                                                        (the base, 200 trials)
 #   MODEL=functional_heads/bundled/shapes-r1-tiny-reasoning TRIALS=100 bash training/tune_settings.sh
 set -euo pipefail

@@ -206,7 +206,7 @@ def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json
          reasoning: Optional[bool] = typer.Option(None, "--reasoning/--no-reasoning",
                                                   help="Also the bundled reasoning-tuned model and the premise on "
                                                        "both (default: on for the bundled base; needs vanilla among the methods).")):
-    """The method end to end on the bundled models and the shapes benchmark (about 4 minutes on 2 cores)."""
+    """The method end to end on the bundled models and the shapes benchmark (about 2 to 4 minutes on 2 CPU cores)."""
     from ..utils import plotting
     from .demo import METHODS, demo_markdown, run_demo
 

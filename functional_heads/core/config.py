@@ -60,6 +60,7 @@ class RescaleConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "RescaleConfig":
+        """The named settings of `PRESETS` (e.g. "ocean-r1", the paper's), with the given fields replaced."""
         if name not in PRESETS:
             raise UserError(f"Unknown preset '{name}'. Known presets: {', '.join(sorted(PRESETS))}.")
         return replace(PRESETS[name], **overrides)
@@ -127,3 +128,4 @@ PRESETS = {
     "ocean-r1": RescaleConfig(perc_last_layer=7, reas_first_layer=3, tau_perc=0.22, tau_reas=0.01,
                               g_perc=1.16, g_reas=1.30),
 }
+"""Named settings, for `RescaleConfig.preset(name)` and `--preset`."""

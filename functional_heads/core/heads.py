@@ -102,6 +102,8 @@ class HeadMap:
                             f"x {shape[1]} heads. Calibrate on this model.")
 
     def save(self, path: str | Path) -> None:
+        """Write the map as JSON: the heads, the config, the mean S_v, the model type and shape (static maps
+        only)."""
         self._require_static("save")
         data = {"format_version": FORMAT_VERSION, "model_type": self.model_type, "num_layers": self.num_layers,
                 "num_heads": self.num_heads, "config": self.config.to_dict(), "num_samples": self.num_samples,
@@ -113,6 +115,7 @@ class HeadMap:
 
     @classmethod
     def load(cls, path: str | Path) -> "HeadMap":
+        """Read a map that `save` (or `fheads calibrate`, `fheads tune`) wrote."""
         try:
             data = json.loads(Path(path).read_text())
             shape = (data["num_layers"], data["num_heads"])

@@ -158,4 +158,5 @@ def unfold(model: nn.Module) -> None:
 
 
 def is_folded(model: nn.Module) -> bool:
+    """Whether `fold` has scaled any `o_proj` of the model (and `unfold` has not restored it yet)."""
     return any(getattr(proj, _FOLD_ATTR, None) is not None for proj in locate(model).out_projs)

@@ -20,6 +20,9 @@ from ..utils.errors import UserError
 
 @dataclass(frozen=True)
 class ArchSpec:
+    """Where an architecture keeps what the method touches: attribute paths from the top model, and the config
+    fields that hold the image and video token ids."""
+
     decoder: str = ""  # dotted path from the top model to the text decoder; "" means model.get_decoder()
     layers: str = "layers"
     attention: str = "self_attn"
@@ -47,6 +50,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     # Llama 4: get_decoder() is the causal LM, whose decoder is one level further in.
     "llama4": ArchSpec(decoder="language_model.model"),
 }
+"""Layouts by `config.model_type`; a type not listed gets the generic layout (`locate` checks it fits)."""
 
 # `layer_types` entries of decoder layers without softmax attention (hybrid models).
 NON_ATTENTION_LAYERS = ("linear_attention", "mamba", "conv", "short_conv", "recurrent")
