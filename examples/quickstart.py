@@ -1,6 +1,6 @@
-"""The README's quick start. Pass a local checkpoint folder (Qwen2.5-VL, Ocean-R1, LLaVA, ...) and an image;
-without them it makes a tiny random Qwen2.5-VL in a temporary folder (removed at the end) and a random
-image, to show the API (its numbers mean nothing).
+"""The quick start of docs/tutorial/your-model.md. Pass a local checkpoint folder (Qwen2.5-VL, Ocean-R1,
+LLaVA, ...) and an image; without them it makes a tiny random Qwen2.5-VL in a temporary folder (removed at
+the end) and a random image, to show the API (its numbers mean nothing).
 
     python examples/quickstart.py [MODEL_FOLDER [IMAGE]]
 """

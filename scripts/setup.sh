@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh clone: make .venv, install torch and functional-heads, then run a job.
 #   bash scripts/setup.sh [demo]   # fheads demo --out demo/ on the bundled model (the main job)
-#   bash scripts/setup.sh test     # the test suite (what CI runs)
+#   bash scripts/setup.sh test     # the test suite (CI runs it, then the docs job)
 #   bash scripts/setup.sh bench    # benchmarks/overhead.py
 #   bash scripts/setup.sh docs     # the documentation site, built strictly into site/ (CI runs it after the tests)
 #   bash scripts/setup.sh install  # only the installation

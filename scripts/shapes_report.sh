@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's evaluation report: every method of `fheads eval` on the bundled model and the shapes test
-# split, then `fheads report`. Static heads are calibrated on the calib split with the best setting of the
-# `fheads tune` study on dev (candidate.json: run on test whether or not the study confirmed it).
+# The evaluation report of docs/explanation/lab.md: every method of `fheads eval` on the bundled model and the
+# shapes test split, then `fheads report`. Static heads are calibrated on the calib split with the best setting
+# of the `fheads tune` study on dev (candidate.json: run on test whether or not the study confirmed it).
 # CGD scores sentences with a tiny CLIP trained on shapes scenes (training/train_shapes_clip.py, trained
 # here first if OUT_DIR/aux/shapes-clip does not exist: 1500 steps, about 15 minutes on 2 cores). AGLA is left out:
 # it needs a BLIP image-text matching model that knows such images, which this project does not have.

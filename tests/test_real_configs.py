@@ -1,5 +1,5 @@
 """AGLA's matcher and CGD's scorer on random-weight models built with the configs of the checkpoints the
-README names (Salesforce/blip-itm-large-coco, google/siglip-so400m-patch14-384), saved and loaded as
+the docs name (Salesforce/blip-itm-large-coco, google/siglip-so400m-patch14-384), saved and loaded as
 folders. About 1.5 GB and a minute each on a CPU, so opt-in: FH_REAL_CONFIGS=1 python -m pytest tests/test_real_configs.py"""
 
 import os
