@@ -76,3 +76,32 @@ def test_cli_check_on_an_unknown_layout_says_what_to_add(qwen_folder, monkeypatc
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "Add an ArchSpec" in result.output and "fheads check --model PATH" in result.output
     assert "layers='blocks'" in result.output
+
+
+def test_cli_check_says_a_folder_is_a_folded_export(qwen_folder, tmp_path):
+    import functional_heads as fh
+
+    perception = torch.zeros(4, 4, dtype=torch.bool)
+    perception[0, 1] = True
+    heads = fh.HeadMap(perception, torch.zeros_like(perception), fh.RescaleConfig(1, 2, 0.5, 0.1, 1.5, 1.0))
+    folded = fh.export_folded(qwen_folder, heads, tmp_path / "folded")
+    out = tmp_path / "check.json"
+    result = CliRunner().invoke(app, ["check", "--model", str(folded), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "folded export: gains g_perc=1.5, g_reas=1.0 on 1 heads are already in its o_proj weights" in result.output
+    assert "verdict: works" in result.output
+    assert json.loads(out.read_text())["folded"]["gains"] == {"g_perc": 1.5, "g_reas": 1.0}
+    result = CliRunner().invoke(app, ["check", "--model", str(qwen_folder)])
+    assert result.exit_code == 0 and "folded export" not in result.output
+
+
+def test_cli_check_json_never_replaces_a_file_unasked(qwen_folder, tmp_path):
+    out = tmp_path / "check.json"
+    out.write_text("mine")
+    result = CliRunner().invoke(app, ["check", "--model", str(qwen_folder), "--json", str(out)])
+    assert result.exit_code == 2 and f"--json {out} already exists" in " ".join(result.output.split())
+    assert out.read_text() == "mine"
+    result = CliRunner().invoke(app, ["check", "--model", str(qwen_folder), "--json", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in result.output
+    result = CliRunner().invoke(app, ["check", "--model", str(qwen_folder), "--json", str(out), "--overwrite"])
+    assert result.exit_code == 0 and json.loads(out.read_text())["ok"] and json.loads(out.read_text())["folded"] is None

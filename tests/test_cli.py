@@ -222,3 +222,155 @@ def test_unusual_share_of_heads_is_warned_about(tmp_path):
 def test_debug_flag_shows_the_traceback(tmp_path):
     result = runner.invoke(app, ["--debug", "inspect", str(tmp_path / "nothing.json")])
     assert result.exit_code != 0 and isinstance(result.exception, ValueError)
+
+
+def _tiny_heads(path, g_perc=1.5, g_reas=1.25):
+    perception, reasoning = torch.zeros(4, 4, dtype=torch.bool), torch.zeros(4, 4, dtype=torch.bool)
+    perception[0, :2] = True
+    reasoning[3, 1] = True
+    fh.HeadMap(perception, reasoning, fh.RescaleConfig(1, 2, 0.5, 0.1, g_perc, g_reas), "qwen2_5_vl").save(path)
+    return path
+
+
+def _one_line_error(result, message):
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output, result.output
+    assert result.output.strip().count("\n") <= 3, result.output
+
+
+def test_export_refuses_a_non_empty_out_unless_overwrite(qwen_folder, tmp_path):
+    heads = _tiny_heads(tmp_path / "heads.json")
+    out = tmp_path / "theirs"
+    out.mkdir()
+    for i in range(1, 7):
+        (out / f"model-{i:05d}-of-00006.safetensors").write_text(f"shard {i}")
+    (out / "model.safetensors.index.json").write_text("{}")
+    (out / "config.json").write_text("{}")
+    before = sorted(p.name for p in out.iterdir())
+    args = ["export", "--model", str(qwen_folder), "--heads", str(heads), "--out", str(out)]
+    _one_line_error(runner.invoke(app, args), f"--out {out} is not empty (it holds a checkpoint): choose a new or "
+                                              "empty folder, or pass --overwrite")
+    assert sorted(p.name for p in out.iterdir()) == before
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in out.iterdir()}
+    assert "model.safetensors.index.json" not in names and not any(n.startswith("model-0") for n in names)
+    assert {"config.json", "functional_heads.json", "model.safetensors"} <= names
+
+
+def test_calibrate_out_an_existing_file_says_so(qwen_folder, calib_file, tmp_path):
+    (tmp_path / "heads.json").write_text("my notes")
+    args = ["calibrate", "--model", str(qwen_folder), "--data", str(calib_file), "--out", str(tmp_path / "heads.json"),
+            *SETTINGS]
+    _one_line_error(runner.invoke(app, args), f"--out {tmp_path / 'heads.json'} already exists: choose a new name, "
+                                              "or pass --overwrite")
+    assert (tmp_path / "heads.json").read_text() == "my notes"
+    _one_line_error(runner.invoke(app, [*args[:6], str(tmp_path), *SETTINGS]), "is a folder: give the path of the file")
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert fh.HeadMap.load(tmp_path / "heads.json").num_samples == 5
+
+
+@pytest.mark.parametrize("command, out_flag", [
+    (["eval", "--bench", "shapes"], "--out"),
+    (["report"], "--out"),
+    (["data", "shapes", "--split", "calib", "--n", "1"], "--out"),
+    (["demo", "--limit", "8"], "--out"),
+])
+def test_every_out_that_is_a_file_is_named_as_a_file(command, out_flag, qwen_folder, tmp_path):
+    (tmp_path / "taken").write_text("mine")
+    model = ["--model", str(qwen_folder)] if command[0] == "eval" else []
+    result = runner.invoke(app, [*command, *model, out_flag, str(tmp_path / "taken")])
+    _one_line_error(result, f"{out_flag} {tmp_path / 'taken'} is a file, not a folder")
+    assert (tmp_path / "taken").read_text() == "mine"
+
+
+@pytest.mark.parametrize("flag, message", [
+    (["--g-perc", "inf"], "g_perc=inf is invalid: it must be a finite number > 0"),
+    (["--g-reas", "nan"], "g_reas=nan is invalid"),
+    (["--g-perc", "1e30"], "g_perc=1e+30 is invalid: it must lie in [0.1, 10]"),
+    (["--g-perc", "-1"], "g_perc=-1.0 is invalid"),
+])
+def test_calibrate_refuses_gains_that_are_not_usable_numbers(flag, message, qwen_folder, calib_file, tmp_path):
+    args = ["calibrate", "--model", str(qwen_folder), "--data", str(calib_file), "--out", str(tmp_path / "h.json"),
+            *SETTINGS]
+    _one_line_error(runner.invoke(app, [*args, *flag]), message)
+    assert not (tmp_path / "h.json").exists()
+
+
+def test_extreme_gains_need_the_flag_and_the_map_keeps_it(qwen_folder, calib_file, tmp_path):
+    args = ["calibrate", "--model", str(qwen_folder), "--data", str(calib_file), "--out", str(tmp_path / "h.json"),
+            *SETTINGS, "--g-perc", "20"]
+    _one_line_error(runner.invoke(app, args), "--allow-extreme-gains")
+    result = runner.invoke(app, [*args, "--allow-extreme-gains"])
+    assert result.exit_code == 0, result.output
+    assert fh.HeadMap.load(tmp_path / "h.json").config.g_perc == 20.0
+    result = runner.invoke(app, ["inspect", str(tmp_path / "h.json")])
+    assert result.exit_code == 0 and "gain 20.0" in result.output, result.output
+    data = json.loads((tmp_path / "h.json").read_text())
+    data["config"]["allow_extreme_gains"] = False
+    (tmp_path / "h.json").write_text(json.dumps(data))
+    _one_line_error(runner.invoke(app, ["inspect", str(tmp_path / "h.json")]), "g_perc=20.0 is invalid")
+    (tmp_path / "h.json").write_text(json.dumps(data).replace("20.0", "Infinity"))
+    _one_line_error(runner.invoke(app, ["inspect", str(tmp_path / "h.json")]), "it holds Infinity")
+
+
+def test_maps_and_settings_that_change_nothing_are_warned_about(qwen_folder, calib_file, tmp_path, monkeypatch):
+    """The bundled models' settings.json holds gains of 1 (tuning confirmed nothing): every command says so."""
+    import functional_heads.evaluation.api as api
+
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"config": fh.RescaleConfig(1, 2, 0.5, 0.4).to_dict(), "confirmed": False}))
+    heads = tmp_path / "heads.json"
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(calib_file), "--out",
+                                 str(heads), "--settings", str(settings)])
+    assert result.exit_code == 0, result.output
+    assert "warning: the head map changes nothing: its gains are 1 (g_perc=1, g_reas=1)" in result.output
+    result = runner.invoke(app, ["inspect", str(heads)])
+    assert result.exit_code == 0 and f"warning: {heads} changes nothing: its gains are 1" in result.output
+    result = runner.invoke(app, ["export", "--model", str(qwen_folder), "--heads", str(heads), "--out",
+                                 str(tmp_path / "folded")])
+    assert result.exit_code == 0 and "warning: the head map changes nothing" in result.output, result.output
+
+    def stop(*args, **kwargs):
+        raise fh.utils.errors.UserError("stopped before loading")
+
+    monkeypatch.setattr(api.HFBackend, "load", stop)
+    for method in ("static", "reasoning-only"):
+        result = runner.invoke(app, ["eval", "--model", str(qwen_folder), "--bench", "shapes", "--method", method,
+                                     "--heads", str(heads), "--out", str(tmp_path / "runs")])
+        assert f"warning: method {method}'s head map changes nothing" in result.output, result.output
+    _tiny_heads(tmp_path / "useful.json")
+    result = runner.invoke(app, ["eval", "--model", str(qwen_folder), "--bench", "shapes", "--method",
+                                 "perception-only", "--heads", str(tmp_path / "useful.json"), "--out",
+                                 str(tmp_path / "runs")])
+    assert "warning" not in result.output and "stopped before loading" in result.output, result.output
+
+
+def test_a_folded_export_is_not_rescaled_again_unless_asked(qwen_folder, calib_file, tmp_path, monkeypatch):
+    import functional_heads.evaluation.api as api
+
+    heads = _tiny_heads(tmp_path / "heads.json")
+    folded = tmp_path / "folded"
+    assert runner.invoke(app, ["export", "--model", str(qwen_folder), "--heads", str(heads), "--out",
+                               str(folded)]).exit_code == 0
+
+    def stop(*args, **kwargs):
+        raise fh.utils.errors.UserError("stopped before loading")
+
+    monkeypatch.setattr(api.HFBackend, "load", stop)
+    evaluate = ["eval", "--model", str(folded), "--bench", "shapes", "--out", str(tmp_path / "runs")]
+    message = f"{folded} is a folded export (gains g_perc=1.5, g_reas=1.25 on 3 heads are already in its weights)"
+    for args in ([*evaluate, "--method", "static", "--heads", str(heads)], [*evaluate, "--method", "dynamic",
+                                                                            "--heads", str(heads)],
+                 ["calibrate", "--model", str(folded), "--data", str(calib_file), *SETTINGS, "--out",
+                  str(tmp_path / "h2.json")],
+                 ["export", "--model", str(folded), "--heads", str(heads), "--out", str(tmp_path / "twice")]):
+        _one_line_error(runner.invoke(app, args), message)
+    assert "stopped before loading" in runner.invoke(app, [*evaluate, "--method", "vanilla"]).output
+    result = runner.invoke(app, [*evaluate, "--method", "static", "--heads", str(heads), "--allow-folded"])
+    assert "stopped before loading" in result.output, result.output
+    result = runner.invoke(app, ["calibrate", "--model", str(folded), "--data", str(calib_file), *SETTINGS, "--out",
+                                 str(tmp_path / "h2.json"), "--allow-folded"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "twice").exists()

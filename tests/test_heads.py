@@ -109,3 +109,103 @@ def test_layer_gains_replace_class_gains_and_only_keeps_one_class():
     assert (perception.gains[2:] == 1).all()
     with pytest.raises(ValueError, match="4 gains; the model has 3 layers"):
         fh.identify_heads(hand_ratios()[:3], cfg)
+
+
+def _map_file(tmp_path, edit):
+    heads = fh.identify_heads(hand_ratios(), CFG, "qwen2_5_vl")
+    heads.save(tmp_path / "heads.json")
+    data = json.loads((tmp_path / "heads.json").read_text())
+    edit(data)
+    (tmp_path / "edited.json").write_text(json.dumps(data))
+    return tmp_path / "edited.json"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["reasoning_heads"].append([0, 0]), "head 0 of layer 0 is listed as both a perception and a reasoning"),
+    (lambda d: d["config"].update(layer_gains=[1.2, 1.2, 1.2]), "layer_gains holds 3 gains but the map has 4 layers"),
+    (lambda d: d["config"].update(g_perc=1e30), r"g_perc=1e\+30 is invalid: it must lie in \[0.1, 10\]"),
+    (lambda d: d["config"].update(g_reas=-2), "g_reas=-2 is invalid: it must be a finite number > 0"),
+])
+def test_invalid_head_maps_are_refused_naming_the_file(tmp_path, edit, message):
+    path = _map_file(tmp_path, edit)
+    with pytest.raises(ValueError, match=f"{path} is not a readable functional-heads head map: {message}"):
+        fh.HeadMap.load(path)
+
+
+@pytest.mark.parametrize("literal", ["Infinity", "NaN", "-Infinity"])
+def test_head_map_files_with_non_numbers_are_refused(tmp_path, literal):
+    heads = fh.identify_heads(hand_ratios(), CFG)
+    heads.save(tmp_path / "heads.json")
+    text = (tmp_path / "heads.json").read_text().replace('"g_perc": 1.2', f'"g_perc": {literal}')
+    (tmp_path / "heads.json").write_text(text)
+    with pytest.raises(ValueError, match=f"heads.json is not a readable functional-heads head map: it holds {literal}"):
+        fh.HeadMap.load(tmp_path / "heads.json")
+
+
+def test_head_maps_made_in_python_are_checked_too():
+    perception = torch.zeros(4, 4, dtype=torch.bool)
+    perception[2, 1] = True
+    with pytest.raises(ValueError, match="head 1 of layer 2 is listed as both"):
+        fh.HeadMap(perception, perception.clone(), CFG)
+    with pytest.raises(ValueError, match="layer_gains holds 2 gains but the map has 4 layers"):
+        fh.HeadMap(perception, torch.zeros(4, 4, dtype=torch.bool),
+                   fh.RescaleConfig(1, 2, 0.5, 0.1, layer_gains=(1.1, 1.2)))
+    with pytest.raises(ValueError, match="must be masks of one shape"):
+        fh.HeadMap(perception, torch.zeros(3, 4, dtype=torch.bool), CFG)
+
+
+def test_save_never_leaves_a_torn_file(tmp_path, monkeypatch):
+    """A write that fails half way (a full disk) leaves the previous map whole and no temporary file."""
+    import os
+
+    heads = fh.identify_heads(hand_ratios(), CFG, "qwen2_5_vl")
+    heads.save(tmp_path / "heads.json")
+    before = (tmp_path / "heads.json").read_text()
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        fh.identify_heads(1 - hand_ratios(), CFG).save(tmp_path / "heads.json")
+    assert (tmp_path / "heads.json").read_text() == before and os.listdir(tmp_path) == ["heads.json"]
+    monkeypatch.undo()
+    nan = hand_ratios()
+    nan[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="S_v ratios are not all finite"):
+        fh.HeadMap(heads.perception, heads.reasoning, CFG, ratios=nan).save(tmp_path / "nan.json")
+
+
+def test_inert_maps_say_why_they_change_nothing():
+    heads = fh.identify_heads(hand_ratios(), CFG)
+    assert heads.inert_warning() is None
+    ones = fh.identify_heads(hand_ratios(), fh.RescaleConfig(1, 2, 0.5, 0.1))
+    assert ones.inert_warning("x.json") == ("x.json changes nothing: its gains are 1 (g_perc=1, g_reas=1), so "
+                                            "rescaled runs equal vanilla.")
+    above_zero = hand_ratios() + 0.005  # no S_v of 0: tau_reas=0 selects no reasoning head
+    none = fh.identify_heads(above_zero, fh.RescaleConfig(1, 2, 0.99, 0.0, 1.2, 1.4))
+    assert "it selects no head" in none.inert_warning()
+    # perception heads only, and only the reasoning gain differs from 1: still nothing changes
+    perception_only = fh.identify_heads(above_zero, fh.RescaleConfig(1, 2, 0.5, 0.0, 1.0, 1.4))
+    assert not perception_only.reasoning.any() and "gains are 1" not in perception_only.inert_warning()
+    assert "every selected head's gain is 1" in perception_only.inert_warning()
+    assert heads.only("perception").inert_warning() is None
+
+
+def test_calibrate_from_file_warns_when_the_map_changes_nothing(qwen_folder, tmp_path):
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from functional_heads.core.heads import calibrate_from_file
+    from functional_heads.utils.errors import FunctionalHeadsWarning
+
+    Image.fromarray(np.full((16, 16, 3), 120, dtype=np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "calib.jsonl").write_text(json.dumps({"image": "a.png", "prompt": "how many shapes ?"}) + "\n")
+    with pytest.warns(FunctionalHeadsWarning, match="changes nothing: its gains are 1"):
+        calibrate_from_file(qwen_folder, tmp_path / "calib.jsonl", fh.RescaleConfig(1, 2, 0.5, 0.4), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FunctionalHeadsWarning)
+        calibrate_from_file(qwen_folder, tmp_path / "calib.jsonl", fh.RescaleConfig(1, 2, 0.0, 0.0, 1.2),
+                            progress=False)

@@ -115,8 +115,72 @@ def test_bad_gains_are_clear_errors(tiny):
     with pytest.raises(ValueError, match=r"gains must be \[layers, heads\].*layers=4 and heads=4, got \(3, 4\)"):
         with fh.rescale(model, torch.ones(3, 4)):
             pass
-    with pytest.raises(ValueError, match="finite and > 0"):
+    with pytest.raises(ValueError, match=r"gains\[0, 0\]=-1 is invalid: it must be a finite number > 0"):
         with fh.rescale(model, -torch.ones(4, 4)):
+            pass
+
+
+@pytest.mark.parametrize("bad, message", [(float("inf"), "=inf is invalid: it must be a finite number > 0"),
+                                          (float("nan"), "=nan is invalid"),
+                                          (1e30, r"=1e\+30 is invalid: it must lie in \[0.1, 10\].*"
+                                                 "allow_extreme_gains=True"),
+                                          (0.01, r"=0.01 is invalid: it must lie in \[0.1, 10\]")])
+def test_raw_gains_follow_the_settings_rule(tiny, bad, message):
+    """Raw tensors get the rule RescaleConfig's gains get (finite, > 0, within 0.1..10 unless allowed)."""
+    model = tiny("llava").model
+    gains = torch.ones(4, 4)
+    gains[2, 3] = bad
+    for use in (lambda: fh.rescale(model, gains).__enter__(), lambda: fh.fold(model, gains),
+                lambda: fh.rescale(model, gains[None].expand(2, -1, -1)).__enter__()):
+        with pytest.raises(ValueError, match=r"gains\[.*2, 3\]" + message):
+            use()
+    assert not any(p._forward_pre_hooks for p in locate(model).out_projs) and not fh.is_folded(model)
+
+
+def test_extreme_gains_work_when_asked_for(tiny):
+    t = tiny("llava")
+    layout = locate(t.model)
+    gains = torch.ones(layout.num_layers, layout.num_heads)
+    gains[3, 1] = 20.0
+    inputs = t.inputs()
+    with fh.rescale(t.model, gains, allow_extreme_gains=True):
+        hooked = logits(t.model, inputs)
+    fh.fold(t.model, gains, allow_extreme_gains=True)
+    try:
+        torch.testing.assert_close(logits(t.model, inputs), hooked, atol=1e-4, rtol=1e-4)
+    finally:
+        fh.unfold(t.model)
+    # a head map whose settings allow them needs no flag (its gains were checked when the settings were made)
+    heads = fh.HeadMap(gains > 1, torch.zeros_like(gains, dtype=torch.bool),
+                       fh.RescaleConfig(3, 0, 0.5, 0.1, g_perc=20.0, allow_extreme_gains=True))
+    with fh.rescale(t.model, heads):
+        torch.testing.assert_close(logits(t.model, inputs), hooked, atol=0, rtol=0)
+
+
+def test_rescaling_a_folded_export_warns_once(tiny):
+    from functional_heads.core.heads import FOLDED_KEY
+    from functional_heads.utils.errors import FunctionalHeadsWarning
+
+    model = copy.deepcopy(tiny("llava").model)
+    gains = some_gains(locate(model))
+    setattr(model.config, FOLDED_KEY, {"head_map": "functional_heads.json", "gains": {"g_perc": 1.5, "g_reas": 1.0},
+                                       "heads_scaled": 3})
+    with pytest.warns(FunctionalHeadsWarning, match="folded export \\(gains g_perc=1.5, g_reas=1.0 on 3 heads"):
+        with fh.rescale(model, gains):
+            pass
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FunctionalHeadsWarning)
+        fh.fold(model, gains)  # once per model: the user was told
+    fresh = copy.deepcopy(tiny("llava").model)
+    setattr(fresh.config, FOLDED_KEY, {"gains": {"g_perc": 1.5}})
+    with pytest.warns(FunctionalHeadsWarning, match="compounds the gains"):
+        fh.fold(fresh, gains)
+    fresh = copy.deepcopy(tiny("llava").model)
+    setattr(fresh.config, FOLDED_KEY, {"gains": {"g_perc": 1.5}})
+    with pytest.warns(FunctionalHeadsWarning, match="compounds the gains"):
+        with fh.dynamic(fresh, fh.RescaleConfig(1, 2, 0.5, 0.1, 1.2, 1.2)):
             pass
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -24,8 +25,8 @@ from ..evaluation.methods import METHODS
 from ..models.loading import DTYPES
 from ..tuning.settings import TuneSettings
 from ..tuning.space import SearchSpace
-from ..utils.errors import UserError
-from ..utils.files import check_writable
+from ..utils.errors import FunctionalHeadsWarning, UserError
+from ..utils.files import atomic_write_text, check_new_file, check_writable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Functional head identification and class-conditioned rescaling (arXiv 2510.10285).")
@@ -53,7 +54,10 @@ def guarded(resumable: bool = False):
         @functools.wraps(command)
         def run(*args, **kwargs):
             try:
-                return command(*args, **kwargs)
+                with warnings.catch_warnings():
+                    warnings.showwarning = _show_warning
+                    warnings.simplefilter("default", FunctionalHeadsWarning)
+                    return command(*args, **kwargs)
             except typer.Exit:
                 raise
             except KeyboardInterrupt:
@@ -77,6 +81,22 @@ def guarded(resumable: bool = False):
 def _warn(message: str | None) -> None:
     if message:
         errors.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True, highlight=False)
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """The library's own warnings as one `warning:` line; others as Python shows them."""
+    if issubclass(category, FunctionalHeadsWarning):
+        _warn(str(message))
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+OVERWRITE_HELP = "Replace what is already at --out (otherwise an existing one is refused)."
+ALLOW_FOLDED_HELP = ("Accept a model folder that `fheads export` wrote, although its weights already carry gains "
+                     "(rescaling it again multiplies them).")
 
 
 SETTING_HELP = {
@@ -104,18 +124,23 @@ def calibrate(model: Path = typer.Option(..., help="Local model folder."),
               tau_reas: Optional[float] = typer.Option(None, help=SETTING_HELP["tau_reas"]),
               g_perc: Optional[float] = typer.Option(None, help=SETTING_HELP["g_perc"]),
               g_reas: Optional[float] = typer.Option(None, help=SETTING_HELP["g_reas"]),
+              allow_extreme_gains: bool = typer.Option(False, help="Accept gains outside 0.1 to 10 (still finite "
+                                                                   "and > 0)."),
               batch_size: int = typer.Option(4, min=1), limit: Optional[int] = typer.Option(None, min=1),
               dtype: str = typer.Option("auto", help=DTYPE_HELP),
-              device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
+              device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0."),
+              overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+              allow_folded: bool = typer.Option(False, help=ALLOW_FOLDED_HELP)):
     """Measure S_v on calibration prompts and write the static head map (mean S_v over the prompts)."""
     from ..core.config import RescaleConfig
     from ..core.heads import calibrate_from_file
 
     cfg = RescaleConfig.resolve(preset, settings, perc_last_layer=perc_last_layer, reas_first_layer=reas_first_layer,
-                                tau_perc=tau_perc, tau_reas=tau_reas, g_perc=g_perc, g_reas=g_reas)
-    check_writable(out)
+                                tau_perc=tau_perc, tau_reas=tau_reas, g_perc=g_perc, g_reas=g_reas,
+                                allow_extreme_gains=allow_extreme_gains or None)
+    check_new_file(out, overwrite)
     heads = calibrate_from_file(model, data, cfg, batch_size=batch_size, limit=limit, dtype=dtype,
-                                device_map=device_map)
+                                device_map=device_map, allow_folded=allow_folded)
     heads.save(out)
     console.print(f"wrote {out}: {int(heads.perception.sum())} perception and {int(heads.reasoning.sum())} reasoning "
                   f"heads ({heads.share_selected:.1%} of {heads.num_layers * heads.num_heads}) from {heads.num_samples} "
@@ -129,21 +154,30 @@ def check(model: Path = typer.Option(..., help="Local model folder."),
           dtype: str = typer.Option("float32", help="float32 (exact comparisons), bfloat16, float16 or auto."),
           device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0."),
           trust_remote_code: bool = typer.Option(False, help="Let the folder's own modeling code run."),
-          json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the measurements as JSON.")):
+          json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the measurements as JSON."),
+          overwrite: bool = typer.Option(False, help="Replace an existing --json file.")):
     """Will the method work on this model? Measures S_v against eager attention, a padded batch against single
-    prompts, and rescaling and folding, on two prompts about a generated image. Exit 1 if a check fails."""
+    prompts, and rescaling and folding, on two prompts about a generated image; says whether the folder is a
+    folded export. Exit 1 if a check fails."""
     import json
 
     from ..core.check import check_checkpoint
+    from ..core.heads import describe_folded, folded_export
     from ..models.loading import load_model, load_processor
 
+    if json_out:
+        check_new_file(json_out, overwrite, flag="--json")
     processor = load_processor(model, trust_remote_code=trust_remote_code)
+    folded = folded_export(model)
     loaded = load_model(model, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
     result = check_checkpoint(loaded, processor)
+    if folded is not None:
+        console.print(f"folded export: gains {describe_folded(folded)} are already in its o_proj weights; do not "
+                      "rescale it again (calibrate and rescale the original checkpoint)", soft_wrap=True)
     for line in result.lines():
         console.print(line)
     if json_out:
-        json_out.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+        atomic_write_text(json_out, json.dumps({**result.to_dict(), "folded": folded}, indent=1) + "\n")
     if not result.ok:
         raise typer.Exit(1)
 
@@ -172,6 +206,7 @@ def inspect(heads: Path = typer.Argument(..., help="A head map written by `fhead
                   f"(layers >= {cfg.reas_first_layer}, S_v <= {cfg.tau_reas}, gain {cfg.g_reas}); selected "
                   f"{int((head_map.perception | head_map.reasoning).sum())}/{total} = {head_map.share_selected:.1%}",
                   soft_wrap=True)
+    _warn(head_map.inert_warning(str(heads)))
     _warn(head_map.share_warning())
 
 
@@ -179,18 +214,21 @@ def inspect(heads: Path = typer.Argument(..., help="A head map written by `fhead
 @guarded()
 def export(model: Path = typer.Option(..., help="Local model folder."),
            heads: Path = typer.Option(..., help="Head map from `fheads calibrate`."),
-           out: Path = typer.Option(..., help="Folder for the folded model."),
-           dtype: str = typer.Option("auto", help=DTYPE_HELP)):
+           out: Path = typer.Option(..., help="New (or empty) folder for the folded model."),
+           dtype: str = typer.Option("auto", help=DTYPE_HELP),
+           overwrite: bool = typer.Option(False, help="Replace an existing --out folder as a whole, once the new "
+                                                      "one is complete."),
+           allow_folded: bool = typer.Option(False, help=ALLOW_FOLDED_HELP)):
     """Fold the head map's gains into the o_proj weights and save a model that plain transformers loads."""
-    from ..core.export import HEAD_MAP_FILE, export_folded
-    from ..core.heads import HeadMap
+    from ..core.export import export_folded
+    from ..core.heads import FOLDED_KEY, HEAD_MAP_FILE, HeadMap
 
     head_map = HeadMap.load(heads)
-    check_writable(out)
-    export_folded(model, head_map, out, dtype=dtype)
+    export_folded(model, head_map, out, dtype=dtype, overwrite=overwrite, allow_folded=allow_folded)
     console.print(f"wrote {out}: o_proj columns of {int((head_map.gains != 1).sum())} heads scaled; it loads with "
                   f"plain transformers (its processor: fh.load_processor, or AutoProcessor with torchvision "
-                  f"installed). The head map is kept as {HEAD_MAP_FILE}.", soft_wrap=True)
+                  f"installed). The head map is kept as {HEAD_MAP_FILE}, the folded gains in config.json's "
+                  f"{FOLDED_KEY}.", soft_wrap=True)
 
 
 @app.command()
@@ -211,7 +249,6 @@ def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json
     from .demo import METHODS, demo_markdown, run_demo
 
     if out is not None:
-
         check_writable(out)
         if not plotting.available():
             _warn(plotting.MISSING)
@@ -261,7 +298,8 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
                                                             "process's model over K GPUs: LOCAL_RANK r gets GPUs "
                                                             "r*K..r*K+K-1."),
              order: str = typer.Option("length", help="length: batch prompts of similar length together; file: "
-                                                      "the data's order.")):
+                                                      "the data's order."),
+             allow_folded: bool = typer.Option(False, help=ALLOW_FOLDED_HELP)):
     """Run one method on one benchmark; resumable (rerun the same command to continue). Data-parallel under
     torchrun or accelerate launch: each process answers its share and writes its own results file."""
     from ..evaluation.api import evaluate as evaluate_run
@@ -277,7 +315,7 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
                        limit=limit, batch_size=batch_size,
                        decoding=Decoding(max_new_tokens, sample, temperature, seed),
                        judge=Judge(judge_url, judge_model) if judge_url else None, dtype=dtype, device_map=device_map,
-                       gpus_per_process=gpus_per_process, order=order)
+                       gpus_per_process=gpus_per_process, order=order, allow_folded=allow_folded)
     records = run_records(run.folder)  # every process's, as written so far
     usable = [r for r in records.values() if r.get("error") is None]
     summary = get_benchmark(bench, **_pairs(option, "--option")).metrics(usable)
@@ -355,6 +393,8 @@ def report(runs: Path = typer.Argument(Path("runs"), help="Folder of run folders
     from ..evaluation.report import report_markdown
     from ..utils import plotting
 
+    if out is not None:
+        check_writable(out)
     result = build(runs, out=out, common_items=common_items)
     console.print(report_markdown(result), soft_wrap=True)
     if out is not None:
@@ -374,6 +414,7 @@ def data_shapes(out: Path = typer.Option(..., help="Folder for the images and th
     """Write the synthetic shapes benchmark: PNG images and one JSONL file per split."""
     from ..evaluation.benchmarks import shapes_generator
 
+    check_writable(out)
     for name in split:
         path = shapes_generator.write_split(name, out, n if n is not None or name != "train" else 10000)
         console.print(f"wrote {path}")

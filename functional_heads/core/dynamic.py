@@ -24,7 +24,7 @@ from ..utils.errors import UserError
 from .config import RescaleConfig
 from .heads import HeadMap, classify, identify_heads
 from .ratios import probing, visual_attention_ratios
-from .rescale import HeadScaler
+from .rescale import HeadScaler, warn_if_folded_checkpoint
 
 MODES = ("two-pass", "single-pass")
 _CACHE_KEYS = (*CACHE_KEYS, "use_cache", "cache_position", "logits_to_keep", "return_dict")
@@ -52,6 +52,7 @@ def dynamic(model: nn.Module, config: RescaleConfig, mode: str = "two-pass") -> 
     per-input heads from that prompt and rescales them until the next prompt."""
     if mode not in MODES:
         raise UserError(f"mode={mode!r} is invalid: it must be one of {MODES}.")
+    warn_if_folded_checkpoint(model)
     layout = locate(model)
     config.check_layers(layout.num_layers)
     run = DynamicRun(config, mode)
@@ -66,7 +67,7 @@ def dynamic(model: nn.Module, config: RescaleConfig, mode: str = "two-pass") -> 
         finally:
             run._busy = False
         run.heads = identify_heads(ratios, config, layout.model_type)
-        scaler.set_gains(run.heads.gains)
+        scaler.set_gains(run.heads)
 
     def pick_inside_prefill(inputs: dict) -> None:  # single-pass: each layer picks just before its o_proj
         shape = (inputs["input_ids"].shape[0], layout.num_layers, layout.num_heads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -11,13 +12,16 @@ import torch
 
 from ..models.architectures import ModelLayout, attention_layer_count, locate
 from ..models.loading import load_model, load_processor, prompt_batches, read_config, read_prompts, to_model_device
-from ..utils.errors import UserError
+from ..utils.errors import FunctionalHeadsWarning, UserError
+from ..utils.files import atomic_write_text, read_json
 from ..utils.progress import progress as progress_lines
 from .config import RescaleConfig
 from .ratios import visual_attention_ratios
 
 FORMAT_VERSION = 1
 UNUSUAL_SHARE = 0.12  # twice the paper's best ~6% of heads; it found 18% harmful
+HEAD_MAP_FILE = "functional_heads.json"  # the head map an export folded in, beside its weights
+FOLDED_KEY = "functional_heads_folded"  # config.json record of the gains an export folded into the weights
 
 
 @dataclass
@@ -34,6 +38,23 @@ class HeadMap:
     model_type: str | None = None
     ratios: torch.Tensor | None = None
     num_samples: int | None = None
+
+    def __post_init__(self):
+        masks = (self.perception, self.reasoning)
+        if not all(isinstance(m, torch.Tensor) and m.dtype == torch.bool for m in masks):
+            raise UserError("perception and reasoning must be bool tensors (masks of the selected heads).")
+        if self.perception.shape != self.reasoning.shape or self.perception.dim() not in (2, 3):
+            raise UserError(f"perception {tuple(self.perception.shape)} and reasoning {tuple(self.reasoning.shape)} "
+                            "must be masks of one shape, [layers, heads] or [batch, layers, heads].")
+        both = (self.perception & self.reasoning).nonzero()
+        if len(both):
+            *batch, layer, head = both[0].tolist()
+            raise UserError(f"head {head} of layer {layer}{f' (input {batch[0]})' if batch else ''} is listed as both "
+                            "a perception and a reasoning head; a head has one class.")
+        gains = self.config.layer_gains
+        if gains is not None and len(gains) != self.num_layers:
+            raise UserError(f"layer_gains holds {len(gains)} gains but the map has {self.num_layers} layers: give one "
+                            "gain per layer.")
 
     @property
     def num_layers(self) -> int:
@@ -68,12 +89,24 @@ class HeadMap:
     def share_selected(self) -> float:
         return (self.perception | self.reasoning).float().mean().item()
 
+    def inert_reason(self) -> str | None:
+        """Why rescaling with this map changes nothing (it selects no head, or every selected head's gain is
+        1), or None."""
+        if not (self.perception | self.reasoning).any():
+            return "it selects no head (loosen tau_perc / tau_reas)"
+        if bool((self.gains == 1).all()):
+            return self.config.inert_reason() or "every selected head's gain is 1"
+        return None
+
+    def inert_warning(self, name: str = "the head map") -> str | None:
+        """One line saying that rescaling with this map changes nothing, and why; None if it changes something."""
+        reason = self.inert_reason()
+        return None if reason is None else f"{name} changes nothing: {reason}, so rescaled runs equal vanilla."
+
     def share_warning(self) -> str | None:
         """A warning when the map selects an unusual share of heads: the paper found about 6% best and 18%
-        harmful, so more than 12% (or none at all) deserves a second look at the thresholds."""
+        harmful, so more than 12% deserves a second look at the thresholds (none at all: `inert_warning`)."""
         share = self.share_selected
-        if share == 0:
-            return "the map selects no head: rescaling changes nothing (loosen tau_perc / tau_reas)."
         if share > UNUSUAL_SHARE:
             return (f"the map selects {share:.0%} of all heads; the paper found about 6% best and 18% harmful. "
                     "Tighten tau_perc / tau_reas (or the layer bands) unless this is intended.")
@@ -110,14 +143,16 @@ class HeadMap:
                 "perception_heads": self.perception.nonzero().tolist(),
                 "reasoning_heads": self.reasoning.nonzero().tolist(),
                 "ratios": None if self.ratios is None else [[round(v, 6) for v in row] for row in self.ratios.tolist()]}
-        Path(path).parent.mkdir(parents=True, exist_ok=True)  # `--out runs/x/heads.json` on a fresh folder
-        Path(path).write_text(json.dumps(data, indent=1) + "\n")
+        if self.ratios is not None and not torch.isfinite(self.ratios).all():
+            raise UserError("the head map's S_v ratios are not all finite numbers (the model's attention gave NaN "
+                            "or inf): check the model in float32 with `fheads check`.")
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")  # whole or not at all, its folder made
 
     @classmethod
     def load(cls, path: str | Path) -> "HeadMap":
         """Read a map that `save` (or `fheads calibrate`, `fheads tune`) wrote."""
         try:
-            data = json.loads(Path(path).read_text())
+            data = read_json(path)
             shape = (data["num_layers"], data["num_heads"])
             masks = [torch.zeros(shape, dtype=torch.bool) for _ in range(2)]
             for mask, key in zip(masks, ("perception_heads", "reasoning_heads")):
@@ -194,13 +229,54 @@ def calibrate(model, batches: Iterable[dict], config: RescaleConfig, progress: b
 
 def calibrate_from_file(model_path: str | Path, data: str | Path, config: RescaleConfig, batch_size: int = 4,
                         limit: int | None = None, dtype: str = "auto", device_map: str | None = None,
-                        progress: bool = True) -> HeadMap:
+                        progress: bool = True, allow_folded: bool = False) -> HeadMap:
     """`calibrate` on the prompts of a JSONL file ({"image", "prompt"} per line) with the model of a local
-    folder; every row and the layer bounds are checked before the first batch runs."""
+    folder; every row and the layer bounds are checked before the first batch runs. A folder that
+    `export_folded` wrote is refused unless `allow_folded` (its heads already carry gains). Warns
+    (`FunctionalHeadsWarning`) when the map changes nothing."""
+    check_not_folded(model_path, allow_folded, "calibrating it")
     rows = read_prompts(data)[:limit]
     processor = load_processor(model_path)
     model = load_model(model_path, dtype=dtype, device_map=device_map)
     config.check_layers(locate(model).num_layers)
     batches = prompt_batches(processor, [r["image"] for r in rows], [r["prompt"] for r in rows], batch_size)
-    return calibrate(model, (to_model_device(b, model) for b in batches), config, progress=progress,
-                     total=-(-len(rows) // batch_size))
+    heads = calibrate(model, (to_model_device(b, model) for b in batches), config, progress=progress,
+                      total=-(-len(rows) // batch_size))
+    warn_if_inert(heads.inert_warning())
+    return heads
+
+
+def warn_if_inert(message: str | None) -> None:
+    """Warn (`FunctionalHeadsWarning`; the CLI prints it as one `warning:` line) that a map changes nothing."""
+    if message:
+        warnings.warn(message, FunctionalHeadsWarning, stacklevel=3)
+
+
+def folded_export(model_path: str | Path) -> dict | None:
+    """The record of the gains `export_folded` baked into this folder's weights, or None for a plain
+    checkpoint. An export before the record existed is known by its head map file alone."""
+    record = read_config(model_path).get(FOLDED_KEY)
+    if record is None and (Path(model_path) / HEAD_MAP_FILE).is_file():
+        record = {"head_map": HEAD_MAP_FILE}
+    return record if record is None or isinstance(record, dict) else {"record": record}
+
+
+def describe_folded(record: dict) -> str:
+    """The gains of a folded record in words, e.g. "g_perc=1.5, g_reas=1.3 on 12 heads"."""
+    gains = record.get("gains") or {}
+    text = ", ".join(f"{k}={v}" for k, v in gains.items()) or f"the gains of its {record.get('head_map', 'head map')}"
+    if "heads_scaled" in record:
+        text += f" on {record['heads_scaled']} heads"
+    if isinstance(record.get("previous"), dict):
+        text += f", over an earlier fold of {describe_folded(record['previous'])}"
+    return text
+
+
+def check_not_folded(model_path: str | Path, allow: bool, doing: str) -> None:
+    """Refuse a folder `export_folded` wrote, unless `allow`: rescaling its heads again multiplies the gains
+    (1.5 folded then 1.5 again is 2.25)."""
+    record = folded_export(model_path)
+    if record is not None and not allow:
+        raise UserError(f"{model_path} is a folded export (gains {describe_folded(record)} are already in its "
+                        f"weights), so {doing} would compound them: use the original checkpoint, or pass "
+                        "--allow-folded (allow_folded=True in Python) if that is intended.")

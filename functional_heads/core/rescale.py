@@ -7,6 +7,7 @@ columns (same outputs, zero cost) and `unfold` restores the original columns exa
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -15,14 +16,18 @@ import torch
 import torch.nn as nn
 
 from ..models.architectures import ModelLayout, locate
-from ..utils.errors import UserError
-from .heads import HeadMap
+from ..utils.errors import FunctionalHeadsWarning, UserError
+from .config import GAIN_RANGE, gain_error
+from .heads import FOLDED_KEY, HeadMap, describe_folded
 
 _FOLD_ATTR = "_functional_heads_fold"
+_WARNED_FOLDED = "_functional_heads_warned_folded"
 
 
-def gains_for(heads: HeadMap | torch.Tensor, layout: ModelLayout) -> torch.Tensor:
-    """Gains of a head map or a raw tensor, checked against the model: [layers, heads] or [batch, layers, heads]."""
+def gains_for(heads: HeadMap | torch.Tensor, layout: ModelLayout, allow_extreme_gains: bool = False) -> torch.Tensor:
+    """Gains of a head map or a raw tensor, checked against the model: [layers, heads] or [batch, layers, heads].
+    A raw tensor's gains follow the rule of RescaleConfig's (`config.gain_error`): finite, > 0, and within
+    GAIN_RANGE unless `allow_extreme_gains`; a head map's were checked when its settings were made."""
     if isinstance(heads, HeadMap):
         heads.check_fits(layout)
         return heads.gains
@@ -30,9 +35,27 @@ def gains_for(heads: HeadMap | torch.Tensor, layout: ModelLayout) -> torch.Tenso
     if gains.dim() not in (2, 3) or tuple(gains.shape[-2:]) != (layout.num_layers, layout.num_heads):
         raise UserError(f"gains must be [layers, heads] or [batch, layers, heads] with layers={layout.num_layers} "
                         f"and heads={layout.num_heads}, got {tuple(gains.shape)}.")
-    if not torch.isfinite(gains).all() or (gains <= 0).any():
-        raise UserError("gains must be finite and > 0.")
+    low, high = GAIN_RANGE
+    bad = ~torch.isfinite(gains) | (gains <= 0)
+    if not allow_extreme_gains:
+        bad |= (gains < low) | (gains > high)
+    if bad.any():
+        index = tuple(bad.nonzero()[0].tolist())
+        value = gains[index].item()
+        raise UserError(f"gains{list(index)}={value:g} is invalid: "
+                        f"{gain_error(value, allow_extreme_gains, opt_out='allow_extreme_gains=True')}.")
     return gains
+
+
+def warn_if_folded_checkpoint(model: nn.Module) -> None:
+    """Warn once per model that was loaded from a folder `export_folded` wrote: its weights already carry
+    gains, and rescaling it multiplies them (1.5 folded then 1.5 again is 2.25)."""
+    record = getattr(getattr(model, "config", None), FOLDED_KEY, None)
+    if isinstance(record, dict) and not getattr(model, _WARNED_FOLDED, False):
+        setattr(model, _WARNED_FOLDED, True)
+        warnings.warn(f"this model is a folded export (gains {describe_folded(record)} are already in its weights): "
+                      "rescaling it compounds the gains; rescale the original checkpoint instead.",
+                      FunctionalHeadsWarning, stacklevel=3)
 
 
 def head_scale(gains: torch.Tensor, head_dim: int, x: torch.Tensor) -> torch.Tensor | None:
@@ -53,8 +76,10 @@ class HeadScaler:
     gains, every layer gets one, ready for `set_gains` and `set_layer_gains`. A hook costs one multiply.
     """
 
-    def __init__(self, model: nn.Module, gains: torch.Tensor | None = None, layout: ModelLayout | None = None):
+    def __init__(self, model: nn.Module, gains: HeadMap | torch.Tensor | None = None, layout: ModelLayout | None = None,
+                 allow_extreme_gains: bool = False):
         self.layout = layout or locate(model)
+        self.allow_extreme_gains = allow_extreme_gains
         self._gains: torch.Tensor | None = None
         self._scales: dict[int, torch.Tensor | None] = {}
         if gains is not None:
@@ -63,8 +88,8 @@ class HeadScaler:
             (self._gains != 1).reshape(-1, *self._gains.shape[-2:]).any(0).any(-1).nonzero().flatten().tolist()
         self._handles = [self.layout.out_projs[layer].register_forward_pre_hook(self._hook(layer)) for layer in layers]
 
-    def set_gains(self, gains: torch.Tensor | None) -> None:
-        self._gains = None if gains is None else gains_for(gains, self.layout).clone()
+    def set_gains(self, gains: HeadMap | torch.Tensor | None) -> None:
+        self._gains = None if gains is None else gains_for(gains, self.layout, self.allow_extreme_gains).clone()
         self._scales.clear()
 
     def set_layer_gains(self, layer: int, gains: torch.Tensor) -> None:
@@ -98,9 +123,12 @@ class HeadScaler:
 
 
 @contextmanager
-def rescale(model: nn.Module, heads: HeadMap | torch.Tensor) -> Iterator[HeadScaler]:
-    """Within the block the model runs with the gains of `heads`; the hooks are removed on exit, also on error."""
-    scaler = HeadScaler(model, gains_for(heads, locate(model)))
+def rescale(model: nn.Module, heads: HeadMap | torch.Tensor, *,
+            allow_extreme_gains: bool = False) -> Iterator[HeadScaler]:
+    """Within the block the model runs with the gains of `heads`; the hooks are removed on exit, also on error.
+    `allow_extreme_gains` lets a raw gains tensor go outside GAIN_RANGE."""
+    warn_if_folded_checkpoint(model)
+    scaler = HeadScaler(model, heads, allow_extreme_gains=allow_extreme_gains)
     try:
         yield scaler
     finally:
@@ -114,11 +142,13 @@ class _Fold:
     original: torch.Tensor  # the original weight columns of those heads
 
 
-def fold(model: nn.Module, heads: HeadMap | torch.Tensor) -> None:
+def fold(model: nn.Module, heads: HeadMap | torch.Tensor, *, allow_extreme_gains: bool = False) -> None:
     """Scale the o_proj weight columns of each head by its gain, in place. Folding the same map again does
-    nothing; folding another map over a folded model raises (unfold first)."""
+    nothing; folding another map over a folded model raises (unfold first). `allow_extreme_gains` lets a raw
+    gains tensor go outside GAIN_RANGE."""
+    warn_if_folded_checkpoint(model)
     layout = locate(model)
-    gains = gains_for(heads, layout)
+    gains = gains_for(heads, layout, allow_extreme_gains)
     if gains.dim() != 2:
         raise UserError("fold needs static gains [layers, heads]; per-input gains only work with rescale().")
     for layer, proj in enumerate(layout.out_projs):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.config import RescaleConfig
-from ..core.heads import HeadMap
+from ..core.heads import HeadMap, check_not_folded, warn_if_inert
 from ..models.loading import read_config
 from ..utils.errors import UserError
 from ..utils.files import check_writable
@@ -31,13 +31,15 @@ def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str
              method_options: dict[str, str] | None = None, limit: int | None = None, batch_size: int = 8,
              decoding: Decoding = Decoding(), judge=None, dtype: str = "auto", device_map: str | None = None,
              progress: bool = True, order: str = "length", shard: Shard | None = None,
-             gpus_per_process: int | None = None) -> Run:
+             gpus_per_process: int | None = None, allow_folded: bool = False) -> Run:
     """Run `method` on benchmark `bench` into its run folder under `out` (resumable: call again to
     continue), and return the run. `fheads eval` is this function behind option parsing.
 
     Under a launcher (torchrun, accelerate launch: RANK / WORLD_SIZE / LOCAL_RANK, or `shard`), this process
     answers its share of the items on its own device (`distributed.device_map_for`); the run folder is the
-    same for every world size. `order="length"` batches prompts of similar length together."""
+    same for every world size. `order="length"` batches prompts of similar length together. A rescaling
+    method on a folder `export_folded` wrote is refused unless `allow_folded` (the gains would compound);
+    one whose settings change nothing is warned about (`FunctionalHeadsWarning`)."""
     benchmark = get_benchmark(bench, **(options or {}))
     if data is None and benchmark.needs_data:
         raise UserError(f"{bench} needs --data: a local copy of the dataset (see the README).")
@@ -49,6 +51,9 @@ def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str
     read_config(model)  # the folder is a model folder with a readable config
     if head_map is not None:
         head_map.check_fits_config(model)
+    if chosen.rescales:
+        check_not_folded(model, allow_folded, f"rescaling it with method {chosen.name}")
+    warn_if_inert(chosen.inert_warning())
     check_writable(out)
     check_order(order)
     shard = shard or Shard.from_environment()

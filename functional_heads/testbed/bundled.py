@@ -3,11 +3,11 @@ reasoning-tuned further; see each folder's MODEL_CARD.md."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..core.config import RescaleConfig
 from ..utils.errors import UserError
+from ..utils.files import read_json
 
 BUNDLED = Path(__file__).parents[1] / "bundled" / "shapes-r1-tiny"
 REASONING_TUNED = "shapes-r1-tiny-reasoning"  # the base, tuned further on long chains (training/reasoning_tune.py)
@@ -29,11 +29,19 @@ def bundled_tuning(model_path: str | Path | None = None) -> dict:
     if not path.is_file():
         raise UserError(f"No settings.json in {path.parent}: run `fheads tune` on the model (see "
                                 "training/tune_settings.sh) and copy its settings.json there.")
-    return json.loads(path.read_text())
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is not a readable settings file: {err}") from err
 
 
 def bundled_settings(model_path: str | Path | None = None, candidate: bool = False) -> RescaleConfig:
     """The settings `fheads tune` chose on the dev split for this model: its result (vanilla's gains of 1 when
     nothing was confirmed), or with `candidate` the study's best setting whether confirmed or not."""
     tuning = bundled_tuning(model_path)
-    return RescaleConfig.from_dict(tuning.get("candidate") if candidate and tuning.get("candidate") else tuning["config"])
+    path = Path(model_path or BUNDLED) / "settings.json"
+    try:
+        return RescaleConfig.from_dict(tuning.get("candidate") if candidate and tuning.get("candidate")
+                                       else tuning["config"])
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # a UserError is a ValueError
+        raise UserError(f"{path} does not hold valid settings: {err}") from err

@@ -14,3 +14,8 @@ class UserError(FunctionalHeadsError, ValueError):
 
 class MissingDependency(UserError, ImportError):
     """An optional dependency is not installed: the message names the extra that brings it."""
+
+
+class FunctionalHeadsWarning(UserWarning):
+    """Something the user should know that does not stop the work (e.g. a head map that changes nothing);
+    the CLI prints it as one `warning:` line."""

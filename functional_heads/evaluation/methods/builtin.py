@@ -30,6 +30,7 @@ class Static(Method):
     """The calibrated head map's gains, as hooks on o_proj."""
 
     name = "static"
+    rescales = True
     keep: ClassVar[str | None] = None  # the ablations keep only "perception" or "reasoning" heads
 
     def setup(self):
@@ -41,6 +42,9 @@ class Static(Method):
 
     def identity(self) -> dict:
         return {**super().identity(), "heads": self.static.gains.flatten().tolist()}
+
+    def inert_warning(self):
+        return self.static.inert_warning(f"method {self.name}'s head map")
 
     def context(self, model):
         return rescale(model, self.static)
@@ -54,6 +58,7 @@ class Dynamic(Method):
     """Per-input heads from each prompt's own S_v (settings: `config`, or the head map's)."""
 
     name = "dynamic"
+    rescales = True
     needs_image = True  # no image tokens, no S_v to pick heads from: such prompts are not rescaled
 
     def setup(self):
@@ -65,6 +70,11 @@ class Dynamic(Method):
 
     def identity(self) -> dict:
         return {**super().identity(), "config": self.config.to_dict()}
+
+    def inert_warning(self):
+        reason = self.config.inert_reason()
+        return None if reason is None else f"method dynamic's settings change nothing: {reason}, so its runs equal " \
+            "vanilla."
 
     def context(self, model):
         return dynamic(model, self.config)

@@ -47,6 +47,8 @@ class Method:
     # methods that work on the image (measure attention to it, contrast it): a prompt without an image is
     # answered by plain decoding, which is where each of them ends when there is no image to work on
     needs_image: ClassVar[bool] = False
+    # methods that rescale heads: refused on a folded export (its weights already carry gains)
+    rescales: ClassVar[bool] = False
 
     def __init__(self, heads: HeadMap | None = None, config: RescaleConfig | None = None, settings: Any = None):
         self.heads, self.config = heads, config
@@ -83,6 +85,10 @@ class Method:
         if self.settings is not None:
             identity[self.name] = asdict(self.settings)
         return identity
+
+    def inert_warning(self) -> str | None:
+        """One line if the method, as set up, changes nothing against vanilla (e.g. gains of 1), else None."""
+        return None
 
     def context(self, model):
         """What surrounds `generate()`; what it yields goes to `heads_rescaled`."""
