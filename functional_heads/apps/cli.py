@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +25,7 @@ from ..evaluation.methods import METHODS
 from ..models.loading import DTYPES
 from ..tuning.settings import TuneSettings
 from ..tuning.space import SearchSpace
-from ..utils.errors import UserError
+from ..utils.errors import FunctionalHeadsWarning, UserError
 from ..utils.files import check_writable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -45,6 +46,18 @@ def _debug_from_environment() -> bool:
 @app.callback()
 def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error.")):
     _state["debug"] = debug or _debug_from_environment()
+    warnings.showwarning = _show_warning
+
+
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """The library's own warnings as one `warning:` line, others as Python shows them."""
+    if issubclass(category, FunctionalHeadsWarning):
+        _warn(str(message))
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
 
 
 def guarded(resumable: bool = False):

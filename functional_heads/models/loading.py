@@ -342,6 +342,37 @@ def prompt_inputs(processor, images: Sequence[Image.Image] | None, prompts: Sequ
     return dict(processor(images=nested, text=texts, return_tensors="pt", padding=True, padding_side="left"))
 
 
+def context_length(model) -> int | None:
+    """The longest sequence the model was made for: its text config's max_position_embeddings (None if unset)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    value = getattr(config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+class PromptTooLong(UserError):
+    """Prompts (rows of one batch) longer than the model's context: positions it was never trained on."""
+
+    def __init__(self, rows: list[int], lengths: list[int], context: int):
+        self.rows, self.lengths, self.context = rows, lengths, context
+        super().__init__(f"prompt(s) {rows} of the batch hold {lengths} tokens, more than the model's context of "
+                         f"{context} (max_position_embeddings): shorten them or use a model with a longer context.")
+
+
+def check_context(model, inputs: dict, rows: Sequence[int] | None = None) -> None:
+    """Raise `PromptTooLong` for the prompts of processor `inputs` (image tokens counted) longer than the model's
+    context; `rows` numbers them in the caller's batch (default: 0, 1, ...)."""
+    context = context_length(model)
+    ids = inputs["input_ids"]
+    if context is None or ids.shape[1] <= context:  # the padded width bounds every prompt: nothing to count
+        return
+    mask = inputs.get("attention_mask")
+    lengths = mask.sum(-1).tolist() if mask is not None else [ids.shape[1]] * ids.shape[0]
+    rows = list(range(ids.shape[0])) if rows is None else list(rows)
+    long = [(row, length) for row, length in zip(rows, lengths) if length > context]
+    if long:
+        raise PromptTooLong([row for row, _ in long], [length for _, length in long], context)
+
+
 def to_model_device(inputs: dict, model) -> dict:
     """Processor inputs on the device of the model's first weights, where its embeddings read them."""
     device, dtype = model.device, model.dtype

@@ -14,3 +14,7 @@ class UserError(FunctionalHeadsError, ValueError):
 
 class MissingDependency(UserError, ImportError):
     """An optional dependency is not installed: the message names the extra that brings it."""
+
+
+class FunctionalHeadsWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints it as one `warning:` line)."""

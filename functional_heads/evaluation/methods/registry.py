@@ -20,7 +20,7 @@ import torch
 
 from ...core.config import RescaleConfig
 from ...core.heads import HeadMap
-from ...models.loading import prompt_inputs, to_model_device
+from ...models.loading import check_context, prompt_inputs, to_model_device
 from ...utils.errors import UserError
 from ...utils.registry import Registry
 
@@ -47,6 +47,8 @@ class Method:
     # methods that work on the image (measure attention to it, contrast it): a prompt without an image is
     # answered by plain decoding, which is where each of them ends when there is no image to work on
     needs_image: ClassVar[bool] = False
+    # its model calls have one row per prompt, in order (CGD's hold samples of one prompt): errors name rows
+    one_row_per_prompt: ClassVar[bool] = True
 
     def __init__(self, heads: HeadMap | None = None, config: RescaleConfig | None = None, settings: Any = None):
         self.heads, self.config = heads, config
@@ -97,8 +99,10 @@ class Method:
     @torch.no_grad()
     def generate(self, model, processor, images, prompts, **generate_kwargs) -> Generation:
         """Generated token ids for one image and one prompt per row (images=None: text-only prompts), batched
-        with left padding."""
-        inputs = to_model_device(prompt_inputs(processor, images, prompts), model)
+        with left padding. Raises `PromptTooLong` (naming the rows) for prompts longer than the model's context."""
+        inputs = prompt_inputs(processor, images, prompts)
+        check_context(model, inputs)
+        inputs = to_model_device(inputs, model)
         if images is None and self.needs_image:
             return Generation(model.generate(**inputs, **generate_kwargs), inputs["input_ids"].shape[1],
                               [0.0] * len(prompts))
