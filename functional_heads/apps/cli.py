@@ -306,7 +306,10 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
          out: Path = typer.Option(Path("tune"), help="tune.json, tune.md, settings.json, heads.json, figures, "
                                                      "log.txt and (by default) the study's SQLite file go here."),
          data: Optional[Path] = typer.Option(None, help="Local copy of the benchmark (as for `fheads eval`)."),
-         split: str = typer.Option("dev", help="The dev split: searched and confirmed on; never the test split."),
+         split: str = typer.Option("dev", help="The dev split: searched and confirmed on. A test split (test*, the "
+                                               "benchmark's evaluation split, all) is refused."),
+         allow_test_split: bool = typer.Option(False, help="Tune (or calibrate) on a test split anyway: its "
+                                                           "results are then biased upwards."),
          option: list[str] = typer.Option([], help="Benchmark option KEY=VALUE."),
          trials: int = typer.Option(TuneSettings.trials, min=1,
                                     help="Finished trials of the whole study (all workers, all resumes)."),
@@ -352,7 +355,7 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
                         calib_split=calib_split, calib_data=calib_data, calib_items=calib_items, settings=settings,
                         space_options=space, storage=storage, study_name=study,
                         decoding=Decoding(max_new_tokens=max_new_tokens), batch_size=batch_size, dtype=dtype,
-                        device_map=device_map)
+                        device_map=device_map, allow_test_split=allow_test_split)
     console.print(f"{summary['verdict']}.", soft_wrap=True)
     console.print(f"wrote {out}/tune.md, tune.json, settings.json (for --settings) and heads.json (for --heads)",
                   soft_wrap=True)
