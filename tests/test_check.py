@@ -1,13 +1,17 @@
 import json
+import re
+import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 import functional_heads.core.ratios as ratios_module
 from functional_heads.apps.cli import app
 from functional_heads.core.check import check_model, eager_ratios
 from functional_heads.testbed.tiny_models import ARCHS
+from functional_heads.utils.errors import UserError
 
 
 def batch_and_rows(t):
@@ -105,3 +109,38 @@ def test_cli_check_json_never_replaces_a_file_unasked(qwen_folder, tmp_path):
     assert result.exit_code == 2 and "is a folder" in result.output
     result = CliRunner().invoke(app, ["check", "--model", str(qwen_folder), "--json", str(out), "--overwrite"])
     assert result.exit_code == 0 and json.loads(out.read_text())["ok"] and json.loads(out.read_text())["folded"] is None
+
+
+def test_non_finite_attention_is_named_as_such_not_as_remote_code(tiny):
+    """S_v recorded as NaN (a float16 overflow, a NaN weight) is not attention the probe failed to see."""
+    t = tiny("qwen2_5_vl")
+    weight = t.model.model.language_model.layers[1].self_attn.q_proj.weight
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight[0, 0] = float("nan")
+        with pytest.raises(UserError, match=r"attention is NaN or infinite in layers \[1, 2, 3\]") as raised:
+            check_model(t.model, *batch_and_rows(t))
+        assert "remote code" not in str(raised.value) and "--dtype" in str(raised.value)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+
+
+@pytest.mark.parametrize("damage, cause", [
+    ("untied", "lacks 1 weight.*lm_head.weight.*tie_word_embeddings false"),
+    ("nan", r"hold NaN or infinite values \(model.language_model.layers.0.mlp.up_proj.weight\)"),
+])
+def test_cli_check_names_missing_or_non_finite_weights_not_remote_code(qwen_folder, tmp_path, damage, cause):
+    folder = shutil.copytree(qwen_folder, tmp_path / "model")
+    if damage == "untied":
+        config = json.loads((folder / "config.json").read_text())
+        config["tie_word_embeddings"] = config["text_config"]["tie_word_embeddings"] = False
+        (folder / "config.json").write_text(json.dumps(config))
+    else:
+        weights = load_file(folder / "model.safetensors")
+        weights[next(k for k in weights if k.endswith("layers.0.mlp.up_proj.weight"))][0] = float("nan")
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    result = CliRunner().invoke(app, ["check", "--model", str(folder)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert re.search(cause, result.output.replace("\n", " ")) and "remote code" not in result.output, result.output

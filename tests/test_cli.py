@@ -374,3 +374,32 @@ def test_a_folded_export_is_not_rescaled_again_unless_asked(qwen_folder, calib_f
                                  str(tmp_path / "h2.json"), "--allow-folded"])
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "runs").exists() and not (tmp_path / "twice").exists()
+
+
+def test_a_device_map_torch_cannot_use_is_one_line_before_loading(qwen_folder, calib_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", None)  # a CPU-only build, whatever this machine has
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    for args in (["eval", "--model", str(qwen_folder), "--bench", "shapes", "--out", str(tmp_path / "runs")],
+                 ["calibrate", "--model", str(qwen_folder), "--data", str(calib_file), "--out",
+                  str(tmp_path / "heads.json"), *SETTINGS]):
+        result = runner.invoke(app, args + ["--device-map", "cuda"])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert result.output.count("error:") == 1 and "was built without CUDA" in result.output, result.output
+        assert "--device-map cpu" in result.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "heads.json").exists()
+
+
+def test_eval_warns_once_about_prompts_longer_than_the_context_and_records_them_unusable(tmp_path):
+    from functional_heads.testbed.bundled import bundled_model_path
+
+    folder = _copy_model_files(bundled_model_path(), tmp_path / "model", lambda f: f.is_file())
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = 30  # shapes prompts hold 22 to 40 tokens
+    (folder / "config.json").write_text(json.dumps(config))
+    result = runner.invoke(app, ["eval", "--model", str(folder), "--bench", "shapes", "--split", "dev", "--limit", "8",
+                                 "--max-new-tokens", "8", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "2 item(s) with a prompt longer than the model's context" in warnings[0]
+    assert "item dev-000006: prompt of 35 tokens, longer than the model's context (30 tokens)" in warnings[0]
+    assert "8 items (2 unusable)" in result.output

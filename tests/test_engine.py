@@ -1,5 +1,6 @@
 """The answering engine: batching, seeds, text-only prompts, scoring, through any backend."""
 
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -15,7 +16,7 @@ from functional_heads.evaluation.engine import (
     length_sorted,
 )
 from functional_heads.evaluation.methods import get_method
-from functional_heads.utils.errors import UserError
+from functional_heads.utils.errors import FunctionalHeadsWarning, UserError
 
 
 class Recorder:
@@ -130,3 +131,73 @@ def test_length_sorted_batches_sort_each_window_and_read_ahead_only_that_far():
     assert [e.id for e in [first, *out]] == ["3", "2", "0", "1", "5", "7", "6", "4"]  # text-only after images
 
 
+
+
+@contextmanager
+def poisoned(module, rows, from_call: int):
+    """Within the block `module`'s output is NaN at `rows` from its `from_call`-th call (0: the prefill) on."""
+    calls = []
+
+    def hook(_, args, output):
+        calls.append(1)
+        if len(calls) > from_call:
+            output = output.clone()
+            output[rows] = float("nan")
+            return output
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_nan_logits_from_the_first_step_stop_the_run_naming_the_items(bundled_vlm, sample):
+    model, processor = bundled_vlm
+    bench = get_benchmark("shapes")
+    examples = list(bench.examples(None, "dev"))[:6]
+    decoding = Decoding(max_new_tokens=16, sample=sample)
+    with poisoned(model.lm_head, slice(None), 0), \
+            pytest.raises(UserError, match=r"logits are NaN or infinite for item\(s\) dev-000000, dev-000001, "
+                                           r"dev-000002 \(at the first step\).*fheads check"):
+        answer_all(HFBackend(model, processor), bench, examples, get_method("vanilla"), decoding, batch_size=3)
+    assert not model._forward_hooks  # the check is gone with its batch
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_nan_logits_later_in_generation_name_the_row_that_had_them(bundled_vlm, sample):
+    """Greedy decoding runs on with NaN (argmax picks a token); sampling fails inside torch: both are named."""
+    model, processor = bundled_vlm
+    bench = get_benchmark("shapes")
+    examples = list(bench.examples(None, "dev"))[:3]
+    decoding = Decoding(max_new_tokens=16, sample=sample)
+    with poisoned(model.lm_head, 1, 3), \
+            pytest.raises(UserError, match=r"for item\(s\) dev-000001 \(during generation\)"):
+        answer_all(HFBackend(model, processor), bench, examples, get_method("vanilla"), decoding, batch_size=3)
+    assert not model._forward_hooks
+
+
+def test_prompts_longer_than_the_context_are_unusable_with_one_warning_and_the_rest_answered(bundled_vlm):
+    """Shapes prompts hold 22 to 40 tokens with their image: with a context of 30, items 6 and 7 exceed it."""
+    model, processor = bundled_vlm
+    bench = get_benchmark("shapes")
+    examples = list(bench.examples(None, "dev"))[:8]
+    text = model.config.get_text_config()
+    context = text.max_position_embeddings
+    text.max_position_embeddings = 30
+    try:
+        with pytest.warns(FunctionalHeadsWarning) as warned:
+            records = answer_all(HFBackend(model, processor), bench, examples, get_method("vanilla"),
+                                 Decoding(max_new_tokens=8), batch_size=4)
+    finally:
+        text.max_position_embeddings = context
+    assert [r["id"] for r in records] == [e.id for e in examples]
+    long = [r for r in records if r["error"]]
+    assert [r["id"] for r in long] == ["dev-000006", "dev-000007"] and all(r["score"] is None for r in long)
+    assert long[0]["error"] == "prompt of 35 tokens, longer than the model's context (30 tokens)"
+    assert all(r["error"] is None and r["prediction"] for r in records[:6])  # 4 and 5 answered without them
+    assert len(warned) == 1
+    message = str(warned[0].message)
+    assert message.startswith("shapes: 2 item(s) with a prompt longer than the model's context were recorded as "
+                              "unusable") and "item dev-000006: prompt of 35 tokens" in message

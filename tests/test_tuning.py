@@ -20,7 +20,8 @@ from functional_heads.testbed.bundled import bundled_model_path
 from functional_heads.tuning.settings import TuneSettings
 from functional_heads.tuning.space import Infeasible, SearchSpace
 from functional_heads.tuning.storage import open_storage, open_study
-from functional_heads.tuning.study import check_sizes, divide, tune
+from functional_heads.tuning.study import check_sizes, divide, reads_test_split, refuse_test_split, tune
+from functional_heads.utils.errors import UserError
 
 optuna = pytest.importorskip("optuna", reason="fheads tune needs the tune extra (optuna)")
 from optuna.trial import FixedTrial, TrialState  # noqa: E402
@@ -211,6 +212,19 @@ def test_a_killed_workers_study_resumes_and_reruns_its_trial(dev_folder, tmp_pat
     assert "tune.json" in {p.name for p in (tmp_path / "out").iterdir()}
 
 
+def test_test_splits_are_refused_whatever_their_name_unless_asked_for(dev_folder, tmp_path):
+    from functional_heads.evaluation.benchmarks import get_benchmark
+
+    mmstar, mathvista = get_benchmark("mmstar"), get_benchmark("mathvista")
+    assert reads_test_split(mmstar, "val") and reads_test_split(mathvista, "testmini")  # their evaluation splits
+    assert reads_test_split(mmstar, "test") and reads_test_split(mmstar, "Test-Dev")
+    assert not reads_test_split(mmstar, "dev") and not reads_test_split(mathvista, "val")
+    refuse_test_split(mmstar, {"--split": "val", "--calib-split": None}, allow_test_split=True)
+    with pytest.raises(UserError, match="--split test is shapes's evaluation split"):  # the Python API alike
+        tune(bundled_model_path(), "shapes", out=tmp_path, data=dev_folder, split="test", settings=FAST)
+    assert not (tmp_path / "study.db").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--min-effect", "0.05"], "confirmation part holds 24 items"),
     (["--storage", "nowhere"], "Cannot open the storage nowhere"),
@@ -218,6 +232,10 @@ def test_a_killed_workers_study_resumes_and_reruns_its_trial(dev_folder, tmp_pat
     (["--calib-data", "missing.jsonl"], "missing.jsonl does not exist"),
     (["--calib-data", "BAD"], r"bad.jsonl:1: expected a JSON object"),
     (["--split", "nosuch"], "Unknown split|holds no items|nosuch"),
+    (["--split", "test"], "--split test is shapes's evaluation split .*--allow-test-split"),
+    (["--split", "testmini"], "--split testmini is a test split: settings tuned on it make its results look better"),
+    (["--split", "all"], "--split all is every split of the data, the test split included"),
+    (["--calib-split", "test"], "--calib-split test is shapes's evaluation split"),
 ])
 def test_bad_tune_requests_fail_in_one_line_before_any_work(dev_folder, tmp_path, args, message):
     base = ["tune", "--model", str(bundled_model_path()), "--bench", "shapes", "--data", str(dev_folder),

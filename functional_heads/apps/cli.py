@@ -46,6 +46,18 @@ def _debug_from_environment() -> bool:
 @app.callback()
 def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error.")):
     _state["debug"] = debug or _debug_from_environment()
+    warnings.showwarning = _show_warning
+
+
+_python_show_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """The library's own warnings as one `warning:` line, others as Python shows them."""
+    if issubclass(category, FunctionalHeadsWarning):
+        _warn(str(message))
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
 
 
 def guarded(resumable: bool = False):
@@ -331,7 +343,10 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
          out: Path = typer.Option(Path("tune"), help="tune.json, tune.md, settings.json, heads.json, figures, "
                                                      "log.txt and (by default) the study's SQLite file go here."),
          data: Optional[Path] = typer.Option(None, help="Local copy of the benchmark (as for `fheads eval`)."),
-         split: str = typer.Option("dev", help="The dev split: searched and confirmed on; never the test split."),
+         split: str = typer.Option("dev", help="The dev split: searched and confirmed on. A test split (test*, the "
+                                               "benchmark's evaluation split, all) is refused."),
+         allow_test_split: bool = typer.Option(False, help="Tune (or calibrate) on a test split anyway: its "
+                                                           "results are then biased upwards."),
          option: list[str] = typer.Option([], help="Benchmark option KEY=VALUE."),
          trials: int = typer.Option(TuneSettings.trials, min=1,
                                     help="Finished trials of the whole study (all workers, all resumes)."),
@@ -377,7 +392,7 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
                         calib_split=calib_split, calib_data=calib_data, calib_items=calib_items, settings=settings,
                         space_options=space, storage=storage, study_name=study,
                         decoding=Decoding(max_new_tokens=max_new_tokens), batch_size=batch_size, dtype=dtype,
-                        device_map=device_map)
+                        device_map=device_map, allow_test_split=allow_test_split)
     console.print(f"{summary['verdict']}.", soft_wrap=True)
     console.print(f"wrote {out}/tune.md, tune.json, settings.json (for --settings) and heads.json (for --heads)",
                   soft_wrap=True)

@@ -157,17 +157,25 @@ def visual_attention_ratios(model, inputs: dict, *, query_offset: int = -1, incl
     shape = (batch, layout.num_layers, layout.num_heads) if positions is None else \
         (batch, positions.shape[1], layout.num_layers, layout.num_heads)
     ratios = torch.full(shape, float("nan"))
+    recorded = set()
 
     def record(layer, values):
         ratios[..., layer, :] = values.float().cpu()
+        recorded.add(layer)
 
     with probing(model, inputs["input_ids"], inputs.get("attention_mask"), record, query_offset=query_offset,
                  include_video=include_video, per_token=per_token, query_tokens=query_tokens, layout=layout,
                  positions=positions):
         model(**inputs, use_cache=False, logits_to_keep=1)
-    if ratios.isnan().any():
-        missing = sorted(set(ratios.isnan().any(-1).reshape(-1, layout.num_layers).any(0).nonzero().flatten().tolist()))
+    missing = sorted(set(range(layout.num_layers)) - recorded)
+    if missing:
         raise RuntimeError(f"No attention was recorded for layers {missing}: this model's attention does not go "
                            "through transformers' AttentionInterface (remote code?), so ratios cannot be probed.")
+    if not ratios.isfinite().all():  # recorded, but the attention itself is NaN or infinite
+        layers = sorted(set((~ratios.isfinite()).reshape(-1, layout.num_layers, layout.num_heads).any(-1).any(0)
+                            .nonzero().flatten().tolist()))
+        raise UserError(f"The model's attention is NaN or infinite in layers {layers} (S_v cannot be measured): "
+                        "its weights or inputs hold non-finite values, or its dtype overflows (float16: try "
+                        "--dtype bfloat16 or float32).")
     return ratios
 

@@ -9,7 +9,7 @@ from itertools import islice
 from ..utils.errors import UserError
 from ..utils.progress import progress as progress_lines
 from .benchmarks import Benchmark
-from .engine import Backend, Decoding, answer_batches, check_order
+from .engine import LONG_PROMPT, Backend, Decoding, answer_batches, check_order, warn_long_prompts
 from .runs import Run
 
 
@@ -38,8 +38,11 @@ def answer_into_run(run: Run, backend: Backend, benchmark: Benchmark, examples: 
         return run
     name = " ".join(filter(None, [benchmark.name, method.name, run.shard.label]))
     todo = (example for example in mine() if example.id not in run.records)
+    long = []  # items whose prompt exceeds the model's context: one warning for the run
     with run.writing(), progress_lines(name, share, done, log_file=run.log_file, enabled=progress) as advance:
         for records in answer_batches(backend, benchmark, todo, method, decoding, batch_size, judge, order):
             run.append(records)
             advance(len(records))
+            long += [r for r in records if LONG_PROMPT in str(r.get("error") or "")]
+    warn_long_prompts(long, name)
     return run

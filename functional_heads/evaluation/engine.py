@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from ..models.loading import load_model, load_processor
-from ..utils.errors import UserError
+import torch
+
+from ..models.loading import PromptTooLong, load_model, load_processor
+from ..utils.errors import FunctionalHeadsWarning, UserError
 from ..utils.progress import progress as progress_lines
 from .benchmarks import Benchmark, Example, Unusable
 from .seeding import seeded, text_seed
@@ -62,6 +65,17 @@ class Answer:
     heads_rescaled: float  # the share of heads whose gain was not 1
 
 
+class NonFiniteLogits(UserError):
+    """A backend's model gave NaN or infinite logits: its answers would be empty or arbitrary. `rows` are the
+    prompts of the batch concerned (None: the backend cannot tell which)."""
+
+    def __init__(self, rows: list[int] | None, first_step: bool):
+        self.rows, self.first_step = rows, first_step
+        which = rows if rows is not None else "of the batch"
+        super().__init__(f"The model's logits are NaN or infinite for prompt(s) {which} "
+                         f"({'at the first step' if first_step else 'during generation'}).")
+
+
 class Backend(Protocol):
     """What generates: `answer` one batch of prompts with a method. `name` enters the run identity (two
     backends may decode differently, so their runs are kept apart)."""
@@ -71,7 +85,8 @@ class Backend(Protocol):
     def answer(self, prompts: Sequence[str], images: Sequence | None, method,
                decoding: Decoding) -> list[Answer]:
         """One answer per prompt, in order. `images` holds one PIL image per prompt, or is None for text-only
-        prompts. With `decoding.sample`, draws come from `decoding.seed` alone."""
+        prompts. With `decoding.sample`, draws come from `decoding.seed` alone. Raises `PromptTooLong` for
+        prompts longer than the model's context and `NonFiniteLogits` when the model's logits are not finite."""
         ...
 
 
@@ -95,10 +110,54 @@ class HFBackend:
         kwargs = {"max_new_tokens": decoding.max_new_tokens, "do_sample": decoding.sample}
         if decoding.sample:
             kwargs["temperature"] = decoding.temperature
-        with seeded(decoding.seed, self.model.device) if decoding.sample else nullcontext():
+        with seeded(decoding.seed, self.model.device) if decoding.sample else nullcontext(), \
+                finite_logits(self.model, len(prompts) if getattr(method, "one_row_per_prompt", True) else None):
             out = method.generate(self.model, self.processor, images, list(prompts), **kwargs)
         texts = self.processor.batch_decode(out.tokens[:, out.prompt_length:], skip_special_tokens=True)
         return [Answer(text, share) for text, share in zip(texts, out.heads_rescaled)]
+
+
+@contextmanager
+def finite_logits(model, batch: int | None):
+    """Raise `NonFiniteLogits` if the model's logits within the block are NaN or infinite. The first forward
+    (the prompts' prefill, where broken weights or an overflow show) is checked at once, so that a broken
+    model stops before it decodes; later ones are accumulated on the device, without a synchronisation,
+    and checked when the block ends (or fails: sampling from NaN fails inside torch). Rows are named when
+    the forwards have one row per prompt (`batch` prompts; None: they do not)."""
+    state = {"first": True, "rows": None, "any": None}
+
+    def check(module, args, kwargs, output):
+        logits = output[0] if isinstance(output, tuple) else getattr(output, "logits", None)
+        if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+            return
+        bad = ~logits.detach().isfinite().flatten(1).all(-1)  # [rows]
+        if state["first"]:
+            state["first"] = False
+            if bad.any():
+                raise NonFiniteLogits(bad.nonzero().flatten().tolist() if bad.numel() == batch else None, True)
+        elif bad.numel() == batch:
+            state["rows"] = bad if state["rows"] is None else state["rows"] | bad.to(state["rows"].device)
+        else:
+            state["any"] = bad.any() if state["any"] is None else state["any"] | bad.any().to(state["any"].device)
+
+    def raise_if_seen(cause=None):
+        rows = state["rows"].nonzero().flatten().tolist() if state["rows"] is not None else []
+        if rows or (state["any"] is not None and bool(state["any"])):
+            raise NonFiniteLogits(rows or None, False) from cause
+
+    if not isinstance(model, torch.nn.Module):  # a stand-in model (tests) has no forwards to watch
+        yield
+        return
+    handle = model.register_forward_hook(check, with_kwargs=True)
+    try:
+        yield
+    except RuntimeError as err:
+        raise_if_seen(err)
+        raise
+    else:
+        raise_if_seen()
+    finally:
+        handle.remove()
 
 
 def prompt_hash(prompt: str) -> str:
@@ -149,7 +208,17 @@ def answer_all(backend: Backend, benchmark: Benchmark, examples: list, method, d
         for batch in answer_batches(backend, benchmark, examples, method, decoding, batch_size, judge):
             records += batch
             advance(len(batch))
+    warn_long_prompts(records, benchmark.name)
     return records
+
+
+def warn_long_prompts(records: Iterable[dict], what: str) -> None:
+    """One warning for all the items recorded as unusable because their prompt exceeds the model's context."""
+    long = [r for r in records if LONG_PROMPT in str(r.get("error") or "")]
+    if long:
+        shown = "; ".join(f"item {r['id']}: {r['error']}" for r in long[:3]) + ("; ..." if len(long) > 3 else "")
+        warnings.warn(f"{what}: {len(long)} item(s) with a prompt {LONG_PROMPT} were recorded as unusable, not "
+                      f"answered ({shown}).", FunctionalHeadsWarning, stacklevel=3)
 
 
 def _answer_batch(backend: Backend, benchmark, batch, method, decoding: Decoding, judge=None) -> list[dict]:
@@ -177,11 +246,36 @@ def _answer_batch(backend: Backend, benchmark, batch, method, decoding: Decoding
     return [records[example.id] for example in batch]
 
 
+LONG_PROMPT = "longer than the model's context"  # in the error of every record of such an item
+
+
 def _scored_group(backend: Backend, benchmark, ready, images, method, decoding: Decoding, judge) -> list[dict]:
     """The backend's answers to examples that share a kind of prompt (all with an image, or none), timed
-    per item, judged if asked, scored."""
+    per item, judged if asked, scored. A prompt longer than the model's context is recorded as unusable
+    (answering it would read positions the model never learned) and the others are answered without it;
+    non-finite logits stop the run, naming the items."""
     start = time.perf_counter()
-    answers = backend.answer([e.prompt for e in ready], images, method, decoding)
+    try:
+        answers = backend.answer([e.prompt for e in ready], images, method, decoding)
+    except PromptTooLong as err:
+        if not err.rows:
+            raise
+        lengths = dict(zip(err.rows, err.lengths))
+        records = [{"id": e.id, "gold": e.gold, "score": None, "category": e.category,
+                    "error": f"prompt of {lengths[i]} tokens, {LONG_PROMPT} ({err.context} tokens)"}
+                   for i, e in enumerate(ready) if i in lengths]
+        rest = [i for i in range(len(ready)) if i not in lengths]
+        if rest:
+            records += _scored_group(backend, benchmark, [ready[i] for i in rest],
+                                     None if images is None else [images[i] for i in rest], method, decoding, judge)
+        return records
+    except NonFiniteLogits as err:
+        named = ready if err.rows is None else [ready[i] for i in err.rows]
+        ids = ", ".join(str(e.id) for e in named[:5]) + (", ..." if len(named) > 5 else "")
+        raise UserError(f"The model's logits are NaN or infinite for item(s) {ids} "
+                        f"({'at the first step' if err.first_step else 'during generation'}): its answers would be "
+                        "empty. Check the model with `fheads check --model PATH`, or try --dtype bfloat16 or "
+                        "float32 (float16 overflows on some models).") from err
     seconds = (time.perf_counter() - start) / len(ready)
     records = []
     for example, answer in zip(ready, answers):

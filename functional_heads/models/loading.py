@@ -6,14 +6,19 @@ Nothing is downloaded: paths must be local folders, as `save_pretrained` writes 
 from __future__ import annotations
 
 import json
+import zipfile
+from itertools import chain
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import transformers
 from PIL import Image
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from ..utils.errors import UserError
+from .architectures import ARCHITECTURES
 from .compat import is_unnamed_tokenizer
 
 
@@ -41,7 +46,9 @@ def read_config(path: str | Path) -> dict:
 
 def load_model(path: str | Path, dtype: str | torch.dtype = "auto", device_map: str | dict | None = None,
                trust_remote_code: bool = False, **kwargs):
-    """A vision-language model from a local folder, in eval mode; `dtype` one of DTYPES or a torch dtype."""
+    """A vision-language model from a local folder, in eval mode; `dtype` one of DTYPES or a torch dtype.
+    Refused, in one line naming the cause: a text-only model, a device this torch cannot use, a truncated or
+    damaged weight file, weights the checkpoint lacks (they would be random) and non-finite weights."""
     if not isinstance(dtype, torch.dtype) and dtype not in DTYPES:
         raise UserError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
     folder = local_folder(path)
@@ -49,12 +56,189 @@ def load_model(path: str | Path, dtype: str | torch.dtype = "auto", device_map: 
     if not any(f.suffix in WEIGHT_SUFFIXES for f in folder.iterdir()):
         raise UserError(f"{folder} has a config.json but no weights (*.safetensors or *.bin): copy the whole "
                         "checkpoint folder.")
+    check_vision_language(folder, config)
+    check_device_map(device_map)
+    check_weight_files(folder)
     native = _native_layout(config)
-    if native is not None:  # loaded into transformers' own classes, whatever trust_remote_code says
-        return native.load_model(folder, config, dtype=dtype, device_map=device_map, **kwargs).eval()
-    model = transformers.AutoModelForImageTextToText.from_pretrained(
-        folder, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, **kwargs)
+    try:
+        if native is not None:  # loaded into transformers' own classes, whatever trust_remote_code says
+            model = native.load_model(folder, config, dtype=dtype, device_map=device_map, **kwargs)
+        else:
+            model, info = transformers.AutoModelForImageTextToText.from_pretrained(
+                folder, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code,
+                output_loading_info=True, **kwargs)
+            check_loaded_keys(folder, config, model, info)
+    except RuntimeError as err:
+        if "size mismatch" not in str(err) and "ignore_mismatched_sizes" not in str(err):
+            raise
+        raise UserError(f"{folder}: config.json gives weight shapes the checkpoint does not have (an edited hidden "
+                        "size, vocabulary or head count?): restore config.json from the checkpoint.") from err
+    check_finite_weights(folder, model)
     return model.eval()
+
+
+# ---------------------------------------------------------------- what load_model refuses, and why
+
+def check_vision_language(folder: Path, config: dict) -> None:
+    """Refuse a model transformers knows but cannot load as image-text-to-text (a text-only language model, an
+    image encoder): it has no image tokens to measure. Remote-code models are left to their own code."""
+    model_type = config.get("model_type")
+    if (model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or model_type in ARCHITECTURES
+            or model_type not in CONFIG_MAPPING_NAMES or "AutoModelForImageTextToText" in config.get("auto_map", {})):
+        return
+    kind = "a text-only language model" if "vision_config" not in config else "not an image-to-text model"
+    raise UserError(f"{folder} holds a '{model_type}' model, {kind}: functional-heads needs a vision-language model "
+                    f"that answers about an image (layouts known: {', '.join(ARCHITECTURES)}; other "
+                    "image-text-to-text models of transformers are tried with the generic one, see `fheads check`).")
+
+
+_BUILT_IN_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # transformers' placement strategies
+_STORAGE = ("cpu", "meta", "disk")  # always available
+
+
+def check_device_map(device_map) -> None:
+    """Refuse a device map naming a device this torch build or machine lacks (a CUDA device on a CPU-only
+    torch, cuda:3 with two GPUs), before the long load, instead of torch's assertion halfway through it."""
+    if device_map is None or device_map in _BUILT_IN_MAPS:
+        return
+    values = device_map.values() if isinstance(device_map, dict) else [device_map]
+    for value in values:
+        if value in _STORAGE:
+            continue
+        try:
+            device = torch.device(value) if not isinstance(value, int) else _accelerator(value)
+        except (RuntimeError, TypeError, ValueError) as err:
+            raise UserError(f"--device-map {value!r} is not a device: give auto, balanced, sequential, cpu, cuda, "
+                            "cuda:N or mps.") from err
+        if device.type in _STORAGE:
+            continue
+        if device.type == "cuda" and torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            raise UserError(f"--device-map {value!r}: this torch ({torch.__version__}) was built without CUDA. "
+                            "Install a CUDA build (https://pytorch.org/get-started/locally/), or use --device-map "
+                            "cpu (or leave it unset).")
+        backend = torch.backends.mps if device.type == "mps" else getattr(torch, device.type, None)
+        if not (hasattr(backend, "is_available") and backend.is_available()):
+            hint = " (check the driver and CUDA_VISIBLE_DEVICES)" if device.type == "cuda" else ""
+            raise UserError(f"--device-map {value!r}: torch ({torch.__version__}) sees no {device.type} device here"
+                            f"{hint}; use --device-map cpu, or leave it unset.")
+        count = backend.device_count() if hasattr(backend, "device_count") else 1  # mps: one device
+        if device.index is not None and device.index >= count:
+            raise UserError(f"--device-map {value!r}: only {count} {device.type} device(s) are visible "
+                            f"({device.type}:0 to {device.type}:{count - 1}).")
+
+
+def _accelerator(index: int) -> torch.device:
+    """The device an integer of a device map means: that index of the machine's accelerator (CUDA if none)."""
+    accelerator = getattr(torch, "accelerator", None)
+    current = accelerator.current_accelerator() if accelerator is not None else None
+    return torch.device(current.type if current is not None else "cuda", index)
+
+
+def check_weight_files(folder: Path) -> None:
+    """The weight files transformers will read are whole: every shard an index names is there, each
+    safetensors file as long as its header says, each zipped .bin readable. A truncated download otherwise
+    fails deep in the loader, or not at all."""
+    for index, single in (("model.safetensors.index.json", "model.safetensors"),
+                          ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        if (folder / index).is_file():
+            try:
+                shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+                raise UserError(f"{folder / index} is not a readable weight index ({err}); restore it from the "
+                                "checkpoint.") from err
+            absent = [name for name in shards if not (folder / name).is_file()]
+            if absent:
+                raise UserError(f"{folder} lacks {len(absent)} of the {len(shards)} weight files its {index} "
+                                f"names ({', '.join(absent[:3])}{', ...' if len(absent) > 3 else ''}): copy the "
+                                "whole checkpoint folder.")
+            files = [folder / name for name in shards]
+        elif (folder / single).is_file():
+            files = [folder / single]
+        else:
+            continue
+        for file in files:
+            problem = _safetensors_problem(file) if file.suffix == ".safetensors" else _zip_problem(file)
+            if problem:
+                raise UserError(f"{file} is truncated or damaged ({problem}): download or export it again.")
+        return  # transformers reads safetensors when there are any, else the .bin files
+
+
+def _safetensors_problem(file: Path) -> str | None:
+    """What is wrong with a safetensors file's layout (from its header alone; no tensor is read), or None."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, not even a header"
+        length = int.from_bytes(head, "little")
+        if 8 + length > size:
+            return f"its header claims {length} bytes, the file has {size}"
+        try:
+            header = json.loads(f.read(length))
+            end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"),
+                      default=0)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, IndexError, AttributeError) as err:
+            return f"its header is not valid safetensors JSON: {err}"
+    if 8 + length + end > size:
+        return f"{size} bytes where its header describes {8 + length + end}"
+    return None
+
+
+def _zip_problem(file: Path) -> str | None:
+    """torch.save writes a zip (the legacy pickle format is not checked): a cut-off one lacks its directory."""
+    with open(file, "rb") as f:
+        if f.read(2) != b"PK":
+            return None
+    try:
+        with zipfile.ZipFile(file):
+            return None
+    except (zipfile.BadZipFile, OSError) as err:
+        return f"not a readable torch zip: {err}"
+
+
+def check_loaded_keys(folder: Path, config: dict, model, info: dict) -> None:
+    """Refuse weights the checkpoint lacks: transformers initialises them at random and the model answers
+    nonsense. Left out by transformers already: tied weights (lm_head tied to the input embeddings) and keys a
+    model declares optional. Missing buffers are fine: they are computed at construction (rotary
+    frequencies, position ids). Weights re-initialised for a shape mismatch are refused alike."""
+    buffers = {name for name, _ in model.named_buffers()}
+    missing = sorted(key for key in info.get("missing_keys") or [] if key not in buffers)
+    mismatched = sorted(str(entry[0] if isinstance(entry, (tuple, list)) else entry)
+                        for entry in info.get("mismatched_keys") or [])
+    lacking = missing + mismatched
+    if not lacking:
+        return
+    text = config.get("text_config") or {}
+    untied = config.get("tie_word_embeddings", text.get("tie_word_embeddings")) is False
+    if untied and any(key.endswith("lm_head.weight") for key in missing):
+        cause = ("config.json unties the output head (tie_word_embeddings false) but the checkpoint has no "
+                 "lm_head.weight: set tie_word_embeddings back to true")
+    else:
+        cause = "config.json does not match the checkpoint (edited, or from another model): restore it"
+    raise UserError(f"{folder}: the checkpoint lacks {len(lacking)} weight(s) the model needs "
+                    f"({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}); they would be random. "
+                    f"{cause}.")
+
+
+def check_finite_weights(folder: Path, model) -> None:
+    """Refuse a model with NaN or infinite weights (they make every answer empty). Each tensor is summed in its
+    own dtype, on its own device, one transfer per device: a sum is finite unless a value is not (or, in
+    float16, the sum overflows: such tensors are then checked value by value)."""
+    tensors = [(name, t) for name, t in chain(model.named_parameters(), model.named_buffers())
+               if t.is_floating_point() and t.device.type != "meta"]
+    by_device: dict[torch.device, list] = {}
+    for name, tensor in tensors:
+        by_device.setdefault(tensor.device, []).append((name, tensor))
+    suspects = []
+    with torch.no_grad():
+        for group in by_device.values():
+            sums = torch.stack([tensor.sum().float() for _, tensor in group]).isfinite().cpu()
+            suspects += [(name, tensor) for (name, tensor), ok in zip(group, sums.tolist()) if not ok]
+        bad = [name for name, tensor in suspects if not torch.isfinite(tensor).all()]
+    if bad:
+        raise UserError(f"{folder}: {len(bad)} weight tensor(s) hold NaN or infinite values "
+                        f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): the checkpoint is damaged; "
+                        "download or export it again.")
 
 
 def _native_layout(config: dict):
@@ -69,12 +253,17 @@ def load_processor(path: str | Path, trust_remote_code: bool = False):
     Qwen-VL-style processors ask for (transformers issue #48558), so we build the processor for images only."""
     folder = local_folder(path)
     config = read_config(folder) if (folder / "config.json").is_file() else {}  # a damaged one is named here
+    check_vision_language(folder, config)
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise UserError(f"{folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): copy the whole checkpoint "
                         "folder, processor files included.")
     native = _native_layout(config)
     if native is not None:
         return native.load_processor(folder, trust_remote_code=trust_remote_code)
+    if not _has_image_processor(folder):
+        raise UserError(f"{folder} has no preprocessor_config.json (the image processor's settings): copy it, with "
+                        "the other processor files (processor_config.json, chat_template.jinja, the tokenizer's), "
+                        "from the original checkpoint.")
     try:
         return transformers.AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except ImportError as err:
@@ -84,6 +273,17 @@ def load_processor(path: str | Path, trust_remote_code: bool = False):
         if not is_unnamed_tokenizer(err):
             raise
     return _image_only_processor(folder)
+
+
+def _has_image_processor(folder: Path) -> bool:
+    """Whether the folder holds the image processor's settings: in preprocessor_config.json, or inside
+    processor_config.json (where transformers 5 may write them)."""
+    if (folder / "preprocessor_config.json").is_file():
+        return True
+    try:
+        return "image_processor" in json.loads((folder / "processor_config.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        return False
 
 
 def _image_only_processor(folder: Path):
@@ -140,6 +340,37 @@ def prompt_inputs(processor, images: Sequence[Image.Image] | None, prompts: Sequ
         return dict(processor(text=texts, return_tensors="pt", padding=True, padding_side="left"))
     nested = [[image] for image in images]  # one list per prompt: the layout every processor accepts
     return dict(processor(images=nested, text=texts, return_tensors="pt", padding=True, padding_side="left"))
+
+
+def context_length(model) -> int | None:
+    """The longest sequence the model was made for: its text config's max_position_embeddings (None if unset)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    value = getattr(config, "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+class PromptTooLong(UserError):
+    """Prompts (rows of one batch) longer than the model's context: positions it was never trained on."""
+
+    def __init__(self, rows: list[int], lengths: list[int], context: int):
+        self.rows, self.lengths, self.context = rows, lengths, context
+        super().__init__(f"prompt(s) {rows} of the batch hold {lengths} tokens, more than the model's context of "
+                         f"{context} (max_position_embeddings): shorten them or use a model with a longer context.")
+
+
+def check_context(model, inputs: dict, rows: Sequence[int] | None = None) -> None:
+    """Raise `PromptTooLong` for the prompts of processor `inputs` (image tokens counted) longer than the model's
+    context; `rows` numbers them in the caller's batch (default: 0, 1, ...)."""
+    context = context_length(model)
+    ids = inputs["input_ids"]
+    if context is None or ids.shape[1] <= context:  # the padded width bounds every prompt: nothing to count
+        return
+    mask = inputs.get("attention_mask")
+    lengths = mask.sum(-1).tolist() if mask is not None else [ids.shape[1]] * ids.shape[0]
+    rows = list(range(ids.shape[0])) if rows is None else list(rows)
+    long = [(row, length) for row, length in zip(rows, lengths) if length > context]
+    if long:
+        raise PromptTooLong([row for row, _ in long], [length for _, length in long], context)
 
 
 def to_model_device(inputs: dict, model) -> dict:

@@ -1,5 +1,5 @@
 """`fheads tune`: the method's settings chosen by an Optuna study on a dev split, then confirmed on held-out
-dev items with a paired test against vanilla. The test split is never read.
+dev items with a paired test against vanilla. A test split is refused unless asked for (`reads_test_split`).
 
 The dev split is shuffled once (seeded) and divided into a search part and a confirmation part. S_v is
 measured once per study on the calibration items and kept in the study itself (a user attribute, so every
@@ -28,6 +28,7 @@ import torch
 from ..core.config import RescaleConfig
 from ..core.heads import calibrate
 from ..evaluation.benchmarks import Example, get_benchmark
+from ..evaluation.benchmarks.base import ALL_SPLITS
 from ..evaluation.engine import Decoding, HFBackend
 from ..evaluation.seeding import text_seed
 from ..evaluation.stats import items_needed
@@ -69,17 +70,45 @@ def check_sizes(n_search: int, n_confirm: int, settings: TuneSettings) -> None:
                         f"{settings.min_items}: use a larger dev split or a smaller --confirm-fraction.")
 
 
+def reads_test_split(benchmark, split: str) -> str | None:
+    """Why tuning on `split` would read the split results are reported on (None if it would not): a split
+    named test (test, testmini, test-dev), the benchmark's own evaluation split, whatever its name (CHAIR's
+    and MMStar's val), or every split at once."""
+    if split == ALL_SPLITS:
+        return "every split of the data, the test split included"
+    if split == benchmark.default_split:
+        return f"{benchmark.name}'s evaluation split (the one `fheads eval` reports)"
+    if split.lower().startswith("test"):
+        return "a test split"
+    return None
+
+
+def refuse_test_split(benchmark, splits: dict[str, str | None], allow_test_split: bool) -> None:
+    """Refuse to tune or calibrate on the test split unless asked explicitly: results reported on the split
+    the settings were chosen on are biased upwards."""
+    for flag, split in splits.items():
+        why = split is not None and reads_test_split(benchmark, split)
+        if why and not allow_test_split:
+            raise UserError(f"{flag} {split} is {why}: settings tuned on it make its results look better than they "
+                            "are. Tune on a dev split, apart from the items you report on, or pass --allow-test-split "
+                            "to do it anyway.")
+
+
 def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | None = None, split: str = "dev",
          options: dict[str, str] | None = None, calib_split: str | None = None, calib_data: str | Path | None = None,
          calib_items: int = 64, settings: TuneSettings = TuneSettings(), space_options: dict | None = None,
          storage: str | None = None, study_name: str = "fheads-tune", decoding: Decoding = Decoding(),
-         batch_size: int = 8, dtype: str = "auto", device_map: str | None = None, progress: bool = True) -> dict:
+         batch_size: int = 8, dtype: str = "auto", device_map: str | None = None, progress: bool = True,
+         allow_test_split: bool = False) -> dict:
     """Run (or join, or resume) a study and confirm its best setting; writes tune.json, tune.md, settings.json,
-    heads.json, the figures and log.txt under `out`, and returns the summary (see `summary.summarize`)."""
+    heads.json, the figures and log.txt under `out`, and returns the summary (see `summary.summarize`).
+    `split` and `calib_split` may not be the benchmark's test split (`reads_test_split`) unless
+    `allow_test_split`."""
 
     requires("fheads tune", "optuna")
     out = Path(out)
     benchmark = get_benchmark(bench, **(options or {}))
+    refuse_test_split(benchmark, {"--split": split, "--calib-split": calib_split}, allow_test_split)
     if data is None and benchmark.needs_data:
         raise UserError(f"{bench} needs --data: a local copy of the dataset (see the README).")
     check_writable(out)

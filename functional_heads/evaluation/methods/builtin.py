@@ -151,6 +151,7 @@ class CGD(Method):
     name = "cgd"
     settings_class = CGDConfig
     needs_image = True
+    one_row_per_prompt = False
     extra_model = ("clip", ImageTextSimilarity)
 
     @torch.no_grad()

@@ -23,7 +23,7 @@ from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer, StoppingCriteria
 
 from ...models.compat import projected_features, returned_cache
-from ...models.loading import local_folder, prompt_inputs, to_model_device
+from ...models.loading import check_context, local_folder, prompt_inputs, to_model_device
 from ...utils.errors import UserError
 from ...utils.imports import requires
 from ..seeding import seeded
@@ -186,6 +186,8 @@ def cgd_generate(model, processor, scorer: ImageTextSimilarity, images: Sequence
     eos = model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
     answers = []
+    # every prompt is checked against the context before any search starts (one search is long)
+    check_context(model, prompt_inputs(processor, images, prompts))
     for image, prompt in zip(images, prompts):
         rows = to_model_device(prompt_inputs(processor, [image] * cfg.samples, [prompt] * cfg.samples), model)
         with seeded(cfg.seed, model.device):  # per item: its answer does not depend on its batch

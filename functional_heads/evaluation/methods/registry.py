@@ -20,7 +20,7 @@ import torch
 
 from ...core.config import RescaleConfig
 from ...core.heads import HeadMap
-from ...models.loading import prompt_inputs, to_model_device
+from ...models.loading import check_context, prompt_inputs, to_model_device
 from ...utils.errors import UserError
 from ...utils.registry import Registry
 
@@ -49,6 +49,8 @@ class Method:
     needs_image: ClassVar[bool] = False
     # methods that rescale heads: refused on a folded export (its weights already carry gains)
     rescales: ClassVar[bool] = False
+    # its model calls have one row per prompt, in order (CGD's hold samples of one prompt): errors name rows
+    one_row_per_prompt: ClassVar[bool] = True
 
     def __init__(self, heads: HeadMap | None = None, config: RescaleConfig | None = None, settings: Any = None):
         self.heads, self.config = heads, config
@@ -103,8 +105,10 @@ class Method:
     @torch.no_grad()
     def generate(self, model, processor, images, prompts, **generate_kwargs) -> Generation:
         """Generated token ids for one image and one prompt per row (images=None: text-only prompts), batched
-        with left padding."""
-        inputs = to_model_device(prompt_inputs(processor, images, prompts), model)
+        with left padding. Raises `PromptTooLong` (naming the rows) for prompts longer than the model's context."""
+        inputs = prompt_inputs(processor, images, prompts)
+        check_context(model, inputs)
+        inputs = to_model_device(inputs, model)
         if images is None and self.needs_image:
             return Generation(model.generate(**inputs, **generate_kwargs), inputs["input_ids"].shape[1],
                               [0.0] * len(prompts))
