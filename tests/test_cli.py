@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -222,3 +223,23 @@ def test_unusual_share_of_heads_is_warned_about(tmp_path):
 def test_debug_flag_shows_the_traceback(tmp_path):
     result = runner.invoke(app, ["--debug", "inspect", str(tmp_path / "nothing.json")])
     assert result.exit_code != 0 and isinstance(result.exception, ValueError)
+
+
+def test_the_command_line_and_the_package_import_without_torch_or_transformers():
+    """`fheads --help` reads only light modules: each command imports what it runs."""
+    code = ("import sys, functional_heads, functional_heads.apps.cli; "
+            "print(sorted(m for m in ('torch', 'transformers', 'optuna') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+    help_text = subprocess.run([sys.executable, "-m", "functional_heads.apps.cli", "eval", "--help"],
+                               capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert help_text.returncode == 0 and "perception-only" in help_text.stdout and "mathvista" in help_text.stdout
+
+
+def test_the_help_lists_every_built_in_method_and_dtype():
+    from functional_heads.apps import cli
+    from functional_heads.evaluation.methods import METHODS
+    from functional_heads.models.loading import DTYPES
+
+    builtin = [name for name, cls in METHODS.items() if cls.__module__.startswith("functional_heads.")]
+    assert sorted(cli.BUILTIN_METHODS) == sorted(builtin) and all(d in cli.DTYPE_HELP for d in DTYPES)

@@ -17,11 +17,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+# Only what the options' defaults and help texts read, from modules that load neither torch nor transformers
+# (tests/test_cli.py checks), so `fheads --help` is quick; each command imports what it runs.
 from ..evaluation.benchmarks import BENCHMARKS
 from ..evaluation.benchmarks.shapes_generator import EVAL_SIZES
 from ..evaluation.engine import DEFAULT_MAX_NEW_TOKENS
-from ..evaluation.methods import METHODS
-from ..models.loading import DTYPES
+from ..models.dtypes import DTYPES
 from ..tuning.settings import TuneSettings
 from ..tuning.space import SearchSpace
 from ..utils.errors import UserError
@@ -35,7 +36,10 @@ _state = {"debug": False}
 # help texts from the registries and settings (packages that register more through entry points are found too)
 DTYPE_HELP = f"{', '.join(DTYPES[:-1])} or {DTYPES[-1]}."
 BENCH_HELP = f"{', '.join(BENCHMARKS)}, or a benchmark a package registers."
-METHOD_HELP = f"{', '.join(METHODS)}, or a method a package registers."
+# The built-in methods' names: their registry loads torch with the methods, so the help lists them from here
+# (tests/test_cli.py keeps this equal to the registry).
+BUILTIN_METHODS = ("vanilla", "static", "dynamic", "perception-only", "reasoning-only", "vcd", "pai", "agla", "cgd")
+METHOD_HELP = f"{', '.join(BUILTIN_METHODS)}, or a method a package registers."
 
 
 def _debug_from_environment() -> bool:

@@ -20,7 +20,6 @@ from itertools import islice
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from ..models.loading import load_model, load_processor
 from ..utils.errors import UserError
 from ..utils.progress import progress as progress_lines
 from .benchmarks import Benchmark, Example, Unusable
@@ -88,6 +87,8 @@ class HFBackend:
     def load(cls, path: str | Path, dtype: str = "auto", device_map: str | dict | None = None,
              **kwargs) -> HFBackend:
         """The model folder's processor, then its model (a bad processor fails before the long load)."""
+        from ..models.loading import load_model, load_processor  # here: the engine's names load without torch
+
         processor = load_processor(path)
         return cls(load_model(path, dtype=dtype, device_map=device_map, **kwargs), processor)
 

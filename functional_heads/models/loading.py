@@ -15,6 +15,7 @@ from PIL import Image
 
 from ..utils.errors import UserError
 from .compat import is_unnamed_tokenizer
+from .dtypes import DTYPES
 
 
 def local_folder(path: str | Path) -> Path:
@@ -26,7 +27,6 @@ def local_folder(path: str | Path) -> Path:
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # what --dtype takes: the checkpoint's own, or one of these
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "tiktoken.model")
 
 
