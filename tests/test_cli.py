@@ -243,3 +243,10 @@ def test_the_help_lists_every_built_in_method_and_dtype():
 
     builtin = [name for name, cls in METHODS.items() if cls.__module__.startswith("functional_heads.")]
     assert sorted(cli.BUILTIN_METHODS) == sorted(builtin) and all(d in cli.DTYPE_HELP for d in DTYPES)
+
+
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"functional-heads {version('functional-heads')}"

@@ -46,8 +46,28 @@ def _debug_from_environment() -> bool:
     return os.environ.get("FHEADS_DEBUG", "") not in ("", "0")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        console.print(f"functional-heads {package_version()}")
+        raise typer.Exit()
+
+
+def package_version() -> str:
+    """The installed distribution's version (the package's own `__version__` when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("functional-heads")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
+
 @app.callback()
-def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error.")):
+def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error."),
+         version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                      help="Print the version and exit.")):
     _state["debug"] = debug or _debug_from_environment()
 
 
