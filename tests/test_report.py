@@ -73,3 +73,32 @@ def test_cli_report_writes_files(tmp_path):
         assert plotting.MISSING in result.output and not (tmp_path / "rep" / "report.png").exists()
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "No run folders" in missing.output
+
+
+def test_refusing_two_runs_of_one_method_names_the_settings_that_differ(tmp_path):
+    """As after `fheads demo` then `fheads eval` with eval's defaults: the message says what differs."""
+    common = {"benchmark": "shapes", "model": {"model_type": "qwen2_5_vl", "content": "a"}, "split": "test"}
+    folders = []
+    for method, dtype, tokens, gains in (("vanilla", "float32", 64, None), ("static", "float32", 64, [1.2] * 64),
+                                         ("static", "auto", 1024, [1.2] * 63 + [1.0])):
+        settings = {**common, "method": method, "dtype": dtype, "generation": {"max_new_tokens": tokens},
+                    **({"heads": gains} if gains else {})}
+        run = Run.open(tmp_path, settings)
+        run.append([{"id": "0", "score": 1.0, "seconds": 1.0, "error": None}])
+        folders.append(run.folder.name)
+    with pytest.raises(ValueError) as err:
+        build_report(tmp_path)
+    message = str(err.value)
+    differences = dict(part.split(" is ", 1) for part in message.split(": ", 2)[2].split(". A report")[0].split("; "))
+    assert sorted(differences) == ["dtype", "generation.max_new_tokens", "heads"]  # only what differs
+    assert f'"float32" in {folders[1]}' in differences["dtype"] and f'"auto" in {folders[2]}' in differences["dtype"]
+    assert f"64 in {folders[1]}" in differences["generation.max_new_tokens"]
+    assert f"1024 in {folders[2]}" in differences["generation.max_new_tokens"]
+    assert differences["heads"].startswith("[1.2, 1.2") and differences["heads"].count("(#") == 2  # start, digest
+
+
+def test_refusing_runs_of_different_models_names_the_model_setting(tmp_path):
+    write_run(tmp_path, "vanilla", [1, 0], model={"model_type": "qwen2_5_vl", "content": "a"})
+    run = write_run(tmp_path, "static", [1, 1], model={"model_type": "qwen2_5_vl", "content": "b"})
+    with pytest.raises(ValueError, match=f'model.content is "a" in .*, "b" in {run.folder.name}'):
+        build_report(tmp_path)

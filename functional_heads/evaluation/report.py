@@ -8,6 +8,7 @@ refuses (unless told to keep only the items every run holds).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -52,14 +53,17 @@ def compare(name: str, runs: list[dict], common_items: bool = False) -> dict:
     runs = sorted(runs, key=lambda r: order.get(r["settings"]["method"], len(order)))
     methods = [r["settings"]["method"] for r in runs]
     for method in sorted({m for m in methods if methods.count(m) > 1}):
-        folders = ", ".join(str(r["folder"]) for r in runs if r["settings"]["method"] == method)
-        raise UserError(f"{name}: several runs of '{method}' with different settings ({folders}); a report "
-                        "compares one run per method: move the others to another folder.")
+        same = [r for r in runs if r["settings"]["method"] == method]
+        folders = ", ".join(str(r["folder"]) for r in same)
+        raise UserError(f"{name}: several runs of '{method}' with different settings ({folders}): "
+                        f"{setting_differences(same)}. A report compares one run per method: move the others to "
+                        "another folder, or rerun with the same settings as the rest.")
     models = {json.dumps(r["settings"].get("model"), sort_keys=True) for r in runs}
     if len(models) > 1:
         folders = ", ".join(str(r["folder"]) for r in runs)
-        raise UserError(f"{name}: the runs were made on different models ({folders}); a report compares the "
-                        "methods of one model: give each model's runs a folder of their own.")
+        raise UserError(f"{name}: the runs were made on different models ({folders}): "
+                        f"{setting_differences(runs, only='model')}. A report compares the methods of one model: "
+                        "give each model's runs a folder of their own.")
     answered = [{i: r for i, r in run["records"].items() if r.get("error") is None} for run in runs]
     items = [set(a) for a in answered]
     shared = set.intersection(*items)
@@ -94,6 +98,35 @@ def compare(name: str, runs: list[dict], common_items: bool = False) -> dict:
             entry["latency_ratio"] = entry["seconds_per_item"] / base if base else None
         result["methods"][method] = entry
     return result
+
+
+def setting_differences(runs: list[dict], only: str | None = None) -> str:
+    """The settings (run.json, nested keys joined by dots; with `only`, those under it) whose values differ
+    between runs, each with its value per run folder: what makes them different runs."""
+    flat = [_flatten(r["settings"]) for r in runs]
+    keys = sorted({k for f in flat for k in f if only is None or k == only or k.startswith(f"{only}.")})
+    parts = []
+    for key in keys:
+        values = [_shown(f[key]) if key in f else "unset" for f in flat]
+        if len(set(values)) > 1:
+            parts.append(f"{key} is " + ", ".join(f"{v} in {Path(r['folder']).name}" for v, r in zip(values, runs)))
+    return "; ".join(parts) or "no setting differs"
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown(value) -> str:
+    """A setting's value in a message: whole when short, else its start and a digest (head gains are long)."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 40 else f"{text[:30]}... (#{hashlib.sha1(text.encode()).hexdigest()[:6]})"
 
 
 def report_markdown(report: dict) -> str:
