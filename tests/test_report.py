@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from functional_heads.apps.cli import app
-from functional_heads.evaluation.report import build_report, report_markdown
+from functional_heads.evaluation.report import LATENCY_CAVEAT, build_report, report_markdown
 from functional_heads.evaluation.runs import Run
 from functional_heads.utils import plotting
 
@@ -33,6 +33,7 @@ def test_side_by_side_with_paired_test_and_latency(tmp_path):
     text = report_markdown({"pope": report})
     assert "| static | 83.3% [" in text and "+3 / -0, p=0.25" in text
     assert "Unusable items (recorded with their reason, left out above): static 1" in text
+    assert LATENCY_CAVEAT in text  # beside any latency ratio: single wall-clock runs are no speed measurement
     write_run(tmp_path / "seed", "vanilla", [1, 0], bench="seedbench")
     seed = report_markdown(build_report(tmp_path / "seed"))
     assert "| method | random |" in seed and "| vanilla | 50.0% |" in seed  # the per-category table
@@ -102,3 +103,22 @@ def test_refusing_runs_of_different_models_names_the_model_setting(tmp_path):
     run = write_run(tmp_path, "static", [1, 1], model={"model_type": "qwen2_5_vl", "content": "b"})
     with pytest.raises(ValueError, match=f'model.content is "a" in .*, "b" in {run.folder.name}'):
         build_report(tmp_path)
+
+
+def test_report_figure_keeps_every_legend_entry_and_zooms_to_the_intervals(tmp_path, saved_figure):
+    from functional_heads.evaluation import figures
+
+    names = ["vanilla", "static", "dynamic", "perception-only", "reasoning-only", "vcd"]
+    methods = {name: {"accuracy": 0.80 + 0.01 * i, "ci95": [0.79 + 0.01 * i, 0.82 + 0.01 * i]}
+               for i, name in enumerate(names)}
+    fig, renderer, saved = saved_figure(lambda: figures.accuracy_bars({"shapes": {"methods": methods}},
+                                                                      tmp_path / "report.png"))
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == names
+    # in the saved image, beside the axes (over no data point)
+    assert saved.x0 <= legend.x0 and legend.x1 <= saved.x1 + 1 and saved.y0 <= legend.y0 <= legend.y1 <= saved.y1 + 1
+    assert legend.x0 >= ax.get_window_extent(renderer).x1
+    bottom, top = ax.get_ylim()
+    assert 0.7 < bottom < 0.79 and 0.87 < top <= 0.95  # one point apart shows; the label says it is not from 0
+    assert "not 0" in ax.get_ylabel()

@@ -21,6 +21,10 @@ from .methods import method_names
 from .runs import SPEC, run_records
 from .stats import mcnemar
 
+# beside the latency column: the times are one run's each, on whatever else the machine was doing
+LATENCY_CAVEAT = ("s/item and latency x are wall-clock times of single runs on a machine that may be shared: not "
+                  "speed measurements (identical code has measured 0.5x to 4x under load). For speed, use the "
+                  "repository's benchmarks/ (benchmarks/overhead.py: the method's overhead, under control).")
 _NOT_METRICS = ("accuracy", "ci95", "categories", "seconds_per_item", "latency_ratio", "unusable_items", "folder",
                 "mcnemar_vs_vanilla", "heads_rescaled", "n")
 
@@ -149,6 +153,8 @@ def report_markdown(report: dict) -> str:
                          + "".join(f"{_pct(m.get(k))} | " for k in metrics)
                          + f"{_pct(m.get('heads_rescaled'))} | {versus} | {_num(m.get('seconds_per_item'), 4)} | "
                          f"{_num(m.get('latency_ratio'))} |")
+        if any(m.get("latency_ratio") is not None for m in methods.values()):
+            lines += ["", LATENCY_CAVEAT]
         unusable = {method: m["unusable_items"] for method, m in methods.items() if m.get("unusable_items")}
         if unusable:
             lines += ["", "Unusable items (recorded with their reason, left out above): "
