@@ -243,7 +243,7 @@ def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json
                       reasoning=reasoning)
     console.print(demo_markdown(report), soft_wrap=True)
     if out is not None:
-        console.print(f"wrote {out}/demo.md, demo.json, heads.json, the figures and runs/")
+        console.print(f"wrote in {out}: {', '.join(report['written'])}", soft_wrap=True)
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
