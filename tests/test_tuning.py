@@ -274,5 +274,6 @@ def test_tune_md_lists_only_the_figures_it_wrote(tmp_path, monkeypatch, drawing,
     written = report.write(_summary(importances), tmp_path, ratios(), "qwen2_5_vl")
     text = (tmp_path / "tune.md").read_text()
     drawn = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert sorted(set(re.findall(r"tune_\w+\.png", text))) == drawn == sorted(p.name for p in written if p.suffix == ".png")
+    listed = sorted(set(re.findall(r"tune_\w+\.png", text)))
+    assert listed == drawn == sorted(p.name for p in written if p.suffix == ".png")
     assert ("tune_importances.png" in drawn) == bool(importances) and (plotting.MISSING in text) != drawing
