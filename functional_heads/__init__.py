@@ -13,7 +13,7 @@ from .utils import lazy, moved
 
 _EXPORTS = {name: module for module, names in {
     ".core.check": ("check_model",), ".core.config": ("PRESETS", "RescaleConfig"), ".core.dynamic": ("dynamic",),
-    ".core.export": ("export_folded",), ".core.heads": ("HeadMap", "calibrate", "identify_heads"),
+    ".core.export": ("export_folded",), ".core.heads": ("HeadMap", "calibrate", "identify_heads", "thresholds_for_shares"),
     ".core.ratios": ("visual_attention_ratios",), ".core.rescale": ("fold", "is_folded", "rescale", "unfold"),
     ".models.architectures": ("ARCHITECTURES", "ArchSpec", "ModelLayout", "locate"),
     ".models.loading": ("load_model", "load_processor", "prompt_inputs"),

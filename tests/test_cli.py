@@ -218,6 +218,7 @@ def test_unusual_share_of_heads_is_warned_about(tmp_path):
     assert result.exit_code == 0, result.output
     share = fh.HeadMap.load(tmp_path / "heads.json").share_selected
     assert share > 0.5 and f"warning: the map selects {share:.0%} of all heads" in result.output
+    assert result.output.count("warning: the map selects") == 1  # the library's warning and the command's: one line
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):

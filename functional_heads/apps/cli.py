@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -25,14 +27,14 @@ from ..evaluation.engine import DEFAULT_MAX_NEW_TOKENS
 from ..models.dtypes import DTYPES
 from ..tuning.settings import TuneSettings
 from ..tuning.space import SearchSpace
-from ..utils.errors import UserError
+from ..utils.errors import FunctionalHeadsWarning, UserError
 from ..utils.files import check_writable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Functional head identification and class-conditioned rescaling (arXiv 2510.10285).")
 console = Console(soft_wrap=True, markup=False, highlight=False)  # our text, printed as it is
 errors = Console(stderr=True)
-_state = {"debug": False}
+_state = {"debug": False, "warned": set()}
 # help texts from the registries and settings (packages that register more through entry points are found too)
 DTYPE_HELP = f"{', '.join(DTYPES[:-1])} or {DTYPES[-1]}."
 BENCH_HELP = f"{', '.join(BENCHMARKS)}, or a benchmark a package registers."
@@ -77,7 +79,8 @@ def guarded(resumable: bool = False):
         @functools.wraps(command)
         def run(*args, **kwargs):
             try:
-                return command(*args, **kwargs)
+                with _warning_lines():
+                    return command(*args, **kwargs)
             except typer.Exit:
                 raise
             except KeyboardInterrupt:
@@ -99,8 +102,27 @@ def guarded(resumable: bool = False):
 
 
 def _warn(message: str | None) -> None:
-    if message:
+    """One `warning:` line, once per command."""
+    if message and message not in _state["warned"]:
+        _state["warned"].add(message)
         errors.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True, highlight=False)
+
+
+@contextmanager
+def _warning_lines():
+    """While a command runs, the package's own warnings print as `warning:` lines (others as Python prints them)."""
+    _state["warned"] = set()
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, FunctionalHeadsWarning):
+                _warn(str(message))
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
 
 
 SETTING_HELP = {

@@ -24,7 +24,7 @@ from . import figures
 def write(summary: dict, out: Path, ratios: torch.Tensor, model_type: str | None) -> list[Path]:
     """Every output of `fheads tune` under `out`, each written whole or not at all."""
     result = RescaleConfig.from_dict(summary["result"])
-    heads = identify_heads(ratios, result, model_type)
+    heads = identify_heads(ratios, result, model_type, warn=False)  # a trial's map; tune.md gives its share
     heads.num_samples = summary["calibration"]["items"]
     settings = {"config": summary["result"], "confirmed": summary["confirmed"], "verdict": summary["verdict"],
                 "candidate": (summary["candidate"] or {}).get("config"), "confirmation": summary["confirmation"],

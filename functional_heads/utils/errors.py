@@ -1,4 +1,4 @@
-"""The project's exceptions. `UserError` is what the user can fix (a wrong path, a bad setting, a file that
+"""The project's exceptions and warnings. `UserError` is what the user can fix (a wrong path, a bad setting, a file that
 is not what it should be): the CLI prints its message as one line and exits 2. Anything else is an internal
 error: the CLI names it and says how to see the traceback."""
 
@@ -14,3 +14,7 @@ class UserError(FunctionalHeadsError, ValueError):
 
 class MissingDependency(UserError, ImportError):
     """An optional dependency is not installed: the message names the extra that brings it."""
+
+
+class FunctionalHeadsWarning(UserWarning):
+    """Base of the warnings this package gives: the CLI prints each as one `warning:` line."""
