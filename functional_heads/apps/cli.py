@@ -29,6 +29,7 @@ from ..tuning.settings import TuneSettings
 from ..tuning.space import SearchSpace
 from ..utils.errors import FunctionalHeadsWarning, UserError
 from ..utils.files import check_writable
+from ..utils.progress import library_bars
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Functional head identification and class-conditioned rescaling (arXiv 2510.10285).")
@@ -79,7 +80,7 @@ def guarded(resumable: bool = False):
         @functools.wraps(command)
         def run(*args, **kwargs):
             try:
-                with _warning_lines():
+                with _warning_lines(), library_bars():  # transformers' bars only in a terminal
                     return command(*args, **kwargs)
             except typer.Exit:
                 raise

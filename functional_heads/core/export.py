@@ -16,6 +16,7 @@ import torch
 from ..models.compat import readable_by_transformers_4
 from ..models.loading import WEIGHT_SUFFIXES, load_model, local_folder, read_config
 from ..utils.errors import UserError
+from ..utils.progress import library_bars
 from .heads import HeadMap
 from .rescale import fold
 
@@ -34,7 +35,8 @@ def export_folded(model: str | Path, heads: HeadMap | str | Path, out: str | Pat
         raise UserError(f"--out {out} is the model's own folder; export to a new folder.")
     vlm = load_model(source, dtype=dtype)
     fold(vlm, head_map)
-    vlm.save_pretrained(out)
+    with library_bars():  # no "Writing model shards" bar in a log
+        vlm.save_pretrained(out)
     for file in source.iterdir():  # processor, tokenizer and chat template travel unchanged
         if file.is_file() and file.name not in _WRITTEN_BY_SAVE and file.suffix not in WEIGHT_SUFFIXES:
             shutil.copy2(file, out / file.name)

@@ -14,6 +14,7 @@ import transformers
 from PIL import Image
 
 from ..utils.errors import UserError
+from ..utils.progress import library_bars
 from .compat import is_unnamed_tokenizer
 from .dtypes import DTYPES
 
@@ -50,10 +51,11 @@ def load_model(path: str | Path, dtype: str | torch.dtype = "auto", device_map: 
         raise UserError(f"{folder} has a config.json but no weights (*.safetensors or *.bin): copy the whole "
                         "checkpoint folder.")
     native = _native_layout(config)
-    if native is not None:  # loaded into transformers' own classes, whatever trust_remote_code says
-        return native.load_model(folder, config, dtype=dtype, device_map=device_map, **kwargs).eval()
-    model = transformers.AutoModelForImageTextToText.from_pretrained(
-        folder, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, **kwargs)
+    with library_bars():  # no "Loading weights" bar in a log
+        if native is not None:  # loaded into transformers' own classes, whatever trust_remote_code says
+            return native.load_model(folder, config, dtype=dtype, device_map=device_map, **kwargs).eval()
+        model = transformers.AutoModelForImageTextToText.from_pretrained(
+            folder, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code, **kwargs)
     return model.eval()
 
 
