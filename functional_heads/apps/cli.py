@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,10 +62,8 @@ def package_version() -> str:
 
     try:
         return version("functional-heads")
-    except PackageNotFoundError:
-        from .. import __version__
-
-        return __version__
+    except PackageNotFoundError:  # the package root, loaded before any of its modules (no upward import)
+        return sys.modules[__name__.split(".")[0]].__version__
 
 
 @app.callback()
