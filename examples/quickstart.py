@@ -21,11 +21,15 @@ def quickstart(path, image):
     model, processor = fh.load_model(path), fh.load_processor(path)     # a local folder: nothing is downloaded
     inputs = fh.prompt_inputs(processor, [image], ["how many red shapes are there ?"])
 
-    cfg = fh.RescaleConfig(perc_last_layer=1, reas_first_layer=2, tau_perc=0.535, tau_reas=0.531,
-                           g_perc=1.16, g_reas=1.30)      # or fh.RescaleConfig.preset("ocean-r1") on a 7B
     ratios = fh.visual_attention_ratios(model, inputs)    # S_v, float32 [batch, layers, heads]
+    half = ratios.shape[1] // 2                           # perception: the shallow half; reasoning: the deep half
+    # thresholds that pick the paper's share of heads (about 6%, half of it each class) on this model's S_v
+    tau_perc, tau_reas = fh.thresholds_for_shares(ratios[0], half - 1, half, perc_share=0.032, reas_share=0.032)
+    cfg = fh.RescaleConfig(perc_last_layer=half - 1, reas_first_layer=half, tau_perc=tau_perc, tau_reas=tau_reas,
+                           g_perc=1.16, g_reas=1.30)      # or fh.RescaleConfig.preset("ocean-r1") on a 7B
     heads = fh.identify_heads(ratios[0], cfg)             # HeadMap
     print("S_v per layer:", ratios[0].mean(-1).numpy().round(3))
+    print(f"selected: {heads.share_selected:.1%} of {heads.num_layers * heads.num_heads} heads")
     print("perception heads:", heads.perception.nonzero().tolist())
     print("reasoning heads: ", heads.reasoning.nonzero().tolist())
 

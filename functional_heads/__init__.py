@@ -4,25 +4,25 @@ vision-language models (arXiv 2510.10285). Layers are counted from 0.
 The package, from the bottom layer up (a module imports only from its own layer or those below):
 `utils` (plumbing), `models` (architectures, loading, version differences), `core` (the method),
 `evaluation` and `testbed`, `tuning`, and the apps (`apps`: CLI and demo; `integrations`).
+
+The public names below are imported when first used (`utils.lazy`): `import functional_heads` alone loads
+neither torch nor transformers.
 """
 
-from .core.check import check_model
-from .core.config import PRESETS, RescaleConfig
-from .core.dynamic import dynamic
-from .core.export import export_folded
-from .core.heads import HeadMap, calibrate, identify_heads
-from .core.ratios import visual_attention_ratios
-from .core.rescale import fold, is_folded, rescale, unfold
-from .models.architectures import ARCHITECTURES, ArchSpec, ModelLayout, locate
-from .models.loading import load_model, load_processor, prompt_inputs
-from .testbed.bundled import bundled_model_path, bundled_settings
-from .utils import moved
+from .utils import lazy, moved
+
+_EXPORTS = {name: module for module, names in {
+    ".core.check": ("check_model",), ".core.config": ("PRESETS", "RescaleConfig"), ".core.dynamic": ("dynamic",),
+    ".core.export": ("export_folded",), ".core.heads": ("HeadMap", "calibrate", "identify_heads", "thresholds_for_shares"),
+    ".core.ratios": ("visual_attention_ratios",), ".core.rescale": ("fold", "is_folded", "rescale", "unfold"),
+    ".models.architectures": ("ARCHITECTURES", "ArchSpec", "ModelLayout", "locate"),
+    ".models.loading": ("load_model", "load_processor", "prompt_inputs"),
+    ".testbed.bundled": ("bundled_model_path", "bundled_settings"),
+}.items() for name in names}
 
 moved.install()
-__getattr__ = moved.forward_names(__name__)  # old module paths, e.g. fh.heads
+# the public names, then old module paths (e.g. fh.heads) and subpackages
+__getattr__, __dir__ = lazy.exports(__name__, _EXPORTS, moved.forward_names(__name__))
 
 __version__ = "0.1.0"
-__all__ = ["ARCHITECTURES", "ArchSpec", "HeadMap", "ModelLayout", "PRESETS", "RescaleConfig", "bundled_model_path",
-           "bundled_settings", "calibrate", "check_model", "dynamic", "export_folded", "fold", "identify_heads",
-           "is_folded", "load_model", "load_processor", "locate", "prompt_inputs", "rescale", "unfold",
-           "visual_attention_ratios"]
+__all__ = sorted(_EXPORTS)

@@ -63,3 +63,31 @@ def installed_plugin(tmp_path):
         return folder
 
     return install
+
+
+@pytest.fixture
+def saved_figure(monkeypatch):
+    """saved_figure(draw) -> (figure, renderer, saved region in pixels): the matplotlib figure that `draw()`
+    saves, drawn again as it was saved, with the part of it the file holds (all of it, or the tight box)."""
+    pytest.importorskip("matplotlib", reason="figures need the plot extra")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    caught = {}
+    original = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        caught["figure"], caught["tight"] = fig, kwargs.get("bbox_inches") == "tight"
+        return original(fig, *args, **kwargs)
+
+    def run(draw):
+        monkeypatch.setattr(Figure, "savefig", savefig)
+        draw()
+        fig = caught["figure"]
+        canvas = FigureCanvasAgg(fig)  # pyplot let go of it when it closed the figure
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        region = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans) if caught["tight"] else fig.bbox
+        return fig, renderer, region
+
+    return run

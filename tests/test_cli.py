@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -217,6 +218,7 @@ def test_unusual_share_of_heads_is_warned_about(tmp_path):
     assert result.exit_code == 0, result.output
     share = fh.HeadMap.load(tmp_path / "heads.json").share_selected
     assert share > 0.5 and f"warning: the map selects {share:.0%} of all heads" in result.output
+    assert result.output.count("warning: the map selects") == 1  # the library's warning and the command's: one line
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):
@@ -403,3 +405,30 @@ def test_eval_warns_once_about_prompts_longer_than_the_context_and_records_them_
     assert len(warnings) == 1 and "2 item(s) with a prompt longer than the model's context" in warnings[0]
     assert "item dev-000006: prompt of 35 tokens, longer than the model's context (30 tokens)" in warnings[0]
     assert "8 items (2 unusable)" in result.output
+
+
+def test_the_command_line_and_the_package_import_without_torch_or_transformers():
+    """`fheads --help` reads only light modules: each command imports what it runs."""
+    code = ("import sys, functional_heads, functional_heads.apps.cli; "
+            "print(sorted(m for m in ('torch', 'transformers', 'optuna') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
+    help_text = subprocess.run([sys.executable, "-m", "functional_heads.apps.cli", "eval", "--help"],
+                               capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert help_text.returncode == 0 and "perception-only" in help_text.stdout and "mathvista" in help_text.stdout
+
+
+def test_the_help_lists_every_built_in_method_and_dtype():
+    from functional_heads.apps import cli
+    from functional_heads.evaluation.methods import METHODS
+    from functional_heads.models.loading import DTYPES
+
+    builtin = [name for name, cls in METHODS.items() if cls.__module__.startswith("functional_heads.")]
+    assert sorted(cli.BUILTIN_METHODS) == sorted(builtin) and all(d in cli.DTYPE_HELP for d in DTYPES)
+
+
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"functional-heads {version('functional-heads')}"

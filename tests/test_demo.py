@@ -1,6 +1,9 @@
 """The bundled model and `fheads demo` (a short run on a few test items)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,6 +18,7 @@ from functional_heads.evaluation.benchmarks import shapes_generator as shapes
 from functional_heads.evaluation.engine import Decoding, HFBackend, answer_all
 from functional_heads.evaluation.methods import get_method
 from functional_heads.evaluation.report import build_report
+from functional_heads.evaluation.runs import Run
 from functional_heads.testbed.bundled import bundled_model_path, bundled_settings, bundled_tuning
 from functional_heads.utils import plotting
 
@@ -104,3 +108,32 @@ def test_data_shapes_folder_is_read_by_eval(tmp_path):
     assert [r["id"] for r in rows] == [it.id for it in shapes.items("test", n=7)]
     examples = list(get_benchmark("shapes").examples(tmp_path, "test"))  # the folder as written, not the .jsonl
     assert [e.id for e in examples] == [r["id"] for r in rows]
+
+
+@pytest.mark.slow
+def test_demo_claims_only_what_it_wrote_and_gives_the_eval_command_that_extends_its_runs(tmp_path, monkeypatch):
+    """Without matplotlib the last line lists no figure; the command in demo.md, run as written with a
+    larger --limit, extends the demo's run folders instead of starting new ones, and `fheads report` reads them."""
+    out = tmp_path / "demo out"  # a space: the command quotes its paths
+    monkeypatch.setattr(plotting, "available", lambda: False)
+    result = CliRunner().invoke(app, ["demo", "--limit", "8", "--out", str(out), "--method", "vanilla", "--method",
+                                      "static", "--no-reasoning"])
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"wrote in {out}: demo.md, demo.json") and "png" not in last and "figure" not in last
+    assert all((out / name).exists() for name in last.split(": ", 1)[1].split(", "))
+    assert "heads.json" in last and "runs" in last and not list(out.glob("*.png"))
+    folders = sorted(p.name for p in (out / "runs").iterdir())
+    text = (out / "demo.md").read_text()
+    assert plotting.MISSING in text and "not speed measurements" in text
+    command = text.split("To continue these runs with `fheads eval`")[1].split("```\n")[1]
+    assert command.startswith("for m in vanilla static; do fheads eval ")
+    script = 'fheads() { "$PYTHON" -m functional_heads.apps.cli "$@"; }\n' + \
+        command.replace('--method "$m"', '--limit 12 --method "$m"')
+    ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True,
+                         env={**os.environ, "PYTHON": sys.executable})
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert sorted(p.name for p in (out / "runs").iterdir()) == folders  # the same runs, now longer
+    assert "## shapes (12 items)" in ran.stdout
+    assert all(len(Run.open(out / "runs", json.loads((out / "runs" / f / "run.json").read_text())["settings"]).records)
+               == 12 for f in folders)

@@ -1,4 +1,7 @@
+import contextlib
+import io
 import json
+import warnings
 
 import pytest
 import torch
@@ -209,3 +212,38 @@ def test_calibrate_from_file_warns_when_the_map_changes_nothing(qwen_folder, tmp
         warnings.simplefilter("error", FunctionalHeadsWarning)
         calibrate_from_file(qwen_folder, tmp_path / "calib.jsonl", fh.RescaleConfig(1, 2, 0.0, 0.0, 1.2),
                             progress=False)
+
+
+def test_a_static_map_selecting_an_unusual_share_of_heads_warns_in_one_line():
+    from functional_heads.core.heads import UNUSUAL_SHARE, UnusualShareWarning
+
+    with pytest.warns(UnusualShareWarning) as caught:
+        heads = fh.identify_heads(hand_ratios(), CFG)  # 8 of 16 heads
+    assert heads.share_selected > UNUSUAL_SHARE and len(caught) == 1
+    message = str(caught[0].message)
+    assert "selects 50% of all heads" in message and "\n" not in message
+    sparse = fh.RescaleConfig(perc_last_layer=1, reas_first_layer=2, tau_perc=0.9, tau_reas=0.0)  # 2 of 16
+    ratios = torch.stack([hand_ratios(), 1 - hand_ratios()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnusualShareWarning)
+        assert fh.identify_heads(hand_ratios(), sparse).share_selected <= UNUSUAL_SHARE  # a usual share: silent
+        fh.identify_heads(hand_ratios(), CFG, warn=False)  # a tuning study's draws
+        fh.identify_heads(ratios, CFG)  # per-input maps (dynamic rescaling) are not warned about
+
+
+def test_quickstart_selects_about_the_papers_share_of_heads_on_the_bundled_model():
+    """examples/quickstart.py, as the README runs it on a model folder: no unusual share, no warning."""
+    import runpy
+    from pathlib import Path
+
+    quickstart = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "quickstart.py"))["quickstart"]
+    from functional_heads.evaluation.benchmarks import shapes_generator
+
+    image = next(shapes_generator.items("test", n=1)).scene.render()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("error", UserWarning)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            quickstart(fh.bundled_model_path(), image)
+    share = float(printed.getvalue().split("selected: ")[1].split("%")[0]) / 100
+    assert 0.03 <= share <= 0.1

@@ -103,3 +103,12 @@ def test_the_checks_see_a_wrong_import(tmp_path):
     source.write_text("from ..apps import cli\ndef f():\n    from functional_heads.tuning import study\n")
     found = imports(f"{PACKAGE}.core.probe", source, module_names())
     assert found == {f"{PACKAGE}.apps.cli", f"{PACKAGE}.tuning.study"}
+
+
+def test_every_public_name_of_a_lazy_package_resolves():
+    """The packages' public names are imported when first used (utils/lazy.py): each must exist."""
+    import functional_heads.evaluation
+
+    for package in (functional_heads, functional_heads.evaluation):
+        assert package.__all__ and all(getattr(package, name) is not None for name in package.__all__)
+        assert set(package.__all__) <= set(dir(package))

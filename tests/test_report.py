@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from functional_heads.apps.cli import app
-from functional_heads.evaluation.report import build_report, report_markdown
+from functional_heads.evaluation.report import LATENCY_CAVEAT, build_report, report_markdown
 from functional_heads.evaluation.runs import Run
 from functional_heads.utils import plotting
 
@@ -33,6 +33,7 @@ def test_side_by_side_with_paired_test_and_latency(tmp_path):
     text = report_markdown({"pope": report})
     assert "| static | 83.3% [" in text and "+3 / -0, p=0.25" in text
     assert "Unusable items (recorded with their reason, left out above): static 1" in text
+    assert LATENCY_CAVEAT in text  # beside any latency ratio: single wall-clock runs are no speed measurement
     write_run(tmp_path / "seed", "vanilla", [1, 0], bench="seedbench")
     seed = report_markdown(build_report(tmp_path / "seed"))
     assert "| method | random |" in seed and "| vanilla | 50.0% |" in seed  # the per-category table
@@ -73,3 +74,51 @@ def test_cli_report_writes_files(tmp_path):
         assert plotting.MISSING in result.output and not (tmp_path / "rep" / "report.png").exists()
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "No run folders" in missing.output
+
+
+def test_refusing_two_runs_of_one_method_names_the_settings_that_differ(tmp_path):
+    """As after `fheads demo` then `fheads eval` with eval's defaults: the message says what differs."""
+    common = {"benchmark": "shapes", "model": {"model_type": "qwen2_5_vl", "content": "a"}, "split": "test"}
+    folders = []
+    for method, dtype, tokens, gains in (("vanilla", "float32", 64, None), ("static", "float32", 64, [1.2] * 64),
+                                         ("static", "auto", 1024, [1.2] * 63 + [1.0])):
+        settings = {**common, "method": method, "dtype": dtype, "generation": {"max_new_tokens": tokens},
+                    **({"heads": gains} if gains else {})}
+        run = Run.open(tmp_path, settings)
+        run.append([{"id": "0", "score": 1.0, "seconds": 1.0, "error": None}])
+        folders.append(run.folder.name)
+    with pytest.raises(ValueError) as err:
+        build_report(tmp_path)
+    message = str(err.value)
+    differences = dict(part.split(" is ", 1) for part in message.split(": ", 2)[2].split(". A report")[0].split("; "))
+    assert sorted(differences) == ["dtype", "generation.max_new_tokens", "heads"]  # only what differs
+    assert f'"float32" in {folders[1]}' in differences["dtype"] and f'"auto" in {folders[2]}' in differences["dtype"]
+    assert f"64 in {folders[1]}" in differences["generation.max_new_tokens"]
+    assert f"1024 in {folders[2]}" in differences["generation.max_new_tokens"]
+    assert differences["heads"].startswith("[1.2, 1.2") and differences["heads"].count("(#") == 2  # start, digest
+
+
+def test_refusing_runs_of_different_models_names_the_model_setting(tmp_path):
+    write_run(tmp_path, "vanilla", [1, 0], model={"model_type": "qwen2_5_vl", "content": "a"})
+    run = write_run(tmp_path, "static", [1, 1], model={"model_type": "qwen2_5_vl", "content": "b"})
+    with pytest.raises(ValueError, match=f'model.content is "a" in .*, "b" in {run.folder.name}'):
+        build_report(tmp_path)
+
+
+def test_report_figure_keeps_every_legend_entry_and_zooms_to_the_intervals(tmp_path, saved_figure):
+    from functional_heads.evaluation import figures
+
+    names = ["vanilla", "static", "dynamic", "perception-only", "reasoning-only", "vcd"]
+    methods = {name: {"accuracy": 0.80 + 0.01 * i, "ci95": [0.79 + 0.01 * i, 0.82 + 0.01 * i]}
+               for i, name in enumerate(names)}
+    fig, renderer, saved = saved_figure(lambda: figures.accuracy_bars({"shapes": {"methods": methods}},
+                                                                      tmp_path / "report.png"))
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == names
+    # in the saved image, beside the axes (over no data point)
+    assert saved.x0 <= legend.x0 and legend.x1 <= saved.x1 + 1 and saved.y0 <= legend.y0 <= legend.y1 <= saved.y1 + 1
+    assert legend.x0 >= ax.get_window_extent(renderer).x1
+    bottom, top = ax.get_ylim()
+    assert 0.7 < bottom < 0.79 and 0.87 < top <= 0.95  # one point apart shows; the label says it is not from 0
+    assert "not 0" in ax.get_ylabel()

@@ -246,3 +246,52 @@ def test_bad_tune_requests_fail_in_one_line_before_any_work(dev_folder, tmp_path
     assert result.output.count("error:") == 1 and "Traceback" not in result.output
     assert re.search(message, result.output.replace("\n", " ")), result.output
     assert not (tmp_path / "out" / "study.db").exists()  # no study left to refuse the corrected command
+
+
+def test_band_figure_draws_cells_no_trial_reached_unlike_a_gain_of_zero(tmp_path, saved_figure):
+    import numpy as np
+
+    from functional_heads.tuning import figures
+
+    trials = [{"state": "complete", "value": value, "config": {"reas_first_layer": reas, "perc_last_layer": perc},
+               "params": {}} for reas, perc, value in ((5, 2, 0.0), (6, 1, 0.03), (7, 0, -0.02))]
+    fig, renderer, _ = saved_figure(lambda: figures.tune_bands(trials, 8, tmp_path / "tune_bands.png"))
+    ax = fig.axes[0]
+    pixels = np.asarray(renderer.buffer_rgba())[..., :3].astype(float)
+
+    def colour(reas: int, perc: int) -> np.ndarray:  # the mean colour of the cell's middle
+        (x0, y0), (x1, y1) = ax.transData.transform([(perc - 0.3, reas - 0.3), (perc + 0.3, reas + 0.3)])
+        height = pixels.shape[0]
+        return pixels[int(height - y1):int(height - y0), int(x0):int(x1)].reshape(-1, 3).mean(0)
+
+    untried, zero = colour(0, 0), colour(5, 2)
+    assert np.abs(untried - zero).max() > 40 and np.abs(untried - colour(3, 6)).max() < 5  # all untried alike
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["no trial"]
+
+
+def _summary(importances: dict) -> dict:
+    """A finished study's summary, as `summary.summarize` gives it, without a study."""
+    result = RescaleConfig(perc_last_layer=2, reas_first_layer=5, tau_perc=0.9, tau_reas=0.1).to_dict()
+    trial = {"number": 0, "state": "complete", "value": 0.01, "items": 24, "share_rescaled": 0.05, "params": {},
+             "config": result, "same_as": None}
+    return {"result": result, "calibration": {"split": "calib", "items": 16}, "confirmed": False,
+            "verdict": "not confirmed", "candidate": None, "confirmation": None, "split": "dev", "search_items": 24,
+            "confirm_items": 24, "study": "s", "trials": [trial], "space": {"num_layers": 8},
+            "importances": importances, "counts": {"complete": 1, "pruned": 0, "fail": 0}, "finished": 1,
+            "evaluated_maps": 1, "items_evaluated": 24, "benchmark": "shapes", "model": "m"}
+
+
+@pytest.mark.parametrize("drawing, importances", [(False, {}), (True, {}), (True, {"g_perc": 0.7, "perc_share": 0.3})])
+def test_tune_md_lists_only_the_figures_it_wrote(tmp_path, monkeypatch, drawing, importances):
+    from functional_heads.tuning import report
+    from functional_heads.utils import plotting
+
+    if drawing and not plotting.available():
+        pytest.skip("figures need the plot extra")
+    monkeypatch.setattr(plotting, "available", lambda: drawing)
+    written = report.write(_summary(importances), tmp_path, ratios(), "qwen2_5_vl")
+    text = (tmp_path / "tune.md").read_text()
+    drawn = sorted(p.name for p in tmp_path.glob("*.png"))
+    listed = sorted(set(re.findall(r"tune_\w+\.png", text)))
+    assert listed == drawn == sorted(p.name for p in written if p.suffix == ".png")
+    assert ("tune_importances.png" in drawn) == bool(importances) and (plotting.MISSING in text) != drawing

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -18,46 +20,57 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+# Only what the options' defaults and help texts read, from modules that load neither torch nor transformers
+# (tests/test_cli.py checks), so `fheads --help` is quick; each command imports what it runs.
 from ..evaluation.benchmarks import BENCHMARKS
 from ..evaluation.benchmarks.shapes_generator import EVAL_SIZES
 from ..evaluation.engine import DEFAULT_MAX_NEW_TOKENS
-from ..evaluation.methods import METHODS
-from ..models.loading import DTYPES
+from ..models.dtypes import DTYPES
 from ..tuning.settings import TuneSettings
 from ..tuning.space import SearchSpace
 from ..utils.errors import FunctionalHeadsWarning, UserError
 from ..utils.files import atomic_write_text, check_new_file, check_writable
+from ..utils.progress import library_bars
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Functional head identification and class-conditioned rescaling (arXiv 2510.10285).")
 console = Console(soft_wrap=True, markup=False, highlight=False)  # our text, printed as it is
 errors = Console(stderr=True)
-_state = {"debug": False}
+_state = {"debug": False, "warned": set()}
 # help texts from the registries and settings (packages that register more through entry points are found too)
 DTYPE_HELP = f"{', '.join(DTYPES[:-1])} or {DTYPES[-1]}."
 BENCH_HELP = f"{', '.join(BENCHMARKS)}, or a benchmark a package registers."
-METHOD_HELP = f"{', '.join(METHODS)}, or a method a package registers."
+# The built-in methods' names: their registry loads torch with the methods, so the help lists them from here
+# (tests/test_cli.py keeps this equal to the registry).
+BUILTIN_METHODS = ("vanilla", "static", "dynamic", "perception-only", "reasoning-only", "vcd", "pai", "agla", "cgd")
+METHOD_HELP = f"{', '.join(BUILTIN_METHODS)}, or a method a package registers."
 
 
 def _debug_from_environment() -> bool:
     return os.environ.get("FHEADS_DEBUG", "") not in ("", "0")
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        console.print(f"functional-heads {package_version()}")
+        raise typer.Exit()
+
+
+def package_version() -> str:
+    """The installed distribution's version (the package's own `__version__` when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("functional-heads")
+    except PackageNotFoundError:  # the package root, loaded before any of its modules (no upward import)
+        return sys.modules[__name__.split(".")[0]].__version__
+
+
 @app.callback()
-def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error.")):
+def main(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error."),
+         version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                      help="Print the version and exit.")):
     _state["debug"] = debug or _debug_from_environment()
-    warnings.showwarning = _show_warning
-
-
-_python_show_warning = warnings.showwarning
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """The library's own warnings as one `warning:` line, others as Python shows them."""
-    if issubclass(category, FunctionalHeadsWarning):
-        _warn(str(message))
-    else:
-        _python_show_warning(message, category, filename, lineno, file, line)
 
 
 def guarded(resumable: bool = False):
@@ -66,9 +79,7 @@ def guarded(resumable: bool = False):
         @functools.wraps(command)
         def run(*args, **kwargs):
             try:
-                with warnings.catch_warnings():
-                    warnings.showwarning = _show_warning
-                    warnings.simplefilter("default", FunctionalHeadsWarning)
+                with _warning_lines(), library_bars():  # transformers' bars only in a terminal
                     return command(*args, **kwargs)
             except typer.Exit:
                 raise
@@ -91,19 +102,28 @@ def guarded(resumable: bool = False):
 
 
 def _warn(message: str | None) -> None:
-    if message:
+    """One `warning:` line, once per command."""
+    if message and message not in _state["warned"]:
+        _state["warned"].add(message)
         errors.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True, highlight=False)
 
 
-_python_showwarning = warnings.showwarning
+@contextmanager
+def _warning_lines():
+    """While a command runs, the package's own warnings print as `warning:` lines (others as Python prints them)."""
+    _state["warned"] = set()
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
 
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, FunctionalHeadsWarning):
+                _warn(str(message))
+            else:
+                shown(message, category, *args, **kwargs)
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """The library's own warnings as one `warning:` line; others as Python shows them."""
-    if issubclass(category, FunctionalHeadsWarning):
-        _warn(str(message))
-    else:
-        _python_showwarning(message, category, filename, lineno, file, line)
+        warnings.showwarning = show
+        warnings.simplefilter("default", FunctionalHeadsWarning)  # each distinct one, once
+        yield
 
 
 OVERWRITE_HELP = "Replace what is already at --out (otherwise an existing one is refused)."
@@ -268,7 +288,7 @@ def demo(out: Optional[Path] = typer.Option(None, help="Write demo.md, demo.json
                       reasoning=reasoning)
     console.print(demo_markdown(report), soft_wrap=True)
     if out is not None:
-        console.print(f"wrote {out}/demo.md, demo.json, heads.json, the figures and runs/")
+        console.print(f"wrote in {out}: {', '.join(report['written'])}", soft_wrap=True)
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ from ..models.loading import prompt_batches, to_model_device
 from ..testbed.bundled import REASONING_TUNED, bundled_model_path, bundled_settings, bundled_tuning
 from ..utils import plotting
 from ..utils.errors import UserError
-from ..utils.files import atomic_write_text
+from ..utils.files import atomic_path, atomic_write_text
 
 METHODS = ("vanilla", "static", "dynamic", "perception-only", "reasoning-only")  # no decoding baselines: see `fheads eval`
 DECODING = Decoding(max_new_tokens=shapes.MAX_ANSWER_TOKENS)
@@ -55,7 +56,8 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
     """The demo's report ({"shapes": the `fheads report` comparison, plus settings and S_v}); with `out`,
     demo.md, demo.json, heads.json, the figures and the run folders are written there. With `reasoning`
     (default: when the bundled base is shown) the bundled reasoning-tuned model is shown too, on the first
-    REASONING_ITEMS test items, with the premise measured on both models there (`report["reasoning_tuned"]`)."""
+    REASONING_ITEMS test items, with the premise measured on both models there (`report["reasoning_tuned"]`).
+    With `out`, `report["written"]` lists the files and folders written, as paths under `out`."""
     unknown = [name for name in methods if name not in method_names()]
     if unknown:
         raise UserError(f"Unknown method(s) {', '.join(unknown)}: choose among {', '.join(method_names())}.")
@@ -70,15 +72,16 @@ def run_demo(out: Path | None = None, model_path: Path | None = None, limit: int
         report["reasoning_tuned"] = reasoning_section(model_path.name, base_measured, premise_examples, methods, out,
                                                       batch_size)
     if out is not None:
-        write_outputs(Path(out), report, heads)
+        report["written"] = [str(p.relative_to(out)) for p in write_outputs(Path(out), report, heads)]
     return report
 
 
 def model_report(model_path: Path, examples: list, methods, out: Path | None, batch_size: int,
                  premise_examples: list | None = None) -> tuple[dict, HeadMap, tuple | None]:
     """One model's section: static heads calibrated on calib with its shipped settings, then every method
-    on the examples (run folders under OUT/runs); with `premise_examples`, also their vanilla records and
-    S_v along those answers (`premise.along_records`), while the model is loaded."""
+    on the examples (run folders under OUT/runs, beside the head map OUT/heads.json and the `fheads eval`
+    command that continues them); with `premise_examples`, also their vanilla records and S_v along those
+    answers (`premise.along_records`), while the model is loaded."""
     cfg, tuning = bundled_settings(model_path, candidate=True), bundled_tuning(model_path)
     benchmark = get_benchmark("shapes")
     with torch.no_grad():
@@ -86,6 +89,9 @@ def model_report(model_path: Path, examples: list, methods, out: Path | None, ba
         model, processor = backend.model, backend.processor
         heads = calibrate(model, calibration_batches(processor, model), cfg, progress=True,
                           total=-(-shapes.EVAL_SIZES["calib"] // CALIB_BATCH_SIZE))
+        if out is not None:  # the static methods' runs are `fheads eval --heads` runs of this map
+            with atomic_path(Path(out) / "heads.json") as tmp:
+                heads.save(tmp)
         runs = [_method_run(backend, model_path, benchmark, examples, get_method(name, heads=heads, config=cfg), out,
                            batch_size) for name in methods]
         measured = None if premise_examples is None else \
@@ -95,7 +101,21 @@ def model_report(model_path: Path, examples: list, methods, out: Path | None, ba
               "calibration": f"calib ({heads.num_samples} items)", "layer_mean_ratios": heads.ratios.mean(-1).tolist(),
               "tuning": {k: tuning.get(k) for k in ("verdict", "confirmed", "confirmation", "tuned_on")},
               "test_gains": _test_gains(runs)}
+    if out is not None:
+        report["continue_with"] = eval_commands(model_path, Path(out), methods, batch_size)
     return report, heads, measured
+
+
+def eval_commands(model_path: Path, out: Path, methods, batch_size: int) -> str:
+    """The shell lines that continue (or extend to the whole test split) the demo's runs of one model with
+    `fheads eval` and compare them with `fheads report`: every setting of a run's identity as the demo has it
+    (`run_identity`: benchmark, split, dtype, decoding, head map), so each lands in the demo's run folder."""
+    flags = ["--model", Path(model_path).resolve(), "--bench", "shapes", "--split", "test", "--dtype", DTYPE,
+             "--max-new-tokens", DECODING.max_new_tokens, "--heads", out / "heads.json", "--out", out / "runs",
+             "--batch-size", batch_size]
+    return (f"for m in {' '.join(map(shlex.quote, methods))}; do fheads eval "
+            f"{' '.join(shlex.quote(str(f)) for f in flags)} --method \"$m\"; done\n"
+            f"fheads report {shlex.quote(str(out / 'runs'))}")
 
 
 def reasoning_section(base_name: str, base_measured: tuple, examples: list, methods, out: Path | None,
@@ -140,20 +160,25 @@ def _test_gains(runs: list[dict]) -> dict:
     return gains
 
 
-def write_outputs(out: Path, report: dict, heads: HeadMap) -> None:
+def write_outputs(out: Path, report: dict, heads: HeadMap) -> list[Path]:
+    """demo.json, the figures (with matplotlib) and demo.md in `out`; returns every file and run folder the
+    demo wrote there, head maps included."""
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "demo.json", json.dumps(report, indent=1, default=str) + "\n")
-    heads.save(out / "heads.json")
+    written = [atomic_write_text(out / "demo.json", json.dumps(report, indent=1, default=str) + "\n")]
     text = demo_markdown(report)
     if plotting.available():
-        figures.ratios_heatmap(heads, out / "ratios_heatmap.png")
-        figures.ratios_by_layer(heads, out / "ratios_by_layer.png", "Attention to the image by depth (calib split)")
-        figures.accuracy_bars({"shapes": report["shapes"]}, out / "report.png")
+        written += [figures.ratios_heatmap(heads, out / "ratios_heatmap.png"),
+                    figures.ratios_by_layer(heads, out / "ratios_by_layer.png",
+                                            "Attention to the image by depth (calib split)"),
+                    figures.accuracy_bars({"shapes": report["shapes"]}, out / "report.png")]
         if "reasoning_tuned" in report:
-            figures.attention_along_chain(report["reasoning_tuned"]["premise"], out / "premise_attention.png")
+            written.append(figures.attention_along_chain(report["reasoning_tuned"]["premise"],
+                                                         out / "premise_attention.png"))
     else:
         text += f"\n{plotting.MISSING}\n"
-    atomic_write_text(out / "demo.md", text)
+    written.insert(0, atomic_write_text(out / "demo.md", text))
+    folders = [out] + ([out / REASONING_TUNED] if "reasoning_tuned" in report else [])
+    return written + [f / name for f in folders for name in ("heads.json", "runs") if (f / name).exists()]
 
 
 def demo_markdown(report: dict) -> str:
@@ -161,8 +186,17 @@ def demo_markdown(report: dict) -> str:
     return (f"Settings (the best of the `fheads tune` study on {report['settings_tuned_on']}): "
             f"`{json.dumps(report['settings'])}`; static heads calibrated on {report['calibration']}; all figures on "
             f"{report['reported_on']}. 'heads rescaled' counts heads whose gain is not 1.\n\n"
-            + tuning_markdown(report) + report_markdown({"shapes": report["shapes"]})
+            + tuning_markdown(report) + report_markdown({"shapes": report["shapes"]}) + continue_markdown(report)
             + (reasoning_markdown(report["reasoning_tuned"]) if "reasoning_tuned" in report else ""))
+
+
+def continue_markdown(report: dict) -> str:
+    """The `fheads eval` command that continues this model's runs (with an output folder only)."""
+    if not report.get("continue_with"):
+        return ""
+    return ("\nTo continue these runs with `fheads eval` (the same settings, so the same run folders; add `--limit N` "
+            "for the first N test items, or leave it out for the whole test split), then compare them:\n\n"
+            f"```\n{report['continue_with']}\n```\n\n")
 
 
 def reasoning_markdown(section: dict) -> str:
@@ -171,7 +205,7 @@ def reasoning_markdown(section: dict) -> str:
             "The premise, on both models (vanilla, each model's own greedy answers; paired tests):\n\n"
             + premise.premise_markdown(section["premise"], section["premise_difference"]) + "\n"
             + f"Its methods, with its own settings `{json.dumps(section['settings'])}`:\n\n"
-            + tuning_markdown(section) + report_markdown({"shapes": section["shapes"]}))
+            + tuning_markdown(section) + report_markdown({"shapes": section["shapes"]}) + continue_markdown(section))
 
 
 def tuning_markdown(report: dict) -> str:

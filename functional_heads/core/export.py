@@ -24,6 +24,7 @@ from ..models.compat import readable_by_transformers_4
 from ..models.loading import WEIGHT_SUFFIXES, load_model, local_folder, read_config
 from ..utils.errors import UserError
 from ..utils.files import atomic_folder, check_new_folder
+from ..utils.progress import library_bars
 from .heads import FOLDED_KEY, HEAD_MAP_FILE, HeadMap, check_not_folded, folded_export, warn_if_inert
 from .rescale import fold
 
@@ -73,7 +74,8 @@ def _write(source: Path, head_map: HeadMap, folder: Path, dtype) -> None:
     original = read_config(source)
     vlm = load_model(source, dtype=dtype)
     fold(vlm, head_map)
-    vlm.save_pretrained(folder)
+    with library_bars():  # no "Writing model shards" bar in a log
+        vlm.save_pretrained(folder)
     for file in source.iterdir():  # processor, tokenizer and chat template travel unchanged
         if file.is_file() and file.name not in _WRITTEN_BY_SAVE + _OWN_FILES and file.suffix not in WEIGHT_SUFFIXES:
             shutil.copy2(file, folder / file.name)

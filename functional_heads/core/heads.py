@@ -19,7 +19,12 @@ from .config import RescaleConfig
 from .ratios import visual_attention_ratios
 
 FORMAT_VERSION = 1
-UNUSUAL_SHARE = 0.12  # twice the paper's best ~6% of heads; it found 18% harmful
+PAPER_BEST_SHARE = 0.064  # of all heads (METHOD.md: about 6.4% best, 18% degrades)
+UNUSUAL_SHARE = 2 * PAPER_BEST_SHARE  # more than this deserves a second look at the thresholds
+
+
+class UnusualShareWarning(FunctionalHeadsWarning):
+    """A static head map selects more than UNUSUAL_SHARE of all heads."""
 HEAD_MAP_FILE = "functional_heads.json"  # the head map an export folded in, beside its weights
 FOLDED_KEY = "functional_heads_folded"  # config.json record of the gains an export folded into the weights
 
@@ -105,7 +110,8 @@ class HeadMap:
 
     def share_warning(self) -> str | None:
         """A warning when the map selects an unusual share of heads: the paper found about 6% best and 18%
-        harmful, so more than 12% deserves a second look at the thresholds (none at all: `inert_warning`)."""
+        harmful, so more than twice its best (UNUSUAL_SHARE) deserves a second look at the thresholds (none
+        at all: `inert_warning`)."""
         share = self.share_selected
         if share > UNUSUAL_SHARE:
             return (f"the map selects {share:.0%} of all heads; the paper found about 6% best and 18% harmful. "
@@ -175,13 +181,19 @@ class HeadMap:
                             f"{tuple(self.perception.shape)}.")
 
 
-def identify_heads(ratios: torch.Tensor, config: RescaleConfig, model_type: str | None = None) -> HeadMap:
-    """Apply the rules of the paper to S_v [layers, heads] or [batch, layers, heads]."""
+def identify_heads(ratios: torch.Tensor, config: RescaleConfig, model_type: str | None = None,
+                   warn: bool = True) -> HeadMap:
+    """Apply the rules of the paper to S_v [layers, heads] or [batch, layers, heads]. A static map that
+    selects more than UNUSUAL_SHARE of all heads gives an `UnusualShareWarning` (one line, with the share),
+    unless `warn` is off (a tuning study draws such maps on purpose)."""
     if ratios.dim() not in (2, 3):
         raise UserError(f"ratios must be [layers, heads] or [batch, layers, heads], got {tuple(ratios.shape)}.")
     config.check_layers(ratios.shape[-2])
     perception, reasoning = classify(ratios, torch.arange(ratios.shape[-2])[:, None], config)
-    return HeadMap(perception, reasoning, config, model_type, ratios)
+    heads = HeadMap(perception, reasoning, config, model_type, ratios)
+    if warn and ratios.dim() == 2 and heads.share_selected > UNUSUAL_SHARE:
+        warnings.warn(heads.share_warning(), UnusualShareWarning, stacklevel=2)
+    return heads
 
 
 def thresholds_for_shares(ratios: torch.Tensor, perc_last_layer: int, reas_first_layer: int, perc_share: float,

@@ -1,13 +1,16 @@
 """Evaluation: benchmarks, methods, the answering engine, run folders, reports and statistics. Uses the
 method core; the core knows nothing of it. `evaluate` and `report` are the Python API of `fheads eval` and
-`fheads report` (`fheads tune` is `functional_heads.tuning.tune`)."""
+`fheads report` (`fheads tune` is `functional_heads.tuning.tune`).
 
+The names below are imported when first used (`utils.lazy`), so a light submodule (the benchmarks' names,
+the shapes generator) can be imported without the answering engine, torch or transformers."""
+
+from ..utils import lazy
 from ..utils.moved import forward_names
-from .api import evaluate, report
-from .engine import Decoding
-from .methods import Generation, Method, get_method, register_method
-from .runs import Run
 
-__getattr__ = forward_names(__name__)  # names that moved to other packages (tune: functional_heads.tuning)
+_EXPORTS = {"evaluate": ".api", "report": ".api", "Decoding": ".engine", "Generation": ".methods",
+            "Method": ".methods", "get_method": ".methods", "register_method": ".methods", "Run": ".runs"}
+# then the names that moved to other packages (tune: functional_heads.tuning), and submodules
+__getattr__, __dir__ = lazy.exports(__name__, _EXPORTS, forward_names(__name__))
 
-__all__ = ["Decoding", "Generation", "Method", "Run", "evaluate", "get_method", "register_method", "report"]
+__all__ = sorted(_EXPORTS)

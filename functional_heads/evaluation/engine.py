@@ -21,9 +21,6 @@ from itertools import islice
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-import torch
-
-from ..models.loading import PromptTooLong, load_model, load_processor
 from ..utils.errors import FunctionalHeadsWarning, UserError
 from ..utils.progress import progress as progress_lines
 from .benchmarks import Benchmark, Example, Unusable
@@ -103,6 +100,8 @@ class HFBackend:
     def load(cls, path: str | Path, dtype: str = "auto", device_map: str | dict | None = None,
              **kwargs) -> HFBackend:
         """The model folder's processor, then its model (a bad processor fails before the long load)."""
+        from ..models.loading import load_model, load_processor  # here: the engine's names load without torch
+
         processor = load_processor(path)
         return cls(load_model(path, dtype=dtype, device_map=device_map, **kwargs), processor)
 
@@ -124,6 +123,8 @@ def finite_logits(model, batch: int | None):
     model stops before it decodes; later ones are accumulated on the device, without a synchronisation,
     and checked when the block ends (or fails: sampling from NaN fails inside torch). Rows are named when
     the forwards have one row per prompt (`batch` prompts; None: they do not)."""
+    import torch  # here: the engine's names load without torch (`fheads --help`)
+
     state = {"first": True, "rows": None, "any": None}
 
     def check(module, args, kwargs, output):
@@ -254,6 +255,8 @@ def _scored_group(backend: Backend, benchmark, ready, images, method, decoding: 
     per item, judged if asked, scored. A prompt longer than the model's context is recorded as unusable
     (answering it would read positions the model never learned) and the others are answered without it;
     non-finite logits stop the run, naming the items."""
+    from ..models.loading import PromptTooLong  # here: the engine's names load without torch
+
     start = time.perf_counter()
     try:
         answers = backend.answer([e.prompt for e in ready], images, method, decoding)

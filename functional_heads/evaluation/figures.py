@@ -55,11 +55,16 @@ def attention_along_chain(summaries: dict[str, dict], path: Path) -> Path:
 
 
 def accuracy_bars(report: dict, path: Path) -> Path:
-    """Accuracy with its 95% interval per benchmark and method, from `evaluation.report.build_report`."""
+    """Accuracy with its 95% interval per benchmark and method (a point and its error bars), from
+    `evaluation.report.build_report`. The y axis spans the intervals, not 0 to 1, so a difference of one
+    point shows; its label says where it starts. The legend sits outside the axes, whatever the methods."""
+    from matplotlib.ticker import PercentFormatter
+
     names = list(report)
     methods = list(dict.fromkeys(m for r in report.values() for m in r["methods"]))
     width = 0.8 / max(len(methods), 1)
-    with figure(path, (max(4, 1.6 * len(names) * max(1, len(methods) / 3)), 3.5)) as (fig, ax):
+    ends = []
+    with figure(path, (max(4.0, 1.6 * len(names) * max(1, len(methods) / 3)) + 1.6, 3.5)) as (fig, ax):
         for k, method in enumerate(methods):
             xs, ys, errs = [], [], [[], []]
             for i, name in enumerate(names):
@@ -71,9 +76,16 @@ def accuracy_bars(report: dict, path: Path) -> Path:
                 ys.append(m["accuracy"])
                 errs[0].append(max(0.0, m["accuracy"] - low))
                 errs[1].append(max(0.0, high - m["accuracy"]))
-            ax.bar(xs, ys, width, yerr=errs, capsize=2, label=method)
+                ends += [min(low, m["accuracy"]), max(high, m["accuracy"])]
+            ax.errorbar(xs, ys, yerr=errs, fmt="o", capsize=3, label=method)
         ax.set_xticks(range(len(names)), names)
-        ax.set_ylabel("accuracy (95% CI)")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=7, ncol=min(len(methods), 4))
+        ax.set_xlim(-0.5, len(names) - 0.5)
+        if ends:
+            pad = max(0.01, 0.1 * (max(ends) - min(ends)))
+            ax.set_ylim(max(0.0, min(ends) - pad), min(1.0, max(ends) + pad))
+        bottom = ax.get_ylim()[0]
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_ylabel("accuracy, 95% CI" + (f"\n(axis from {bottom:.0%}, not 0)" if bottom > 0.005 else ""))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return path

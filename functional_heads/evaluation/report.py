@@ -8,6 +8,7 @@ refuses (unless told to keep only the items every run holds).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -20,6 +21,10 @@ from .methods import method_names
 from .runs import SPEC, run_records
 from .stats import mcnemar
 
+# beside the latency column: the times are one run's each, on whatever else the machine was doing
+LATENCY_CAVEAT = ("s/item and latency x are wall-clock times of single runs on a machine that may be shared: not "
+                  "speed measurements (identical code has measured 0.5x to 4x under load). For speed, use the "
+                  "repository's benchmarks/ (benchmarks/overhead.py: the method's overhead, under control).")
 _NOT_METRICS = ("accuracy", "ci95", "categories", "seconds_per_item", "latency_ratio", "unusable_items", "folder",
                 "mcnemar_vs_vanilla", "heads_rescaled", "n")
 
@@ -52,14 +57,17 @@ def compare(name: str, runs: list[dict], common_items: bool = False) -> dict:
     runs = sorted(runs, key=lambda r: order.get(r["settings"]["method"], len(order)))
     methods = [r["settings"]["method"] for r in runs]
     for method in sorted({m for m in methods if methods.count(m) > 1}):
-        folders = ", ".join(str(r["folder"]) for r in runs if r["settings"]["method"] == method)
-        raise UserError(f"{name}: several runs of '{method}' with different settings ({folders}); a report "
-                        "compares one run per method: move the others to another folder.")
+        same = [r for r in runs if r["settings"]["method"] == method]
+        folders = ", ".join(str(r["folder"]) for r in same)
+        raise UserError(f"{name}: several runs of '{method}' with different settings ({folders}): "
+                        f"{setting_differences(same)}. A report compares one run per method: move the others to "
+                        "another folder, or rerun with the same settings as the rest.")
     models = {json.dumps(r["settings"].get("model"), sort_keys=True) for r in runs}
     if len(models) > 1:
         folders = ", ".join(str(r["folder"]) for r in runs)
-        raise UserError(f"{name}: the runs were made on different models ({folders}); a report compares the "
-                        "methods of one model: give each model's runs a folder of their own.")
+        raise UserError(f"{name}: the runs were made on different models ({folders}): "
+                        f"{setting_differences(runs, only='model')}. A report compares the methods of one model: "
+                        "give each model's runs a folder of their own.")
     answered = [{i: r for i, r in run["records"].items() if r.get("error") is None} for run in runs]
     items = [set(a) for a in answered]
     shared = set.intersection(*items)
@@ -96,6 +104,35 @@ def compare(name: str, runs: list[dict], common_items: bool = False) -> dict:
     return result
 
 
+def setting_differences(runs: list[dict], only: str | None = None) -> str:
+    """The settings (run.json, nested keys joined by dots; with `only`, those under it) whose values differ
+    between runs, each with its value per run folder: what makes them different runs."""
+    flat = [_flatten(r["settings"]) for r in runs]
+    keys = sorted({k for f in flat for k in f if only is None or k == only or k.startswith(f"{only}.")})
+    parts = []
+    for key in keys:
+        values = [_shown(f[key]) if key in f else "unset" for f in flat]
+        if len(set(values)) > 1:
+            parts.append(f"{key} is " + ", ".join(f"{v} in {Path(r['folder']).name}" for v, r in zip(values, runs)))
+    return "; ".join(parts) or "no setting differs"
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _shown(value) -> str:
+    """A setting's value in a message: whole when short, else its start and a digest (head gains are long)."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 40 else f"{text[:30]}... (#{hashlib.sha1(text.encode()).hexdigest()[:6]})"
+
+
 def report_markdown(report: dict) -> str:
     """Per benchmark: one row per method (accuracy with its interval, the benchmark's own metrics, heads
     rescaled, the paired test against vanilla, time), then accuracy per category."""
@@ -116,6 +153,8 @@ def report_markdown(report: dict) -> str:
                          + "".join(f"{_pct(m.get(k))} | " for k in metrics)
                          + f"{_pct(m.get('heads_rescaled'))} | {versus} | {_num(m.get('seconds_per_item'), 4)} | "
                          f"{_num(m.get('latency_ratio'))} |")
+        if any(m.get("latency_ratio") is not None for m in methods.values()):
+            lines += ["", LATENCY_CAVEAT]
         unusable = {method: m["unusable_items"] for method, m in methods.items() if m.get("unusable_items")}
         if unusable:
             lines += ["", "Unusable items (recorded with their reason, left out above): "

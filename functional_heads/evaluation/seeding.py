@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def text_seed(text: str) -> int:
@@ -19,6 +20,8 @@ def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None
     """Within the block torch's global generators (CPU, and `device`'s if it is a GPU) start from `seed`;
     on exit they are back where they were. `generate()` samples from the global generator and takes no
     `torch.Generator`, so a scoped fork is how a seeded draw stays out of the caller's process."""
+    import torch
+
     device = torch.device(device) if device is not None else torch.device("cpu")
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

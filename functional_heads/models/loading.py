@@ -18,8 +18,10 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from ..utils.errors import UserError
+from ..utils.progress import library_bars
 from .architectures import ARCHITECTURES
 from .compat import is_unnamed_tokenizer
+from .dtypes import DTYPES
 
 
 def local_folder(path: str | Path) -> Path:
@@ -31,7 +33,6 @@ def local_folder(path: str | Path) -> Path:
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # what --dtype takes: the checkpoint's own, or one of these
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "tiktoken.model")
 
 
@@ -61,13 +62,14 @@ def load_model(path: str | Path, dtype: str | torch.dtype = "auto", device_map: 
     check_weight_files(folder)
     native = _native_layout(config)
     try:
-        if native is not None:  # loaded into transformers' own classes, whatever trust_remote_code says
-            model = native.load_model(folder, config, dtype=dtype, device_map=device_map, **kwargs)
-        else:
-            model, info = transformers.AutoModelForImageTextToText.from_pretrained(
-                folder, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code,
-                output_loading_info=True, **kwargs)
-            check_loaded_keys(folder, config, model, info)
+        with library_bars():  # no "Loading weights" bar in a log
+            if native is not None:  # loaded into transformers' own classes, whatever trust_remote_code says
+                model = native.load_model(folder, config, dtype=dtype, device_map=device_map, **kwargs)
+            else:
+                model, info = transformers.AutoModelForImageTextToText.from_pretrained(
+                    folder, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code,
+                    output_loading_info=True, **kwargs)
+                check_loaded_keys(folder, config, model, info)
     except RuntimeError as err:
         if "size mismatch" not in str(err) and "ignore_mismatched_sizes" not in str(err):
             raise

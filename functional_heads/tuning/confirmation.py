@@ -28,7 +28,8 @@ def choose_candidate(trials: list[dict]) -> dict | None:
 def confirm(worker: StudyWorker, candidate: dict, items: list, log: Callable[[str], None]) -> dict:
     """The candidate against vanilla on the confirmation items (`paired_test`); both scores are kept in the
     study, so every worker and rerun reads the same ones."""
-    heads = identify_heads(worker.ratios, RescaleConfig.from_dict(candidate["config"]), worker.model_type)
+    heads = identify_heads(worker.ratios, RescaleConfig.from_dict(candidate["config"]), worker.model_type,
+                           warn=False)  # a trial's map, drawn within the space's shares
     log(f"confirming trial {candidate['number']} on the {len(items)} confirmation items")
     vanilla = cached(worker.study, "vanilla_confirm", lambda: worker.scorer.scores(None, items))
     tuned = cached(worker.study, f"confirm/{candidate['heads_key']}", lambda: worker.scorer.scores(heads, items))

@@ -11,18 +11,26 @@ def _complete(trials: list[dict]) -> list[dict]:
     return [t for t in trials if t["state"] == "complete" and t["value"] is not None and t.get("config")]
 
 
+UNTRIED = {"facecolor": "0.8", "edgecolor": "0.55", "hatch": "///"}  # unlike any gain: a gain of 0 is white
+
+
 def tune_bands(trials: list[dict], num_layers: int, path: Path) -> Path:
     """The paper's band heatmap from a study: perception band end x reasoning band start -> the best search
-    gain of the complete trials with those bands (blank: no trial)."""
+    gain of the complete trials with those bands; cells no trial reached are grey and hatched."""
     import numpy as np
+    from matplotlib.patches import Patch, Rectangle
 
     grid = np.full((num_layers, num_layers), np.nan)
     for t in _complete(trials):
         cell = (t["config"]["reas_first_layer"], t["config"]["perc_last_layer"])
         grid[cell] = np.nanmax([grid[cell], 100 * t["value"]])
+    limit = np.nanmax(np.abs(grid), initial=1)
     with figure(path, (5.5, 4.5)) as (fig, ax):
-        image = ax.imshow(grid, cmap="RdBu", origin="lower", vmin=-np.nanmax(np.abs(grid), initial=1),
-                          vmax=np.nanmax(np.abs(grid), initial=1))
+        # beneath the image, whose untried (NaN) cells are transparent
+        ax.add_patch(Rectangle((-0.5, -0.5), num_layers, num_layers, linewidth=0, zorder=0, **UNTRIED))
+        image = ax.imshow(grid, cmap="RdBu", origin="lower", vmin=-limit, vmax=limit, zorder=1)
+        ax.legend(handles=[Patch(**UNTRIED, label="no trial")], loc="upper left", bbox_to_anchor=(0, -0.12),
+                  fontsize=8, frameon=False)
         ax.set_xlabel("perception band: last layer")
         ax.set_ylabel("reasoning band: first layer")
         ax.set_title("Best search gain over vanilla (points)")
@@ -43,7 +51,8 @@ def tune_gains(trials: list[dict], path: Path) -> Path:
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xlabel("gain")
         ax.set_ylabel("search gain over vanilla (points)")
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # no complete trial drew a gain: nothing to name
+            ax.legend()
     return path
 
 

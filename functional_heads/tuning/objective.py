@@ -76,7 +76,7 @@ class StudyWorker:
         except Infeasible as err:
             trial.set_user_attr("infeasible", str(err))
             raise optuna.TrialPruned(str(err)) from None
-        heads = identify_heads(self.ratios, config, self.model_type)
+        heads = identify_heads(self.ratios, config, self.model_type, warn=False)  # the space bounds the share
         key = heads_key(heads)
         for name, value in (("config", config.to_dict()), ("heads_key", key),
                             ("share_rescaled", (heads.gains != 1).float().mean().item())):

@@ -24,7 +24,7 @@ from . import figures
 def write(summary: dict, out: Path, ratios: torch.Tensor, model_type: str | None) -> list[Path]:
     """Every output of `fheads tune` under `out`, each written whole or not at all."""
     result = RescaleConfig.from_dict(summary["result"])
-    heads = identify_heads(ratios, result, model_type)
+    heads = identify_heads(ratios, result, model_type, warn=False)  # a trial's map; tune.md gives its share
     heads.num_samples = summary["calibration"]["items"]
     settings = {"config": summary["result"], "confirmed": summary["confirmed"], "verdict": summary["verdict"],
                 "candidate": (summary["candidate"] or {}).get("config"), "confirmation": summary["confirmation"],
@@ -40,18 +40,19 @@ def write(summary: dict, out: Path, ratios: torch.Tensor, model_type: str | None
     with atomic_path(out / "heads.json") as tmp:
         heads.save(tmp)
     written.append(out / "heads.json")
-    text = study_markdown(summary)
+    drawn = []
     if plotting.available():
         trials, layers = summary["trials"], summary["space"]["num_layers"]
-        written += [figures.tune_bands(trials, layers, out / "tune_bands.png"),
-                    figures.tune_gains(trials, out / "tune_gains.png"),
-                    figures.tune_shares(trials, out / "tune_shares.png")]
+        drawn += [figures.tune_bands(trials, layers, out / "tune_bands.png"),
+                  figures.tune_gains(trials, out / "tune_gains.png"),
+                  figures.tune_shares(trials, out / "tune_shares.png")]
         if summary["importances"]:
-            written.append(figures.tune_importances(summary["importances"], out / "tune_importances.png"))
-    else:
+            drawn.append(figures.tune_importances(summary["importances"], out / "tune_importances.png"))
+    text = study_markdown(summary, [path.name for path in drawn])
+    if not plotting.available():
         text += f"\n{plotting.MISSING}\n"
     written.append(atomic_write_text(out / "tune.md", text))
-    return written
+    return written + drawn
 
 
 def _calibration_text(calibration: dict) -> str:
@@ -60,8 +61,14 @@ def _calibration_text(calibration: dict) -> str:
     return f"{where} ({calibration['items']} items)"
 
 
-def study_markdown(summary: dict) -> str:
-    """tune.md: the result, the confirmation against vanilla, the top trials and the importances."""
+FIGURE_NOTES = {"tune_bands.png": "band ends -> best search gain; hatched: no trial",
+                "tune_gains.png": "search gain per gain value", "tune_shares.png": "search gain per share of heads",
+                "tune_importances.png": "parameter importances"}
+
+
+def study_markdown(summary: dict, figure_names: list[str] = ()) -> str:
+    """tune.md: the result, the confirmation against vanilla, the top trials and the importances, and the
+    figures drawn beside it (`figure_names`: only those written)."""
     counts = summary["counts"]
     lines = [f"# Tuning study `{summary['study']}`", "",
              f"Model `{summary.get('model_path', summary['model'])}`, benchmark {summary['benchmark']}, split {summary['split']}: "
@@ -92,7 +99,9 @@ def study_markdown(summary: dict) -> str:
     if summary["importances"]:
         importances = ", ".join(f"{k} {v:.2f}" for k, v in summary["importances"].items())
         lines += ["", f"Parameter importances (Optuna): {importances}"]
-    lines += ["", "Figures: tune_bands.png (band ends -> best search gain), tune_gains.png, tune_shares.png, "
-              "tune_importances.png. settings.json and heads.json hold the result.", ""]
+    if figure_names:
+        lines += ["", "Figures: " + ", ".join(f"{name} ({FIGURE_NOTES[name]})" if name in FIGURE_NOTES else name
+                                           for name in figure_names) + "."]
+    lines += ["", "settings.json and heads.json hold the result.", ""]
     return "\n".join(lines)
 

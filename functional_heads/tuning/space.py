@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..core.config import RescaleConfig
-from ..core.heads import thresholds_for_shares
 from ..utils.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Infeasible(ValueError):
@@ -47,6 +48,8 @@ class SearchSpace:
 
     def suggest(self, trial, ratios: torch.Tensor) -> RescaleConfig:
         """The trial's settings, thresholds read off the calibrated S_v [layers, heads]."""
+        from ..core.heads import thresholds_for_shares  # here: the defaults read without torch (`fheads --help`)
+
         last = self.num_layers - 1
         perc_last = trial.suggest_int("perc_last_layer", 0, last)
         reas_first = trial.suggest_int("reas_first_layer", 0, last)

@@ -1,4 +1,4 @@
-"""The project's exceptions. `UserError` is what the user can fix (a wrong path, a bad setting, a file that
+"""The project's exceptions and warnings. `UserError` is what the user can fix (a wrong path, a bad setting, a file that
 is not what it should be): the CLI prints its message as one line and exits 2. Anything else is an internal
 error: the CLI names it and says how to see the traceback."""
 

@@ -22,7 +22,8 @@ def available() -> bool:
 
 @contextmanager
 def figure(path: Path, size: tuple[float, float]) -> Iterator:
-    """Yields (fig, ax) and saves the figure to `path` on exit (Agg backend: no display needed)."""
+    """Yields (fig, ax) and saves the figure to `path` on exit (Agg backend: no display needed), cropped to
+    everything drawn: a legend or label outside the axes is kept whole."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,6 +33,6 @@ def figure(path: Path, size: tuple[float, float]) -> Iterator:
     try:
         yield fig, ax
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)

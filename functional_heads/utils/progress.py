@@ -3,7 +3,8 @@
 In a terminal: a rich bar. Otherwise (output to a file or a pipe, as `setup.sh > log` or CI): a plain
 line every tenth of the way or every 30 seconds, so a log never stays silent for minutes. With
 `log_file`, the same lines are appended there too. Counts are out of the whole job: a resumed run
-starts at what was already done.
+starts at what was already done. `library_bars` keeps transformers' own bars (loading weights, writing
+shards) out of such output too.
 """
 
 from __future__ import annotations
@@ -74,3 +75,31 @@ def progress(description: str, total: int, completed: int = 0, unit: str = "item
                 lines.advance(n)
 
         yield advance
+
+
+def _stderr_is_terminal() -> bool:
+    return Console(file=sys.stderr).is_terminal
+
+
+@contextmanager
+def library_bars() -> Iterator[None]:
+    """transformers' own tqdm bars (and huggingface_hub's, which it switches with them) stay as they are in a
+    terminal and are off within the block otherwise: in a log file or a pipe their carriage returns run
+    together into one long line. On exit both libraries' settings are back as the caller had them."""
+    if _stderr_is_terminal():
+        yield
+        return
+    from huggingface_hub import utils as hub
+    from transformers.utils import logging as hf_logging
+
+    ours, hubs = hf_logging.is_progress_bar_enabled(), hub.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if ours:
+            hf_logging.enable_progress_bar()  # switches huggingface_hub's on too
+        if hubs:
+            hub.disable_progress_bars()
+        elif hub.are_progress_bars_disabled():
+            hub.enable_progress_bars()
