@@ -93,6 +93,9 @@ def test_mathvista_parquet(tmp_path):
     ("\\boxed{\\frac{5}{4}}", {"answer_type": "float", "precision": 2}, "1.25", True),
     ("<think> it is 7 </think> The answer is 2.", {"answer_type": "integer"}, "2", True),
     ("<think> it is 2, cut off", {"answer_type": "integer"}, "2", False),
+    ("So 2 items sold less than 5 units.", {"answer_type": "integer"}, "2", True),  # the answer sentence's number
+    ("<think>from 1990 on</think> It peaked between 2007 and 2008.", {"answer_type": "list"}, "[2007, 2008]", True),
+    ("The line graph saw its maximum peak between 2007 and 2008.", {"answer_type": "list"}, "[2007, 2008]", True),
 ])
 def test_mathvista_numbers_as_the_official_code_normalises_them(output, info, gold, right):
     bench = get_benchmark("mathvista")
