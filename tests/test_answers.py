@@ -87,6 +87,14 @@ def test_truncated_rows_are_unanswered_and_counted():
     ("the answer is 1,250.5 dollars", 1250.5),
     ("<answer> 12 </answer>", 12.0),
     ("<think> 3 + 4 = 7 and more", None),
+    # prose: the number the answer sentence states, as MathVista's official extractor reads it
+    ("Counting the bars below five: So 2 items sold less than 5 units.", 2.0),
+    ("The fraction of females facing the camera is 0.6, which means 6 out of 10 face it.", 0.6),
+    ("Luca needs $1.45 to buy a sour apple candy and a butterscotch candy.", 1.45),
+    ("There are 3 red and 4 blue cubes, so 3 + 4 = 7.", 7.0),
+    ("Let x = 3, so the area would be 9 square units.", 9.0),
+    ("I count 4 large ones.\nTherefore, there are 6 spheres left of the 10 we started with.", 6.0),
+    ("The total is 12, which is 4 more than 8.", 12.0),
 ])
 def test_numbers_from_latex_and_answer_phrases(output, expected):
     got = answers.number(output)

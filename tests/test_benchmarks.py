@@ -93,6 +93,9 @@ def test_mathvista_parquet(tmp_path):
     ("\\boxed{\\frac{5}{4}}", {"answer_type": "float", "precision": 2}, "1.25", True),
     ("<think> it is 7 </think> The answer is 2.", {"answer_type": "integer"}, "2", True),
     ("<think> it is 2, cut off", {"answer_type": "integer"}, "2", False),
+    ("So 2 items sold less than 5 units.", {"answer_type": "integer"}, "2", True),  # the answer sentence's number
+    ("<think>from 1990 on</think> It peaked between 2007 and 2008.", {"answer_type": "list"}, "[2007, 2008]", True),
+    ("The line graph saw its maximum peak between 2007 and 2008.", {"answer_type": "list"}, "[2007, 2008]", True),
 ])
 def test_mathvista_numbers_as_the_official_code_normalises_them(output, info, gold, right):
     bench = get_benchmark("mathvista")
@@ -178,6 +181,33 @@ def test_hallusionbench_save_to_disk(tmp_path):
     assert metrics["qAcc"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="splits image"):
         list(bench.examples(tmp_path / "hb", split="test"))
+
+
+def test_hallusionbench_unclear_is_right_only_without_a_figure():
+    """The official `assign_correctness`: a judge's "unclear" counts as correct for a VS question asked
+    without a figure (figure 0) and as wrong everywhere else, VD's figure 0 included; the official
+    accuracies come per part too."""
+    bench = get_benchmark("hallusionbench")
+
+    def example(category, set_id, figure, question, gold):
+        keys = dict(category=category, subcategory="s", set_id=set_id, figure_id=figure, question_id=question)
+        return Example("_".join(keys.values()), None, "q", gold, category, keys)
+
+    examples = [example("VS", "0", "0", "0", "yes"), example("VS", "0", "1", "0", "no"),
+                example("VD", "1", "0", "0", "yes"), example("VD", "1", "1", "0", "no"),
+                example("VS", "2", "0", "0", "no")]
+    outputs = ["I cannot tell without the chart.", "It depends.", "Hard to say.", "no", "Yes"]
+    records = scored_records(bench, examples, outputs)
+    assert [r["score"] for r in records] == [1.0, 0.0, 0.0, 1.0, 0.0]
+    assert [r["failure"] for r in records] == ["unclear", "unclear", "unclear", None, None]
+    metrics = bench.metrics(records)
+    assert metrics["aAcc"] == pytest.approx(2 / 5) and metrics["unclear_rate"] == pytest.approx(3 / 5)
+    # figures (VS figure 0 left out): VS_s_0_1 [wrong], VD_s_1_0 [wrong], VD_s_1_1 [right]
+    assert metrics["fAcc"] == pytest.approx(1 / 3)
+    # question pairs: VS_s_0_0 [right, wrong], VD_s_1_0 [wrong, right], VS_s_2_0 [wrong]
+    assert metrics["qAcc"] == 0.0
+    assert metrics["parts"]["VS"] == pytest.approx({"aAcc": 1 / 3, "fAcc": 0.0, "qAcc": 0.0})
+    assert metrics["parts"]["VD"] == pytest.approx({"aAcc": 1 / 2, "fAcc": 1 / 2, "qAcc": 0.0})
 
 
 def test_mmstar_headline_is_plain_accuracy_with_lmms_evals_number_beside_it(tmp_path):

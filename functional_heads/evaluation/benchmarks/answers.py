@@ -18,6 +18,13 @@ LETTERS = "ABCDEFGHIJ"
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _MINUS = dict.fromkeys(map(ord, "\u2212\u2013\u2012\ufe63\uff0d"), "-")  # Unicode minus signs and dashes
 _ANSWER_PHRASE = re.compile(r"answer\s*(?:is|:)\s*[:\s]*(.+?)(?:\n|$)", re.I)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# Words after which a sentence states its conclusion ("3 and 4, so 7 in all"): the clause after the last
+# one holds the answer.
+_CONCLUSION = re.compile(r"\b(?:so|therefore|thus|hence|which gives|giving)\b[,:]?", re.I)
+# "is 0.6", "would be 12", "equals 3": the number a sentence asserts follows its first such verb.
+_ASSERTS = re.compile(r"\b(?:is|are|was|were|be|equals?|equal to|gives?|get)\s+(?:about |approximately |exactly "
+                      r"|only |just |roughly )?(?=[-.\d])", re.I)
 
 
 def answer_region(output: str) -> str | None:
@@ -101,7 +108,8 @@ def yes_no(output: str) -> str | None:
 def number(output: str) -> float | None:
     """The number the answer states, or None. A boxed or tagged answer is read as LaTeX (`\\frac`, `\\sqrt`,
     `\\text{}` units dropped); "the answer is 5 because ... 8" is 5 (the number the phrase points at); an
-    untagged answer region gives its last number. Thousands separators and Unicode minus signs are read."""
+    answer in prose gives the number its answer sentence states (`stated_number`). Thousands separators
+    and Unicode minus signs are read."""
     region = answer_region(output)
     if region is None:
         return None
@@ -112,7 +120,28 @@ def number(output: str) -> float | None:
         return latex_number(boxed[-1])
     if said := _ANSWER_PHRASE.findall(_unbold(region)):
         return _first_number(latex_number_text(said[-1]))
-    return _last_number(latex_number_text(region))
+    return stated_number(answer_sentence(latex_number_text(_unbold(region))))
+
+
+def answer_sentence(text: str) -> str:
+    """The last sentence of `text` that holds a number (`text` itself when none does): an answer stated
+    in prose ends the response."""
+    sentences = [s for s in _SENTENCE_END.split(text) if _NUMBER.search(s)]
+    return sentences[-1] if sentences else text
+
+
+def stated_number(sentence: str) -> float | None:
+    """The number a sentence gives as its answer, as MathVista's official (LLM) extractor reads it: after
+    its last conclusion word ("so", "therefore") if a number follows; there, the value after the last
+    "=", else the number after the first asserting verb ("is 0.6, which means six out of ten" is 0.6),
+    else the first number ("So 2 items sold less than 5 units" is 2)."""
+    clauses = [c for c in _CONCLUSION.split(sentence) if _NUMBER.search(c)]
+    clause = clauses[-1] if clauses else sentence
+    if "=" in clause and (value := _first_number(clause.rsplit("=", 1)[1])) is not None:
+        return value
+    if asserted := _ASSERTS.search(clause):
+        return _first_number(clause[asserted.end():])
+    return _first_number(clause)
 
 
 def latex_number(text: str) -> float | None:
@@ -173,11 +202,6 @@ def _value(node):
 def _first_number(text: str) -> float | None:
     numbers = _NUMBER.findall(text)
     return float(numbers[0].replace(",", "")) if numbers else None
-
-
-def _last_number(text: str) -> float | None:
-    numbers = _NUMBER.findall(text)
-    return float(numbers[-1].replace(",", "")) if numbers else None
 
 
 def same_number(a: float | None, b: float | None, precision: int | None = None) -> bool:

@@ -7,8 +7,11 @@ copy are read (`--split all`; `image` or `non_image` for one part). Questions wi
 `gt_answer` "1" is yes, "0" no. Metrics: aAcc (per question), fAcc (a figure counts when every question
 on it is right; key category_subcategory_set_figure; visual-supplement items with figure 0, the
 questions without a figure, are left out) and qAcc (a question counts when it is right on every figure;
-key category_subcategory_set_question). The official path extracts yes/no with a GPT judge; the rule here
-is the first yes or no of the final answer (the optional judge stands in for that step).
+key category_subcategory_set_question), each overall and per part (VD, VS) as the official tables give them.
+The official path grades each answer correct, incorrect or unclear with a GPT judge; here the first yes or
+no of the final answer is the answer and one with neither is unclear (the optional judge stands in for the
+extraction). As `assign_correctness` rules, an unclear answer is right for a question asked without a
+figure (VS, figure 0: not knowing is allowed there) and wrong everywhere else.
 """
 
 from __future__ import annotations
@@ -34,17 +37,32 @@ class HallusionBench(Benchmark):
 
     def score(self, example, output):
         said = answers.yes_no(output)
+        if said is None:  # the official judge's "unclear"
+            return Scored(None, float(_without_figure(example.info)), "unclear")
         return Scored(said, float(said == example.gold))
 
     def metrics(self, records):
         result = super().metrics(records)
-        result["aAcc"] = result["accuracy"]
-        figures, questions = defaultdict(list), defaultdict(list)
-        for r in records:
-            k = r["info"]
-            if not (k["category"] == "VS" and k["figure_id"] == "0"):
-                figures["_".join((k["category"], k["subcategory"], k["set_id"], k["figure_id"]))].append(r["score"])
-            questions["_".join((k["category"], k["subcategory"], k["set_id"], k["question_id"]))].append(r["score"])
-        result["fAcc"] = mean_or_none(float(all(s)) for s in figures.values())
-        result["qAcc"] = mean_or_none(float(all(s)) for s in questions.values())
+        result.update(_official_accuracies(records))
+        result["unclear_rate"] = mean_or_none(r.get("failure") == "unclear" for r in records)
+        parts = sorted({r["info"]["category"] for r in records})
+        result["parts"] = {part: _official_accuracies([r for r in records if r["info"]["category"] == part])
+                           for part in parts}
         return result
+
+
+def _without_figure(keys: dict) -> bool:
+    return keys["category"] == "VS" and keys["figure_id"] == "0"
+
+
+def _official_accuracies(records: list[dict]) -> dict:
+    """aAcc per question, fAcc per figure (questions without a figure left out), qAcc per question pair."""
+    figures, questions = defaultdict(list), defaultdict(list)
+    for r in records:
+        k = r["info"]
+        if not _without_figure(k):
+            figures["_".join((k["category"], k["subcategory"], k["set_id"], k["figure_id"]))].append(r["score"])
+        questions["_".join((k["category"], k["subcategory"], k["set_id"], k["question_id"]))].append(r["score"])
+    return {"aAcc": mean_or_none([r["score"] for r in records]),
+            "fAcc": mean_or_none(float(all(s)) for s in figures.values()),
+            "qAcc": mean_or_none(float(all(s)) for s in questions.values())}

@@ -2,7 +2,10 @@
 
 Follows the official scoring (repository lupantech/MathVista, `evaluation/calculate_score.py`,
 `normalize_extracted_answer` and `safe_equal`), with our rule-based extraction in place of its LLM
-extraction step (the optional judge stands in for that step). Prompt: the dataset's own `query` field
+extraction step (the optional judge stands in for that step). An answer given in prose is read as that
+extractor's examples read it (`evaluation/prompts/ext_ans.py`): from the sentence that states it, the
+number it asserts ("The fraction ... is 0.6, which means six out of ten" gives 0.6; "So 2 items sold less
+than 5 units" gives 2), not the last number written. Prompt: the dataset's own `query` field
 (question, hint and choices, as the official evaluation builds it). Multiple choice: the chosen letter's
 option, else the option nearest the extracted answer by edit distance, compared to the gold option;
 integers as `str(int(float(x)))` (truncation, not rounding) and floats as `str(round(float(x),
@@ -46,7 +49,8 @@ class MathVista(Benchmark):
             value = answers.number(output)
             return Scored(value, float(normalized_number(value, info) == gold.strip()))
         if info["answer_type"] == "list":
-            predicted = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", answers.final_answer(output) or "")]
+            stated = answers.answer_sentence(answers.final_answer(output) or "")
+            predicted = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", stated)]
             expected = [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", gold)]
             return Scored(predicted, float(predicted == expected))
         extracted = answers.final_answer(output)
