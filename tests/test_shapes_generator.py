@@ -102,7 +102,9 @@ RED, BLUE = "red : r1c1 r2c2 = 2", "blue : r3c3 = 1"
 @pytest.mark.parametrize("output, correct, error", [
     (f"<think> {RED} . {BLUE} . 2 + 1 = 3 </think> <answer> 3 </answer>", True, None),
     (f"<think> red : r1c1 r2c2 r3c1 = 3 . {BLUE} . 3 + 1 = 4 </think> <answer> 4 </answer>", False, "perceptual"),
-    (f"<think> red : r1c1 r2c3 = 2 . {BLUE} . 2 + 1 = 3 </think> <answer> 4 </answer>", False, "perceptual"),
+    (f"<think> red : r1c1 r2c3 = 2 . {BLUE} . 2 + 1 = 3 </think> <answer> 4 </answer>", False, "location"),
+    ("<think> red : r1c1 r2c3 = 2 . blue : r3c3 = 2 . 2 + 2 = 4 </think> <answer> 4 </answer>", False, "perceptual"),
+    (f"<think> red : r1c1 = 2 . {BLUE} . 2 + 1 = 3 </think> <answer> 4 </answer>", False, "location"),  # says 2
     (f"<think> {RED} . {BLUE} . 2 + 1 = 4 </think> <answer> 4 </answer>", False, "drift"),
     (f"<think> {RED} . {BLUE} . 2 + 1 = 3 </think> <answer> 5 </answer>", False, "drift"),  # contradicts its chain
     (f"<think> {RED} . {BLUE} . 2 + 1 = 3 </think>", False, "malformed"),
@@ -111,6 +113,13 @@ RED, BLUE = "red : r1c1 r2c2 = 2", "blue : r3c3 = 1"
 def test_failure_modes_on_hand_made_answers(output, correct, error):
     outcome = score(SUM, output)
     assert (outcome.correct, outcome.error) == (correct, error)
+
+
+def test_a_right_answer_keeps_its_wrong_facts_at_their_level():
+    right_count = score(SUM, f"<think> red : r1c1 r3c1 = 2 . {BLUE} . 2 + 1 = 3 </think> <answer> 3 </answer>")
+    assert right_count.correct and right_count.wrong_facts == [] and right_count.wrong_locations == ["red"]
+    wrong_counts = score(SUM, "<think> red : r1c1 = 1 . blue : r2c1 r3c3 = 2 . 1 + 2 = 3 </think> <answer> 3 </answer>")
+    assert wrong_counts.correct and wrong_counts.wrong_facts == ["red", "blue"]
 
 
 def test_position_and_combination_facts():
