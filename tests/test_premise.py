@@ -72,6 +72,7 @@ def test_compare_is_paired_and_refuses_other_items():
     assert diff["normalised_deep_half"][0]["mean"] == pytest.approx(4 * diff["deep_half"][0]["mean"])
     text = premise.premise_markdown({"base": premise.summary(records, sv), "tuned": premise.summary(worse, half)}, diff)
     assert "| perceptual errors | 50.0% | 100.0% | +50.0%" in text and "| 100% of the chain |" in text
+    assert diff["perceptual"]["mcnemar"]["p_holm"] >= diff["perceptual"]["mcnemar"]["p"] and "Holm p=" in text
     assert "Mean normalised S_v" in text and "| location errors | 0.0% | 0.0% |" in text
     with pytest.raises(ValueError, match="same items"):
         premise.compare((records, sv), (worse[::-1], sv))

@@ -20,7 +20,7 @@ from ..models.architectures import locate
 from ..models.loading import prompt_inputs, to_model_device
 from ..utils.progress import progress as progress_lines
 from .benchmarks.shapes_generator import FAILURES
-from .stats import mcnemar, paired_difference
+from .stats import holm, mcnemar, paired_difference
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 POSITION_NAMES = ("i* (end of prompt)",) + tuple(f"{int(f * 100)}% of the chain" for f in FRACTIONS)
@@ -119,6 +119,9 @@ def compare(base: tuple[Sequence[dict], AlongAnswers], tuned: tuple[Sequence[dic
     out = {"accuracy": _paired_rate(a_records, b_records, lambda r: bool(r["score"]))}
     for kind in FAILURES:
         out[kind] = _paired_rate(a_records, b_records, lambda r, k=kind: r.get("failure") == k)
+    rates = [out[key]["mcnemar"] for key in ("accuracy", *FAILURES)]  # the family of the rate tests
+    for test, adjusted in zip(rates, holm([t["p"] for t in rates])):
+        test["p_holm"] = adjusted
     for measure in MEASURES:
         a_sv, b_sv = a_along.measure(measure), b_along.measure(measure)
         half = a_sv.shape[2] // 2
@@ -137,13 +140,15 @@ def _paired_rate(a_records, b_records, event) -> dict:
 def premise_markdown(summaries: dict[str, dict], difference: dict | None = None) -> str:
     """Side-by-side tables: rates, then S_v by position for each half of the layers, then by layer."""
     names = list(summaries)
-    rows = ["| | " + " | ".join(names) + (" | difference (second - first) [95% CI], McNemar p |" if difference else " |"),
+    rows = ["| | " + " | ".join(names) + (" | difference (second - first) [95% CI], McNemar p, Holm p over the "
+                                          f"{1 + len(FAILURES)} rates |" if difference else " |"),
             "|---" * (len(names) + 1 + bool(difference)) + "|"]
     for key in ("accuracy", *FAILURES):
         cells = [f"{summaries[n][key]:.1%}" for n in names]
         if difference:
             d = difference[key]
-            cells.append(f"{d['mean']:+.1%} [{d['ci'][0]:+.1%}, {d['ci'][1]:+.1%}], p={d['mcnemar']['p']:.3g}")
+            cells.append(f"{d['mean']:+.1%} [{d['ci'][0]:+.1%}, {d['ci'][1]:+.1%}], p={d['mcnemar']['p']:.3g}, "
+                         f"Holm p={d['mcnemar']['p_holm']:.3g}")
         rows.append(f"| {_RATE_NAMES.get(key, key + ' errors')} | " + " | ".join(cells) + " |")
     positions = summaries[names[0]]["positions"]
     rows += ["", "The image tokens' share of the context at each position (uniform attention's S_v):", "",
