@@ -47,13 +47,16 @@ def test_deterministic():
 
 
 def test_splits_are_disjoint_and_sized():
-    keys = {split: [it.key() for it in shapes.items(split)] for split in ("calib", "dev", "test")}
-    assert {s: len(k) for s, k in keys.items()} == {"calib": 64, "dev": 400, "test": 1200}
+    keys = {split: [it.key() for it in shapes.items(split)] for split in shapes.EVAL_SIZES}
+    assert {s: len(k) for s, k in keys.items()} == {"calib": 64, "dev": 400, "test": 1200, "dev2": 2400, "test2": 6000}
     for split, split_keys in keys.items():
         assert len(set(split_keys)) == len(split_keys), f"{split} repeats an item"
-    assert not set(keys["calib"]) & set(keys["dev"])
-    assert not (set(keys["calib"]) | set(keys["dev"])) & set(keys["test"])
+    seen = set()
+    for split in sorted(keys, key=shapes.SPLITS.get):  # each split disjoint from every earlier one
+        assert not seen & set(keys[split]), split
+        seen |= set(keys[split])
     evaluation = shapes.eval_keys()
+    assert evaluation == seen
     train = shapes.items("train", n=3000, exclude=evaluation)
     assert not {it.key() for it in train} & evaluation
 

@@ -32,8 +32,11 @@ PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles"}
 GRID, CELL = 3, 16  # one cell is one 16x16 area: 2x2 vision patches of 8 px, one merged visual token
 SIZE = GRID * CELL
 FAMILIES = ("count_colour", "count_shape", "attribute", "exist", "sum", "compare", "points", "total")
-SPLITS = {"train": 0, "calib": 1, "dev": 2, "test": 3}
-EVAL_SIZES = {"calib": 64, "dev": 400, "test": 1200}  # multiples of the 8 families
+SPLITS = {"train": 0, "calib": 1, "dev": 2, "test": 3, "dev2": 4, "test2": 5}
+# Multiples of the 8 families. dev2 and test2 are fresh splits, made after dev and test had been read: dev2
+# holds enough items to confirm a 2-point gain on half of it (about 776 paired items at a 4% change rate,
+# `stats.items_needed`), test2 as many as a CPU evaluates in minutes per method.
+EVAL_SIZES = {"calib": 64, "dev": 400, "test": 1200, "dev2": 2400, "test2": 6000}
 EXIST_VARIANTS = ("random", "popular", "adversarial")
 MAX_OBJECTS = 6
 WEIGHTS = (2, 19)  # points per object: two-digit products and sums, where a small model's arithmetic drifts
@@ -208,7 +211,8 @@ def make_item(split: str, index: int, family: str | None = None) -> Item:
 
 
 def items(split: str, n: int | None = None, exclude: set[str] | None = None) -> Iterator[Item]:
-    """The split's items in order; items whose content appears in an earlier split (or `exclude`) are skipped."""
+    """The split's items in order; items whose content appears in an earlier split (or `exclude`), or earlier
+    in the same evaluation split, are skipped."""
     if split not in SPLITS:
         raise UserError(f"Unknown split '{split}': choose one of {', '.join(SPLITS)}.")
     n = EVAL_SIZES.get(split) if n is None else n
@@ -219,6 +223,8 @@ def items(split: str, n: int | None = None, exclude: set[str] | None = None) -> 
         index += 1
         if item.key() in taken:
             continue
+        if split != "train":  # an evaluation split asks each item once
+            taken.add(item.key())
         made += 1
         yield item
 
