@@ -28,12 +28,14 @@ from functional_heads.evaluation.methods import get_method  # noqa: E402
 from functional_heads.testbed.bundled import bundled_model_path  # noqa: E402
 
 
-def measure(model_path: Path, examples) -> tuple[list[dict], torch.Tensor]:
-    """Vanilla's greedy answers, then S_v along them."""
+def measure(model_path: Path, examples, chain: str) -> tuple[list[dict], premise.AlongAnswers]:
+    """Vanilla's greedy answers, then S_v along them (`chain` own) or along the reference answers."""
     model, processor = fh.load_model(model_path, dtype=torch.float32), fh.load_processor(model_path)
-    records = answer_all(HFBackend(model, processor), get_benchmark("shapes"), examples, get_method("vanilla"),
+    bench = get_benchmark("shapes")
+    records = answer_all(HFBackend(model, processor), bench, examples, get_method("vanilla"),
                          Decoding(max_new_tokens=shapes.MAX_ANSWER_TOKENS), batch_size=64, progress=True)
-    return premise.along_records(model, processor, examples, {r["id"]: r for r in records}, progress=True)
+    answers = [bench.reference_answer(e) for e in examples] if chain == "reference" else None
+    return premise.along_records(model, processor, examples, {r["id"]: r for r in records}, answers, progress=True)
 
 
 def main() -> None:
@@ -42,6 +44,9 @@ def main() -> None:
     parser.add_argument("--split", default="dev")
     parser.add_argument("--items", type=int, default=None, help="the first N items of the split (default: all)")
     parser.add_argument("--out", type=Path, default=Path("premise"))
+    parser.add_argument("--chain", choices=("own", "reference"), default="own",
+                        help="S_v along each model's own answers, or along the reference answers for every model "
+                             "(teacher-forced: both models at the same positions)")
     args = parser.parse_args()
     models = args.model or [bundled_model_path()]
     if len(models) > 2:
@@ -57,13 +62,16 @@ def main() -> None:
     examples = list(get_benchmark("shapes").examples(None, args.split))[:args.items]
     names = [p.name for p in models]
     names = names if len(set(names)) == len(names) else [f"{n} ({i + 1})" for i, n in enumerate(names)]
-    measured = {name: measure(path, examples) for name, path in zip(names, models)}
+    measured = {name: measure(path, examples, args.chain) for name, path in zip(names, models)}
     summaries = {name: premise.summary(*m) for name, m in measured.items()}
     difference = premise.compare(*measured.values()) if len(measured) == 2 else None
     result = {"split": args.split, "items": len(examples), "models": dict(zip(names, map(str, models))),
               "summaries": summaries, "difference": difference,
-              "per_item_sv_by_layer": {name: sv.mean(-1).tolist() for name, (_, sv) in measured.items()}}
-    title = f"# Premise: shapes {args.split}, {len(examples)} items\n\n"
+              "chain": args.chain,
+              "per_item_sv_by_layer": {name: along.ratios.mean(-1).tolist() for name, (_, along) in measured.items()},
+              "per_item_image_share": {name: along.image_share.tolist() for name, (_, along) in measured.items()}}
+    along = "each model's own answers" if args.chain == "own" else "the reference answers"
+    title = f"# Premise: shapes {args.split}, {len(examples)} items, S_v along {along}\n\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "premise.json").write_text(json.dumps(result) + "\n")
     text = title + premise.premise_markdown(summaries, difference)

@@ -3,7 +3,9 @@
 # the premise on the whole test split (scripts/premise.py), then every method on test for the reasoning-tuned
 # model and, as a control, for the base, both with the reasoning-tuned model's shipped setting: the best of
 # its `fheads tune` study on dev (candidate.json, run on test whether or not the study confirmed it; made by
-# `MODEL=$BUNDLED/shapes-r1-tiny-reasoning TRIALS=100 bash training/tune_settings.sh`).
+# `MODEL=$BUNDLED/shapes-r1-tiny-reasoning TRIALS=100 bash training/tune_settings.sh`). The control is
+# dose-matched: on the base, thresholds that select the same share of heads of each class in the same
+# bands (scripts/dose_matched_heads.py), not the tuned model's absolute thresholds.
 # About 35 minutes on 2 cores.
 #   bash scripts/premise_report.sh [OUT_DIR]      (default runs/premise)
 source "$(dirname "$0")/env.sh"
@@ -11,8 +13,13 @@ OUT=${1:-runs/premise}
 BASE=$BUNDLED/shapes-r1-tiny
 TUNED=$BUNDLED/shapes-r1-tiny-reasoning
 "$PYTHON" scripts/premise.py --model "$BASE" --model "$TUNED" --split test --out "$OUT/premise"
+bash scripts/methods_on_test.sh "$TUNED" "$TUNED/candidate.json" "$OUT/$(basename "$TUNED")"
+"$FHEADS" calibrate --model "$BASE" --data "$OUT/$(basename "$TUNED")/data/calib.jsonl" \
+  --settings "$TUNED/candidate.json" --out "$OUT/control/base-absolute-thresholds.json" --batch-size 32
+"$PYTHON" scripts/dose_matched_heads.py "$OUT/$(basename "$TUNED")/heads.json" \
+  "$OUT/control/base-absolute-thresholds.json" "$OUT/control/base-dose-matched.json"
+bash scripts/methods_on_test.sh "$BASE" "$TUNED/candidate.json" "$OUT/$(basename "$BASE")" \
+  "$OUT/control/base-dose-matched.json"
 for model in "$TUNED" "$BASE"; do
-  name=$(basename "$model")
-  bash scripts/methods_on_test.sh "$model" "$TUNED/candidate.json" "$OUT/$name"
-  "$FHEADS" report "$OUT/$name/runs" --out "$OUT/$name/report"
+  "$FHEADS" report "$OUT/$(basename "$model")/runs" --out "$OUT/$(basename "$model")/report"
 done

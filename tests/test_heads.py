@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import functional_heads as fh
-from functional_heads.core.heads import thresholds_for_shares
+from functional_heads.core.heads import dose_matched, thresholds_for_shares
 
 CFG = fh.RescaleConfig(perc_last_layer=1, reas_first_layer=2, tau_perc=0.5, tau_reas=0.1, g_perc=1.2, g_reas=1.4)
 
@@ -100,6 +100,18 @@ def test_thresholds_for_shares_select_that_many_heads_inside_each_band():
     assert ratios[heads.perception].min() >= ratios[:3][~heads.perception[:3]].max()
     assert ratios[heads.reasoning].max() <= ratios[4:][~heads.reasoning[4:]].min()
     assert thresholds_for_shares(ratios, 2, 4, 0.0, 0.0) == (1.0, 0.0)  # a share of 0: none
+
+
+def test_dose_matched_selects_the_same_share_on_another_model():
+    source = hand_ratios()  # CFG selects 4 perception and 4 reasoning heads of 16
+    target = source * 0.3 + 0.2  # another model: absolute thresholds select 0 perception, 0 reasoning heads
+    assert int(fh.identify_heads(target, CFG).perception.sum()) == 0
+    matched = dose_matched(CFG, source, target)
+    heads = fh.identify_heads(target, matched)
+    assert int(heads.perception.sum()) == 4 and int(heads.reasoning.sum()) == 4
+    assert (matched.perc_last_layer, matched.g_perc, matched.g_reas) == (1, 1.2, 1.4)  # bands and gains kept
+    with pytest.raises(ValueError, match="one shape"):  # a UserError
+        dose_matched(CFG, source, target[:3])
 
 
 def test_layer_gains_replace_class_gains_and_only_keeps_one_class():

@@ -27,7 +27,7 @@ def test_side_by_side_with_paired_test_and_latency(tmp_path):
     assert report["items"] == 6 and list(report["methods"]) == ["vanilla", "static"]
     static = report["methods"]["static"]
     assert static["accuracy"] == pytest.approx(5 / 6)
-    assert static["mcnemar_vs_vanilla"] == {"a_only": 0, "b_only": 3, "p": 0.25}  # 2 * (1/2)^3
+    assert static["mcnemar_vs_vanilla"] == {"a_only": 0, "b_only": 3, "p": 0.25, "p_holm": 0.25}  # 2 * (1/2)^3
     assert static["latency_ratio"] == pytest.approx(1.1) and static["unusable_items"] == 1
     assert static["random"]["recall"] == pytest.approx(5 / 6)  # POPE's own metrics per split
     text = report_markdown({"pope": report})
@@ -37,6 +37,24 @@ def test_side_by_side_with_paired_test_and_latency(tmp_path):
     write_run(tmp_path / "seed", "vanilla", [1, 0], bench="seedbench")
     seed = report_markdown(build_report(tmp_path / "seed"))
     assert "| method | random |" in seed and "| vanilla | 50.0% |" in seed  # the per-category table
+
+
+def test_holm_corrects_every_method_vs_vanilla_test_of_the_report(tmp_path):
+    """The family is all method-vs-vanilla tests, across benchmarks: with three, the smallest p is tripled."""
+    write_run(tmp_path, "vanilla", [0] * 8)
+    write_run(tmp_path, "static", [1] * 6 + [0] * 2)  # +6 / -0: p = 2 / 64
+    write_run(tmp_path, "dynamic", [1, 0, 0, 0, 0, 0, 0, 0])  # p = 1
+    write_run(tmp_path, "vanilla", [1, 0, 1, 0], bench="seedbench")
+    write_run(tmp_path, "static", [1, 1, 1, 1], bench="seedbench")  # +2 / -0: p = 0.5
+    report = build_report(tmp_path)
+    pope, seed = report["pope"]["methods"], report["seedbench"]["methods"]
+    assert pope["static"]["mcnemar_vs_vanilla"]["p"] == pytest.approx(1 / 32)
+    assert pope["static"]["mcnemar_vs_vanilla"]["p_holm"] == pytest.approx(3 / 32)
+    assert seed["static"]["mcnemar_vs_vanilla"]["p_holm"] == pytest.approx(1.0)  # max(2 * 0.5, 3 / 32)
+    assert pope["dynamic"]["mcnemar_vs_vanilla"]["p_holm"] == 1.0
+    text = report_markdown(report)
+    assert "Holm p=0.0938" in text and "family of the 3 method-vs-vanilla tests" in text
+    assert "exploratory" in text
 
 
 def test_refuses_different_items_unless_asked(tmp_path):

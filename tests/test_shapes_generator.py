@@ -47,13 +47,16 @@ def test_deterministic():
 
 
 def test_splits_are_disjoint_and_sized():
-    keys = {split: [it.key() for it in shapes.items(split)] for split in ("calib", "dev", "test")}
-    assert {s: len(k) for s, k in keys.items()} == {"calib": 64, "dev": 400, "test": 1200}
+    keys = {split: [it.key() for it in shapes.items(split)] for split in shapes.EVAL_SIZES}
+    assert {s: len(k) for s, k in keys.items()} == {"calib": 64, "dev": 400, "test": 1200, "dev2": 2400, "test2": 6000}
     for split, split_keys in keys.items():
         assert len(set(split_keys)) == len(split_keys), f"{split} repeats an item"
-    assert not set(keys["calib"]) & set(keys["dev"])
-    assert not (set(keys["calib"]) | set(keys["dev"])) & set(keys["test"])
+    seen = set()
+    for split in sorted(keys, key=shapes.SPLITS.get):  # each split disjoint from every earlier one
+        assert not seen & set(keys[split]), split
+        seen |= set(keys[split])
     evaluation = shapes.eval_keys()
+    assert evaluation == seen
     train = shapes.items("train", n=3000, exclude=evaluation)
     assert not {it.key() for it in train} & evaluation
 
@@ -102,7 +105,9 @@ RED, BLUE = "red : r1c1 r2c2 = 2", "blue : r3c3 = 1"
 @pytest.mark.parametrize("output, correct, error", [
     (f"<think> {RED} . {BLUE} . 2 + 1 = 3 </think> <answer> 3 </answer>", True, None),
     (f"<think> red : r1c1 r2c2 r3c1 = 3 . {BLUE} . 3 + 1 = 4 </think> <answer> 4 </answer>", False, "perceptual"),
-    (f"<think> red : r1c1 r2c3 = 2 . {BLUE} . 2 + 1 = 3 </think> <answer> 4 </answer>", False, "perceptual"),
+    (f"<think> red : r1c1 r2c3 = 2 . {BLUE} . 2 + 1 = 3 </think> <answer> 4 </answer>", False, "location"),
+    ("<think> red : r1c1 r2c3 = 2 . blue : r3c3 = 2 . 2 + 2 = 4 </think> <answer> 4 </answer>", False, "perceptual"),
+    (f"<think> red : r1c1 = 2 . {BLUE} . 2 + 1 = 3 </think> <answer> 4 </answer>", False, "location"),  # says 2
     (f"<think> {RED} . {BLUE} . 2 + 1 = 4 </think> <answer> 4 </answer>", False, "drift"),
     (f"<think> {RED} . {BLUE} . 2 + 1 = 3 </think> <answer> 5 </answer>", False, "drift"),  # contradicts its chain
     (f"<think> {RED} . {BLUE} . 2 + 1 = 3 </think>", False, "malformed"),
@@ -111,6 +116,13 @@ RED, BLUE = "red : r1c1 r2c2 = 2", "blue : r3c3 = 1"
 def test_failure_modes_on_hand_made_answers(output, correct, error):
     outcome = score(SUM, output)
     assert (outcome.correct, outcome.error) == (correct, error)
+
+
+def test_a_right_answer_keeps_its_wrong_facts_at_their_level():
+    right_count = score(SUM, f"<think> red : r1c1 r3c1 = 2 . {BLUE} . 2 + 1 = 3 </think> <answer> 3 </answer>")
+    assert right_count.correct and right_count.wrong_facts == [] and right_count.wrong_locations == ["red"]
+    wrong_counts = score(SUM, "<think> red : r1c1 = 1 . blue : r2c1 r3c3 = 2 . 1 + 2 = 3 </think> <answer> 3 </answer>")
+    assert wrong_counts.correct and wrong_counts.wrong_facts == ["red", "blue"]
 
 
 def test_position_and_combination_facts():

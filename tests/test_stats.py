@@ -1,6 +1,13 @@
 import pytest
 
-from functional_heads.evaluation.stats import bootstrap_ci, items_needed, mcnemar, paired_difference, rank_correlation
+from functional_heads.evaluation.stats import (
+    bootstrap_ci,
+    holm,
+    items_needed,
+    mcnemar,
+    paired_difference,
+    rank_correlation,
+)
 
 
 def test_bootstrap_interval_surrounds_the_mean_and_narrows_with_data():
@@ -37,3 +44,10 @@ def test_rank_correlation_with_ties_and_paired_difference():
     assert rank_correlation([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833)  # ties share their mean rank
     gain = paired_difference([1, 0, 1, 0], [1, 1, 1, 0])
     assert gain["mean"] == 0.25 and gain["ci"][0] <= 0.25 <= gain["ci"][1] and gain["n"] == 4
+
+
+def test_holm_by_hand_and_monotone():
+    # sorted p 0.01, 0.02, 0.04, 0.5 times 4, 3, 2, 1: 0.04, 0.06, 0.08, 0.5; given order kept
+    assert holm([0.04, 0.5, 0.01, 0.02]) == pytest.approx([0.08, 0.5, 0.04, 0.06])
+    assert holm([0.03, 0.02]) == pytest.approx([0.04, 0.04])  # never below a smaller p's adjusted value
+    assert holm([0.6, 0.7]) == [1.0, 1.0] and holm([]) == []

@@ -3,8 +3,12 @@
     python training/train_shapes_model.py --out functional_heads/bundled/shapes-r1-tiny
 
 Seeded; the loss is on the answer tokens only (chain of thought, answer, end of turn). Training items
-whose content appears in the calib, dev or test split are skipped. Writes the model, its word-level
-processor, `training_log.jsonl` (loss, dev accuracy) and `loss_curve.png` to --out.
+whose content appears in any evaluation split are skipped. Writes the model, its word-level processor,
+`training_log.jsonl` (loss, dev accuracy) and `loss_curve.png` to --out.
+
+Long runs resume: every --checkpoint-every steps the weights, the optimiser and the step go to
+`--out/checkpoint.pt` (atomically); `--resume` continues from there, replaying the data stream to the same
+item, so a resumed run takes the path an uninterrupted one would. A run stopped by --minutes resumes too.
 """
 
 from __future__ import annotations
@@ -27,16 +31,20 @@ from functional_heads.evaluation.methods import get_method
 from functional_heads.models.compat import projected_features, readable_by_transformers_4
 from functional_heads.models.loading import load_processor
 from functional_heads.testbed.wordlevel import qwen2_5_vl_config, save_word_level_processor
+from functional_heads.utils.files import atomic_path
 
 PATCH = 8
 # what a cell holds, for the optional auxiliary loss on the merged visual tokens (one token per cell)
 CELL_CLASSES = [None] + [(c, s) for c in shapes.COLOURS for s in shapes.SHAPES]
 
 
-def training_batches(processor, batch_size: int, families: list[str] | None = None):
-    """Endless batches of train items; labels are -100 except on the answer and its end-of-turn token."""
+def training_batches(processor, batch_size: int, families: list[str] | None = None, start_batch: int = 0):
+    """Endless batches of train items from batch `start_batch` on; labels are -100 except on the answer and
+    its end-of-turn token."""
     skip = shapes.eval_keys()
     stream = (it for it in shapes.items("train", n=None, exclude=skip) if not families or it.family in families)
+    for _ in range(start_batch * batch_size):  # items only: nothing rendered or encoded
+        next(stream)
     while True:
         chunk = [next(stream) for _ in range(batch_size)]
         batch = encode_batch(processor, [[it.scene.render()] for it in chunk], [it.question for it in chunk],
@@ -107,7 +115,15 @@ def main():
     parser.add_argument("--device", default="cpu", help="torch device (the shipped model was trained on cpu)")
     parser.add_argument("--families", nargs="+", choices=shapes.FAMILIES, default=None,
                         help="train on these question families only (diagnostics)")
+    parser.add_argument("--dev-items", type=int, default=shapes.EVAL_SIZES["dev"], help="dev items of the final check")
+    parser.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
+    parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     args = parser.parse_args()
+    checkpoint_path = args.out / CHECKPOINT
+    if args.resume and not checkpoint_path.is_file():
+        parser.error(f"--resume: {checkpoint_path} does not exist; start without --resume")
+    if not args.resume and checkpoint_path.is_file():
+        parser.error(f"{checkpoint_path} exists: pass --resume to continue that run, or choose another --out")
 
     random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -129,12 +145,26 @@ def main():
     parameters = list(model.parameters()) + (list(cell_head.parameters()) if cell_head is not None else [])
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = 200
-    log = open(args.out / "training_log.jsonl", "w")
-    batches = training_batches(processor, args.batch_size, args.families)
-    start, step = time.time(), 0
+    step, elapsed = 0, 0.0
+    if args.resume:
+        state = torch.load(checkpoint_path, map_location=args.device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if cell_head is not None:
+            cell_head.load_state_dict(state["cell_head"])
+        step, elapsed = state["step"], state["seconds"]
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        print(f"resuming at step {step}", flush=True)
+    log_path = args.out / "training_log.jsonl"
+    kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step] if args.resume else []
+    log = open(log_path, "w")
+    log.writelines(line + "\n" for line in kept)
+    batches = training_batches(processor, args.batch_size, args.families, start_batch=step)
+    session, start = time.time(), time.time() - elapsed  # --minutes caps this session; the log counts all
     budget = args.minutes * 60
     model.train()
-    while step < args.steps and time.time() - start < budget:
+    while step < args.steps and time.time() - session < budget:
         progress = step / args.steps  # by steps, not time: a rerun takes the same path on any machine
         lr = args.lr * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
         for group in optimizer.param_groups:
@@ -160,8 +190,27 @@ def main():
             print(json.dumps(record), flush=True)
         log.write(json.dumps(record) + "\n")
         log.flush()
-    record = {"step": step, "seconds": round(time.time() - start, 1), **dev_accuracy(model, processor, shapes.EVAL_SIZES["dev"], args.families)}
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            save_checkpoint(checkpoint_path, model, optimizer, cell_head, step, time.time() - start)
+    if step < args.steps:
+        save_checkpoint(checkpoint_path, model, optimizer, cell_head, step, time.time() - start)
+        print(f"stopped by --minutes at step {step} of {args.steps}: rerun with --resume to continue", flush=True)
+        return
+    record = {"step": step, "seconds": round(time.time() - start, 1),
+              **dev_accuracy(model, processor, args.dev_items, args.families)}
     save_run(model, args, log, record)
+
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(path: Path, model, optimizer, cell_head, step: int, seconds: float) -> None:
+    """Everything a resumed run needs, written whole or not at all."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "seconds": seconds,
+             "cell_head": cell_head.state_dict() if cell_head is not None else None,
+             "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def save_run(model, args, log, final: dict) -> None:
@@ -173,6 +222,7 @@ def save_run(model, args, log, final: dict) -> None:
     readable_by_transformers_4(args.out)
     (args.out / "training_args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
     plot_loss(args.out)
+    (args.out / CHECKPOINT).unlink(missing_ok=True)  # the run is whole: its weights are saved
 
 
 def plot_loss(folder: Path) -> None:

@@ -23,7 +23,7 @@ from ..evaluation.benchmarks import get_benchmark
 from ..evaluation.benchmarks import shapes_generator as shapes
 from ..evaluation.engine import Decoding, HFBackend, answer_all
 from ..evaluation.methods import get_method, method_names
-from ..evaluation.report import compare, report_markdown
+from ..evaluation.report import compare, correct_for_multiplicity, report_markdown
 from ..evaluation.runs import open_run
 from ..evaluation.stats import paired_difference
 from ..models.loading import prompt_batches, to_model_device
@@ -96,7 +96,7 @@ def model_report(model_path: Path, examples: list, methods, out: Path | None, ba
                            batch_size) for name in methods]
         measured = None if premise_examples is None else \
             premise.along_records(model, processor, premise_examples, _vanilla_records(runs), progress=True)
-    report = {"shapes": compare("shapes", runs), "model": str(model_path), "settings": cfg.to_dict(),
+    report = {"shapes": correct_for_multiplicity({"shapes": compare("shapes", runs)})["shapes"], "model": str(model_path), "settings": cfg.to_dict(),
               "settings_tuned_on": "dev", "reported_on": f"test ({len(examples)} items)",
               "calibration": f"calib ({heads.num_samples} items)", "layer_mean_ratios": heads.ratios.mean(-1).tolist(),
               "tuning": {k: tuning.get(k) for k in ("verdict", "confirmed", "confirmation", "tuned_on")},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -210,6 +210,21 @@ def thresholds_for_shares(ratios: torch.Tensor, perc_last_layer: int, reas_first
     tau_perc = kth(ratios[:perc_last_layer + 1], perc_share, largest=True)
     tau_reas = kth(ratios[reas_first_layer:], reas_share, largest=False)
     return (1.0 if tau_perc is None else tau_perc, 0.0 if tau_reas is None else tau_reas)
+
+
+def dose_matched(config: RescaleConfig, source_ratios: torch.Tensor, target_ratios: torch.Tensor) -> RescaleConfig:
+    """`config` moved to another model at the same dose: the thresholds that select, in the same layer bands
+    of the model with static S_v `target_ratios` [layers, heads], the same share of heads of each class as
+    `config` selects on `source_ratios`. Absolute thresholds carried across models select an arbitrary
+    share (a control that selects no head cannot tell harmless from nothing done)."""
+    if source_ratios.shape != target_ratios.shape:
+        raise UserError(f"dose matching needs models of one shape: S_v {tuple(source_ratios.shape)} against "
+                        f"{tuple(target_ratios.shape)}.")
+    perception, reasoning = classify(source_ratios, torch.arange(source_ratios.shape[0])[:, None], config)
+    total = source_ratios.numel()
+    tau_perc, tau_reas = thresholds_for_shares(target_ratios, config.perc_last_layer, config.reas_first_layer,
+                                               perception.sum().item() / total, reasoning.sum().item() / total)
+    return replace(config, tau_perc=tau_perc, tau_reas=tau_reas)
 
 
 def classify(ratios: torch.Tensor, layer: torch.Tensor | int, config: RescaleConfig):

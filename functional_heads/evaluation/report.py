@@ -2,7 +2,9 @@
 
 Per benchmark: each method's metrics (the benchmark's own, with a 95% bootstrap interval on accuracy),
 per-category accuracy, a McNemar test against vanilla on the paired items, seconds per item and its
-ratio to vanilla. Runs of one benchmark must cover the same items with the same prompts, or the report
+ratio to vanilla. The family of a report's tests is every method-vs-vanilla accuracy test in it, across
+its benchmarks; each p comes with its Holm-adjusted value, which controls the family-wise error rate.
+Per-category differences are exploratory: they are not tested. Runs of one benchmark must cover the same items with the same prompts, or the report
 refuses (unless told to keep only the items every run holds).
 """
 
@@ -19,7 +21,7 @@ from . import figures
 from .benchmarks import get_benchmark
 from .methods import method_names
 from .runs import SPEC, run_records
-from .stats import mcnemar
+from .stats import holm, mcnemar
 
 # beside the latency column: the times are one run's each, on whatever else the machine was doing
 LATENCY_CAVEAT = ("s/item and latency x are wall-clock times of single runs on a machine that may be shared: not "
@@ -48,7 +50,17 @@ def build_report(folder: str | Path, common_items: bool = False) -> dict:
     by_benchmark = defaultdict(list)
     for run in load_runs(folder):
         by_benchmark[run["settings"]["benchmark"]].append(run)
-    return {name: compare(name, runs, common_items) for name, runs in sorted(by_benchmark.items())}
+    return correct_for_multiplicity({name: compare(name, runs, common_items)
+                                     for name, runs in sorted(by_benchmark.items())})
+
+
+def correct_for_multiplicity(report: dict) -> dict:
+    """Adds `p_holm` to every method-vs-vanilla test of the report: Holm over all of them (the family)."""
+    tests = [m["mcnemar_vs_vanilla"] for result in report.values() for m in result["methods"].values()
+             if m.get("mcnemar_vs_vanilla")]
+    for test, adjusted in zip(tests, holm([t["p"] for t in tests])):
+        test["p_holm"] = adjusted
+    return report
 
 
 def compare(name: str, runs: list[dict], common_items: bool = False) -> dict:
@@ -136,19 +148,23 @@ def _shown(value) -> str:
 def report_markdown(report: dict) -> str:
     """Per benchmark: one row per method (accuracy with its interval, the benchmark's own metrics, heads
     rescaled, the paired test against vanilla, time), then accuracy per category."""
-    lines = []
+    tests = sum(bool(m.get("mcnemar_vs_vanilla")) for r in report.values() for m in r["methods"].values())
+    lines = [f"Tests against vanilla: exact McNemar on the paired items; Holm p corrects for the family of the "
+             f"{tests} method-vs-vanilla tests of this report (family-wise error rate).", ""] if tests > 1 else []
     for name, result in report.items():
         methods = result["methods"]
         metrics = sorted({k for m in methods.values() for k, v in m.items()
                           if isinstance(v, float) and k not in _NOT_METRICS})
         lines += [f"## {name} ({result['items']} items)", "", _prompt_line(result), "",
                   "| method | accuracy [95% CI] | " + "".join(f"{k} | " for k in metrics)
-                  + "heads rescaled | vs vanilla (+/-, McNemar p) | s/item | latency x |",
+                  + "heads rescaled | vs vanilla (+/-, McNemar p, Holm p) | s/item | latency x |",
                   "|---|---|" + "---|" * len(metrics) + "---|---|---|---|"]
         for method, m in methods.items():
             low, high = m.get("ci95") or (None, None)
             test = m.get("mcnemar_vs_vanilla")
             versus = f"+{test['b_only']} / -{test['a_only']}, p={test['p']:.3g}" if test else ""
+            if test and "p_holm" in test:
+                versus += f", Holm p={test['p_holm']:.3g}"
             lines.append(f"| {method} | {_pct(m.get('accuracy'))} [{_pct(low)}, {_pct(high)}] | "
                          + "".join(f"{_pct(m.get(k))} | " for k in metrics)
                          + f"{_pct(m.get('heads_rescaled'))} | {versus} | {_num(m.get('seconds_per_item'), 4)} | "
@@ -162,7 +178,7 @@ def report_markdown(report: dict) -> str:
         lines.append("")
         categories = sorted({c for m in methods.values() for c in m.get("categories", {})})
         if categories:
-            lines += ["Accuracy per category:", "", "| method | " + " | ".join(categories) + " |",
+            lines += ["Accuracy per category (exploratory: differences between methods here are not tested):", "", "| method | " + " | ".join(categories) + " |",
                       "|---|" + "---|" * len(categories)]
             for method, m in methods.items():
                 lines.append(f"| {method} | " + " | ".join(_pct(m.get("categories", {}).get(c)) for c in categories) + " |")

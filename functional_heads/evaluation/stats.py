@@ -32,6 +32,17 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> dict:
     return {"a_only": a_only, "b_only": b_only, "p": p}
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given): controls the family-wise error rate of the
+    family of tests given, under any dependence between them. Reject where adjusted p < alpha."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float], n_resamples: int = 2000, level: float = 0.95,
                       seed: int = 0) -> dict:
     """Mean of b - a over paired items with its percentile bootstrap interval (items resampled as pairs)."""

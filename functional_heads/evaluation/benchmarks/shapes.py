@@ -3,14 +3,15 @@ Official code: ours.
 
 Data: none needed (items come from the deterministic generator; `--split` picks calib, dev or test), or
 the folder (or one of its JSONL files) that `fheads data shapes` writes. Scoring: the answer tag, with
-each wrong answer classified as a perceptual error or reasoning drift; metrics add the two rates and
-accuracy per family.
+each wrong answer classified as a perceptual error (a wrong count or attribute), a location error (right
+counts in wrong cells), reasoning drift or malformed; metrics add their rates, accuracy per family, and
+the share of right answers that state a wrong count or attribute (`right_with_wrong_fact_rate`).
 """
 
 from __future__ import annotations
 
 from . import shapes_generator as shapes
-from .base import Benchmark, Example, Scored
+from .base import Benchmark, Example, Scored, mean_or_none
 
 
 class Shapes(Benchmark):
@@ -45,6 +46,19 @@ class Shapes(Benchmark):
 
     def metrics(self, records):
         result = super().metrics(records)
-        for kind in ("perceptual", "drift", "malformed"):
-            result[f"{kind}_rate"] = sum(r.get("failure") == kind for r in records) / len(records) if records else None
+        for kind in shapes.FAILURES:
+            result[f"{kind}_rate"] = mean_or_none(r.get("failure") == kind for r in records)
+        result["right_with_wrong_fact_rate"] = mean_or_none(
+            r["score"] == 1.0 and bool(self.fact_errors(r)[0]) for r in records)
         return result
+
+    @staticmethod
+    def reference_answer(example: Example) -> str:
+        """The item's reference answer (its exact chain and answer), to teacher-force into any model."""
+        return f"<think> {example.info['chain']} </think> <answer> {example.gold} </answer>"
+
+    @staticmethod
+    def fact_errors(record: dict) -> tuple[list[str], list[str]]:
+        """A record's wrong counts or attributes, and its right counts in wrong cells."""
+        scene = shapes.Scene(tuple(tuple(c) if c else None for c in record["info"]["scene"]))
+        return shapes.fact_errors(scene, shapes.stated_facts(record.get("prediction") or ""))

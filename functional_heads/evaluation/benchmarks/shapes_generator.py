@@ -5,8 +5,10 @@ question whose R1-style answer states perceptual facts first and reasons over th
 
     <think> red : r1c2 r3c1 = 2 . circle : r2c2 = 1 . 2 * 4 = 8 . 1 * 3 = 3 . 8 + 3 = 11 </think> <answer> 11 </answer>
 
-so that every wrong answer can be classified exactly: a stated fact that contradicts the image is a
-*perceptual error*; right facts but a wrong answer is *reasoning drift* (the paper's two failure modes).
+so that every wrong answer can be classified exactly, at the level the question needs: a stated count or
+attribute that contradicts the image is a *perceptual error*; right counts and attributes with a wrong
+list of cells is a *location error* (the question never needs the cells); right facts but a wrong answer
+is *reasoning drift* (the paper's two failure modes, with location kept apart).
 Everything is deterministic given the split and the index.
 """
 
@@ -30,8 +32,11 @@ PLURAL = {"circle": "circles", "square": "squares", "triangle": "triangles"}
 GRID, CELL = 3, 16  # one cell is one 16x16 area: 2x2 vision patches of 8 px, one merged visual token
 SIZE = GRID * CELL
 FAMILIES = ("count_colour", "count_shape", "attribute", "exist", "sum", "compare", "points", "total")
-SPLITS = {"train": 0, "calib": 1, "dev": 2, "test": 3}
-EVAL_SIZES = {"calib": 64, "dev": 400, "test": 1200}  # multiples of the 8 families
+SPLITS = {"train": 0, "calib": 1, "dev": 2, "test": 3, "dev2": 4, "test2": 5}
+# Multiples of the 8 families. dev2 and test2 are fresh splits, made after dev and test had been read: dev2
+# holds enough items to confirm a 2-point gain on half of it (about 776 paired items at a 4% change rate,
+# `stats.items_needed`), test2 as many as a CPU evaluates in minutes per method.
+EVAL_SIZES = {"calib": 64, "dev": 400, "test": 1200, "dev2": 2400, "test2": 6000}
 EXIST_VARIANTS = ("random", "popular", "adversarial")
 MAX_OBJECTS = 6
 WEIGHTS = (2, 19)  # points per object: two-digit products and sums, where a small model's arithmetic drifts
@@ -206,7 +211,8 @@ def make_item(split: str, index: int, family: str | None = None) -> Item:
 
 
 def items(split: str, n: int | None = None, exclude: set[str] | None = None) -> Iterator[Item]:
-    """The split's items in order; items whose content appears in an earlier split (or `exclude`) are skipped."""
+    """The split's items in order; items whose content appears in an earlier split (or `exclude`), or earlier
+    in the same evaluation split, are skipped."""
     if split not in SPLITS:
         raise UserError(f"Unknown split '{split}': choose one of {', '.join(SPLITS)}.")
     n = EVAL_SIZES.get(split) if n is None else n
@@ -217,6 +223,8 @@ def items(split: str, n: int | None = None, exclude: set[str] | None = None) -> 
         index += 1
         if item.key() in taken:
             continue
+        if split != "train":  # an evaluation split asks each item once
+            taken.add(item.key())
         made += 1
         yield item
 
@@ -247,11 +255,13 @@ def vocabulary() -> list[str]:
 @dataclass
 class Outcome:
     correct: bool
-    error: str | None  # None, "perceptual", "drift" or "malformed"
+    error: str | None  # None, "perceptual", "location", "drift" or "malformed"
     predicted: str | None
-    wrong_facts: list[str] = field(default_factory=list)
+    wrong_facts: list[str] = field(default_factory=list)  # keys whose count or attribute is wrong
+    wrong_locations: list[str] = field(default_factory=list)  # keys with the right count in wrong cells
 
 
+FAILURES = ("perceptual", "location", "drift", "malformed")
 _FACT = re.compile(r"^((?:[a-z]+ [a-z]+)|[a-z]+|r\dc\d) : (.+)$")
 
 
@@ -265,17 +275,41 @@ def stated_facts(output: str) -> dict[str, str]:
     return facts
 
 
+def fact_errors(scene: Scene, facts: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The keys of stated facts that are wrong at the level a question uses them (a count, or what a cell
+    holds), and apart from them the keys whose count is right but whose list of cells is not."""
+    wrong, misplaced = [], []
+    for key, stated in facts.items():
+        if not _known(key):
+            continue
+        true = scene.fact(key)
+        if stated == true:
+            continue
+        is_count = " = " in true
+        if is_count and stated.rpartition(" = ")[2] == true.rpartition(" = ")[2]:
+            misplaced.append(key)
+        else:
+            wrong.append(key)
+    return wrong, misplaced
+
+
 def score(item: Item, output: str) -> Outcome:
-    """Right or wrong, and for a wrong answer which failure: a stated fact that contradicts the scene is a
-    perceptual error; with every fact right, a wrong (or self-contradicting) answer is reasoning drift."""
+    """Right or wrong, and for a wrong answer which failure: a stated count or attribute that contradicts
+    the scene is a perceptual error; with those right, wrong cell lists are a location error; with every
+    fact right, a wrong (or self-contradicting) answer is reasoning drift. A right answer keeps its wrong
+    facts too (`wrong_facts`, `wrong_locations`)."""
     match = re.search(r"<answer>(.*?)</answer>", output, re.S)
     predicted = match[1].strip() if match else None
-    wrong = [key for key, value in stated_facts(output).items() if _known(key) and item.scene.fact(key) != value]
+    wrong, misplaced = fact_errors(item.scene, stated_facts(output))
     if predicted == item.answer:
-        return Outcome(True, None, predicted, wrong)
-    if wrong:
-        return Outcome(False, "perceptual", predicted, wrong)
-    return Outcome(False, "malformed" if predicted is None else "drift", predicted, wrong)
+        error = None
+    elif wrong:
+        error = "perceptual"
+    elif misplaced:
+        error = "location"
+    else:
+        error = "malformed" if predicted is None else "drift"
+    return Outcome(predicted == item.answer, error, predicted, wrong, misplaced)
 
 
 def _known(key: str) -> bool:
