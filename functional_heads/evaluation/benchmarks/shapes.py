@@ -48,8 +48,9 @@ class Shapes(Benchmark):
         result = super().metrics(records)
         for kind in shapes.FAILURES:
             result[f"{kind}_rate"] = mean_or_none(r.get("failure") == kind for r in records)
+        with_scene = [r for r in records if (r.get("info") or {}).get("scene")]
         result["right_with_wrong_fact_rate"] = mean_or_none(
-            r["score"] == 1.0 and bool(self.fact_errors(r)[0]) for r in records)
+            r["score"] == 1.0 and bool(self.fact_errors(r)[0]) for r in with_scene)
         return result
 
     @staticmethod
