@@ -405,3 +405,24 @@ def test_a_benchmark_from_an_installed_package_works_in_eval_tune_and_report(tmp
             "--out", str(tmp_path / "tune"), "--trials", "2", "--min-effect", "0.3", "--min-items", "8",
             "--batch-size", "24", "--max-new-tokens", "64")
         assert json.loads((tmp_path / "tune" / "tune.json").read_text())["benchmark"] == "toy-shapes"
+
+
+def test_shapes_metrics_count_location_errors_and_right_answers_with_wrong_facts():
+    """A right answer stating a wrong count is right (and counted apart); right counts in wrong cells with a
+    wrong answer are a location error, not a perceptual one."""
+    bench = get_benchmark("shapes")
+    scene = shapes.Scene((("red", "circle"), None, None, None, ("red", "square"), None, None, None, None))
+    item = shapes.Item("dev-x", "dev", "count_colour", scene, "how many red shapes are there ?",
+                       "red : r1c1 r2c2 = 2", "2")
+    example = bench._example(item, scene.render())
+    outputs = [item.target, "<think> red : r1c1 r2c2 = 3 </think> <answer> 2 </answer>",
+               "<think> red : r1c2 r3c3 = 2 </think> <answer> 3 </answer>"]
+    records = []
+    for output in outputs:
+        s = bench.score_output(example, output)
+        records.append({"id": example.id, "score": s.score, "failure": s.failure, "prediction": output,
+                        "category": example.category, "info": example.info})
+    assert [r["failure"] for r in records] == [None, None, "location"]
+    metrics = bench.metrics(records)
+    assert metrics["right_with_wrong_fact_rate"] == pytest.approx(1 / 3)
+    assert metrics["location_rate"] == pytest.approx(1 / 3) and metrics["perceptual_rate"] == 0.0
