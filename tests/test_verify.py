@@ -19,6 +19,7 @@ from functional_heads.evaluation.verify import (
     Masked,
     analyse,
     conditions,
+    distinct_controls,
     fixed_layers,
     random_controls,
     verify_heads,
@@ -56,6 +57,16 @@ def test_random_controls_draw_as_many_heads_per_layer_from_the_heads_outside_the
         assert any(not torch.equal(a, b) for a, b in zip(draws, other))
     perception, reasoning = random_controls(heads, "perception", 1)[0], random_controls(heads, "reasoning", 1)[0]
     assert perception[2:].sum() == 0 and reasoning[:2].sum() == 0
+
+
+def test_draws_differ_while_different_controls_remain():
+    heads = head_map({}, {3: [5]})  # one reasoning head: 7 others to pick from in its layer
+    assert distinct_controls(heads, "reasoning") == 7
+    seven = random_controls(heads, "reasoning", 7, seed=2)
+    assert len({tuple(m.nonzero().flatten().tolist()) for m in seven}) == 7
+    nine = random_controls(heads, "reasoning", 9, seed=2)
+    assert len({tuple(m.nonzero().flatten().tolist()) for m in nine}) == 7 and len(nine) == 9
+    assert distinct_controls(head_map({0: [1, 2], 1: [5]}, {}), "perception") == 15 * 7
 
 
 def test_a_layer_without_room_for_a_control_is_refused_and_a_full_one_noted():
@@ -156,7 +167,7 @@ def test_masking_changes_the_answers_and_leaves_the_model_as_it_was(bundled_vlm)
     model, processor = bundled_vlm
     examples = list(get_benchmark("shapes").examples(None, "dev"))[:4]
     images, prompts = [e.load_image() for e in examples], [e.prompt for e in examples]
-    kwargs = dict(max_new_tokens=12, do_sample=False)
+    kwargs = dict(max_new_tokens=8, do_sample=False)
     vanilla = model.generate(**prompt_inputs(processor, images, prompts), **kwargs)
     early = torch.zeros(8, 8, dtype=torch.bool)
     early[:3] = True  # every head of the first three layers: the image is never read

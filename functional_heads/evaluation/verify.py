@@ -50,6 +50,7 @@ report` can read them. Without it, answers stay in memory.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -125,7 +126,9 @@ def class_mask(heads: HeadMap, head_class: str) -> torch.Tensor:
 def random_controls(heads: HeadMap, head_class: str, draws: int, seed: int = 0) -> list[torch.Tensor]:
     """`draws` masks [layers, heads], each holding, in every layer, as many heads as the map's `head_class`
     heads there, drawn uniformly without replacement from the layer's heads the map selects in neither class;
-    seeded by `seed` and the class, so a rerun draws the same."""
+    seeded by `seed` and the class, so a rerun draws the same. The draws differ from each other while
+    `distinct_controls` allows (a repeated draw would add answers but no information); beyond that they
+    repeat."""
     if draws < 1:
         raise UserError(f"--draws must be at least 1, got {draws}.")
     own = class_mask(heads, head_class)
@@ -137,15 +140,25 @@ def random_controls(heads: HeadMap, head_class: str, draws: int, seed: int = 0) 
                             f"outside the map: too few for a random control of the same size. Verify a map that "
                             f"selects at most half of each layer's heads (tighten tau_perc / tau_reas).")
     rng = np.random.default_rng([seed, CLASSES.index(head_class)])
-    masks = []
-    for _ in range(draws):
+    distinct = distinct_controls(heads, head_class)
+    masks: list[torch.Tensor] = []
+    while len(masks) < draws:
         mask = torch.zeros_like(own)
         for layer, count in enumerate(counts):
             if count:
                 pool = free[layer].nonzero().flatten().numpy()
                 mask[layer, torch.as_tensor(rng.choice(pool, size=count, replace=False))] = True
-        masks.append(mask)
+        if len(masks) >= distinct or not any(torch.equal(mask, m) for m in masks):  # all distinct until then
+            masks.append(mask)
     return masks
+
+
+def distinct_controls(heads: HeadMap, head_class: str) -> int:
+    """How many different random controls the class has: the ways to pick its count of heads in each layer
+    among the layer's heads outside the map."""
+    own = class_mask(heads, head_class).sum(-1).tolist()
+    free = (~(heads.perception.bool() | heads.reasoning.bool())).sum(-1).tolist()
+    return math.prod(math.comb(f, n) for n, f in zip(own, free))
 
 
 def fixed_layers(heads: HeadMap, head_class: str) -> list[int]:
@@ -220,7 +233,7 @@ def head_summary(heads: HeadMap) -> dict:
     """Per class: how many heads, and how many in each layer that has some."""
     return {c: {"heads": int(class_mask(heads, c).sum()),
                 "per_layer": {layer: n for layer, n in enumerate(class_mask(heads, c).sum(-1).tolist()) if n},
-                "fixed_layers": fixed_layers(heads, c)}
+                "fixed_layers": fixed_layers(heads, c), "distinct_controls": distinct_controls(heads, c)}
             for c in CLASSES}
 
 
@@ -327,12 +340,17 @@ def _verdict(head_class: str, entry: dict, result: dict, family: int) -> dict:
         status = "not distinguishable"
         verdict = (f"{head_class} heads are not distinguishable from random heads of the same layers on {text}: "
                    f"{_signed(test['mean'])} points ({interval}, Holm p = {test['p_holm']:.3g}).")
-    own = result["conditions"][entry["condition"]]["vs_vanilla"][outcome]
-    if own["mcnemar"]["a_only"] + own["mcnemar"]["b_only"] == 0:
+    against = result["conditions"][entry["condition"]]["vs_vanilla"]
+    if against[outcome]["mcnemar"]["a_only"] + against[outcome]["mcnemar"]["b_only"] == 0:
         verdict += f" Masking them changes no item's {text} against vanilla."
-    elif status != "functional" and own["mcnemar"]["p_holm"] < alpha:
-        verdict += (f" Against vanilla, masking them does change {text} ({_signed(own['mean'])} points, Holm p = "
-                    f"{own['mcnemar']['p_holm']:.3g}), but so does masking random heads of those layers.")
+    moved_vanilla = [o for o, t in against.items() if t["mcnemar"]["p_holm"] < alpha]
+    if status != "functional" and moved_vanilla:
+        pooled = entry["random_pooled"]["vs_vanilla"]
+        verdict += (" Against vanilla, masking them does change " + _and(
+            [f"{OUTCOME_TEXT.get(o, o)} ({_signed(against[o]['mean'])} points, Holm p = "
+             f"{against[o]['mcnemar']['p_holm']:.3g})" for o in moved_vanilla])
+            + f"; as many random heads of those layers change {'it' if len(moved_vanilla) == 1 else 'them'} by "
+            + _and([_signed(pooled[o]["mean"]) for o in moved_vanilla]) + " points (pooled draws).")
     others = [f"{OUTCOME_TEXT.get(o, o)} {_signed(t['mean'])} points (Holm p = {t['p_holm']:.3g})"
               for o, t in entry["contrast"].items() if o != outcome and t["p_holm"] < alpha]
     if others:
@@ -420,16 +438,21 @@ def verify_markdown(result: dict) -> str:
         lines += [f"Model: `{result['model']}`" + (f"; head map: `{result['head_map']}`" if result.get("head_map")
                                                    else ""), ""]
     heads = result.get("heads", {})
-    counts = "; ".join(f"{c}: {h['heads']} heads" + (" (layer: count " + ", ".join(
+    counts = "; ".join(f"{c}: {_count(h['heads'], 'head')}" + (" (layer: count " + ", ".join(
         f"{layer}: {n}" for layer, n in h["per_layer"].items()) + ")" if h["per_layer"] else "")
                        for c, h in heads.items())
     if counts:
         lines += [f"Heads: {counts}.", ""]
-    fixed = [f"{c} (layers {', '.join(map(str, h['fixed_layers']))})" for c, h in heads.items()
-             if h.get("fixed_layers")]
+    fixed = [f"{c} ({_count(len(h['fixed_layers']), 'layer', False)} {', '.join(map(str, h['fixed_layers']))})"
+             for c, h in heads.items() if h.get("fixed_layers")]
     if fixed:
         lines += ["Controls without choice: in these layers the class holds as many heads as the layer has outside "
                   "the map, so every draw masks the same heads there: " + "; ".join(fixed) + ".", ""]
+    few = [f"{c} ({h['distinct_controls']})" for c, h in heads.items()
+           if h["heads"] and h.get("distinct_controls", math.inf) < result.get("draws", 0)]
+    if few:
+        lines += ["Fewer different controls exist than draws were asked for, so some draws repeat: "
+                  + "; ".join(few) + ".", ""]
     lines += [f"Each class's heads are masked (gain 0 on their outputs) and compared with {result.get('draws', '?')} "
               f"random controls (seed {result.get('seed', '?')}): in each layer, as many heads as the class has "
               "there, drawn from the heads the map selects in neither class. Every condition answers the same "
@@ -472,6 +495,15 @@ def verify_markdown(result: dict) -> str:
     if result.get("unusable_items"):
         lines += [f"Unusable items left out: {result['unusable_items']}.", ""]
     return "\n".join(lines)
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _count(n: int, noun: str, with_number: bool = True) -> str:
+    word = noun if n == 1 else noun + "s"
+    return f"{n} {word}" if with_number else word
 
 
 def _pct(value: float | None) -> str:
