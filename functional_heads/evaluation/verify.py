@@ -212,7 +212,7 @@ def verify_heads(model, heads: HeadMap, benchmark: Benchmark, examples: Sequence
     records = {}
     for number, condition in enumerate(plan, 1):
         masked_heads = 0 if condition.mask is None else int(condition.mask.sum())
-        log(f"condition {number}/{len(plan)}: {condition.name} ({masked_heads} heads masked)")
+        log(f"condition {number}/{len(plan)}: {condition.name} ({_count(masked_heads, 'head')} masked)")
         method = condition.method()
         if runs is not None:
             run = open_run(runs, model_path, benchmark, method, data, split, dtype, decoding, backend=backend.name)
