@@ -130,12 +130,25 @@ def test_analyse_tests_one_family_with_holm_and_words_the_verdicts():
     assert perception["contrast"]["perceptual"]["per_draw"] == pytest.approx([0.28, 0.3])
     assert result["conditions"]["mask-perception-random2"]["rates"]["drift"] == pytest.approx(0.01)
     assert "raises perceptual errors by 29.0 points" in perception["verdict"]
+    assert "every draw" not in perception["verdict"]  # it holds against each draw alone
     assert "more than masking as many random heads from the same layers" in perception["verdict"]
     reasoning = result["classes"]["reasoning"]
     assert reasoning["status"] == "not distinguishable" and "changes no item's reasoning drift" in reasoning["verdict"]
     assert f"At {n} items this contrast detects a difference of about" in reasoning["power"]
     text = verify_markdown({**result, "draws": 2, "seed": 0})
     assert "Tests: 20 in one family" in text and "| perception | perceptual (signature) | +29.0" in text
+
+
+def test_a_contrast_that_one_draw_carries_is_said_to_be_so():
+    n = 200
+    records = synthetic({"vanilla": [None] * n, "mask-perception": ["perceptual"] * 30 + [None] * (n - 30),
+                         "mask-perception-random1": ["perceptual"] * 40 + [None] * (n - 40),  # worse than the class
+                         "mask-perception-random2": [None] * n,
+                         "mask-reasoning": [None] * n, **{f"mask-reasoning-random{k}": [None] * n for k in (1, 2)}})
+    entry = analyse(records, plan_of(), get_benchmark("shapes"))["classes"]["perception"]
+    assert entry["contrast"]["perceptual"]["per_draw"] == pytest.approx([-0.05, 0.15])
+    assert entry["status"] == "functional"
+    assert "does not hold against every draw alone (-5.0, +15.0 points)" in entry["verdict"]
 
 
 def test_holm_keeps_a_raw_p_below_alpha_from_making_a_verdict():
@@ -193,7 +206,6 @@ def test_verify_heads_in_memory_on_a_loaded_model(bundled_vlm):
         verify_heads(bundled_vlm, head_map({0: [1]}, {}, layers=4), bench, examples)
 
 
-@pytest.mark.slow
 def test_cli_on_the_bundled_model_with_a_calibrated_map_and_a_resumed_rerun(tmp_path):
     model = bundled_model_path(REASONING_TUNED)
     data = tmp_path / "data"
@@ -252,7 +264,6 @@ def save_kimi_vl(folder):
     return save_tiny_kimi_vl(folder)[0]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("family, save, layers", [
     ("llava", save_llava, 4),
     pytest.param("kimi_vl", save_kimi_vl, 2, marks=pytest.mark.skipif(

@@ -25,9 +25,9 @@ The key contrast, per class and outcome: class-masked minus the random controls,
 differs from random heads of its layers in general, not from one particular draw; pooling averages over
 which heads were drawn and makes one test per outcome instead of one per draw (a smaller family: more
 power). What it leaves out: the bootstrap resamples items, not draws, so the interval is conditional on the
-draws made. The report therefore also gives the contrast against each draw (their range): a conclusion that
-holds against every draw does not hang on one lucky draw; more draws make the pool stand for random heads
-of those layers better.
+draws made. The report therefore also gives the contrast against each draw, and a verdict says when a
+significant contrast does not hold against every draw alone; more draws make the pool stand for random heads
+of those layers better. Draws differ from each other while different controls remain.
 
 Multiplicity: the family is every test the report gives a p for: per class with heads and per outcome, the
 class-masked-vs-vanilla McNemar test and the class-vs-random contrast; `p_holm` is Holm's adjustment over
@@ -37,7 +37,8 @@ through the contrasts, and testing them too would enlarge the family.
 Verdict per class, on its signature outcome (perception heads: perceptual errors; reasoning heads: drift;
 accuracy where the benchmark does not label those failures): functional when the contrast's Holm p < alpha
 in the harmful direction (more such failures; for accuracy, fewer right answers); "contrary" when it is
-significant the other way; else not distinguishable from random heads of the same layers. Power: the
+significant the other way; else not distinguishable from random heads of the same layers. A significant
+contrast that does not hold against every draw alone is said to be so (it may hang on the draws). Power: the
 smallest contrast detectable with 80% power at these items, at the family's strictest level alpha / tests
 (Holm's first step), taking the observed mean squared per-item difference as the change rate
 (`stats.detectable_effect`).
@@ -340,6 +341,9 @@ def _verdict(head_class: str, entry: dict, result: dict, family: int) -> dict:
         status = "not distinguishable"
         verdict = (f"{head_class} heads are not distinguishable from random heads of the same layers on {text}: "
                    f"{_signed(test['mean'])} points ({interval}, Holm p = {test['p_holm']:.3g}).")
+    if significant and not _every_draw(test):
+        verdict += (f" This does not hold against every draw alone ({_draws(test)} points): with so few draws it may "
+                    "hang on which heads were drawn; more --draws would tell.")
     against = result["conditions"][entry["condition"]]["vs_vanilla"]
     if against[outcome]["mcnemar"]["a_only"] + against[outcome]["mcnemar"]["b_only"] == 0:
         verdict += f" Masking them changes no item's {text} against vanilla."
@@ -351,7 +355,8 @@ def _verdict(head_class: str, entry: dict, result: dict, family: int) -> dict:
              f"{against[o]['mcnemar']['p_holm']:.3g})" for o in moved_vanilla])
             + f"; as many random heads of those layers change {'it' if len(moved_vanilla) == 1 else 'them'} by "
             + _and([_signed(pooled[o]["mean"]) for o in moved_vanilla]) + " points (pooled draws).")
-    others = [f"{OUTCOME_TEXT.get(o, o)} {_signed(t['mean'])} points (Holm p = {t['p_holm']:.3g})"
+    others = [f"{OUTCOME_TEXT.get(o, o)} {_signed(t['mean'])} points (Holm p = {t['p_holm']:.3g}"
+              + ("" if _every_draw(t) else f"; not against every draw: {_draws(t)}") + ")"
               for o, t in entry["contrast"].items() if o != outcome and t["p_holm"] < alpha]
     if others:
         verdict += " Other outcomes beyond random heads: " + "; ".join(others) + "."
@@ -361,6 +366,15 @@ def _verdict(head_class: str, entry: dict, result: dict, family: int) -> dict:
              f"{POWER:.0%} power (at alpha / {family} tests = {level:.2g}, the family's strictest level, and a "
              f"change rate of {test['change_rate']:.1%}: the mean squared per-item difference seen here).")
     return {"status": status, "verdict": verdict, "detectable": detectable, "power": power}
+
+
+def _every_draw(test: dict) -> bool:
+    """Whether the class differs from each draw alone in the direction it differs from them pooled."""
+    return all(d * test["mean"] > 0 for d in test["per_draw"])
+
+
+def _draws(test: dict) -> str:
+    return ", ".join(_signed(d) for d in test["per_draw"])
 
 
 def _points(share: float) -> str:
