@@ -201,11 +201,13 @@ def test_hand_edited_or_foreign_head_maps_are_refused_before_the_model_loads(qwe
     from functional_heads.testbed.bundled import bundled_model_path
 
     for command in (["eval", "--bench", "shapes", "--method", "static", "--out", str(tmp_path / "runs")],
-                    ["export", "--out", str(tmp_path / "folded")]):
+                    ["export", "--out", str(tmp_path / "folded")],
+                    ["verify", "--bench", "shapes", "--out", str(tmp_path / "verify")]):
         result = runner.invoke(app, [command[0], "--model", str(bundled_model_path()), "--heads",
                                      str(tmp_path / "heads.json"), *command[1:]])
         assert result.exit_code == 2 and "Calibrate on this model" in result.output, result.output
     assert not (tmp_path / "folded").exists() and not (tmp_path / "runs").exists()
+    assert not (tmp_path / "verify").exists()
 
 
 def test_unusual_share_of_heads_is_warned_about(tmp_path):

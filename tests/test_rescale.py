@@ -224,3 +224,48 @@ def test_generate_with_expanded_batch_uses_each_inputs_gains(tiny):
     with fh.rescale(t.model, gains.expand(2, -1, -1)):
         per_input = t.model.generate(**inputs, **kwargs)
     assert torch.equal(static, per_input) and static.shape[0] == 4
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "llava"])
+def test_masked_zeroes_exactly_the_masked_heads_slices(tiny, arch):
+    from functional_heads.core.rescale import masked
+
+    t = tiny(arch)
+    layout = locate(t.model)
+    inputs = t.inputs()
+    mask = torch.zeros(layout.num_layers, layout.num_heads, dtype=torch.bool)
+    mask[3, 1] = mask[3, 2] = True  # last layer only: its input is the same with and without
+    plain = record_out_proj_input(t.model, 3, inputs)
+    vanilla = logits(t.model, inputs)
+    with masked(t.model, mask):
+        silenced = record_out_proj_input(t.model, 3, inputs)
+        changed = logits(t.model, inputs)
+    heads = silenced.view(*silenced.shape[:-1], layout.num_heads, -1)
+    assert (heads[..., 1:3, :] == 0).all()
+    torch.testing.assert_close(heads[..., [0, 3], :], plain.view_as(heads)[..., [0, 3], :], atol=0, rtol=0)
+    assert (changed - vanilla).abs().max() > 1e-4
+    assert not any(p._forward_pre_hooks for p in layout.out_projs)  # removed on exit
+    torch.testing.assert_close(logits(t.model, inputs), vanilla, atol=0, rtol=0)
+
+
+def test_zero_gains_are_masking_only(tiny):
+    from functional_heads.core.rescale import HeadScaler, masked
+
+    model = tiny("llava").model
+    layout = locate(model)
+    with pytest.raises(ValueError, match="finite and > 0"):  # rescaling never takes a gain of 0
+        with fh.rescale(model, torch.zeros(layout.num_layers, layout.num_heads)):
+            pass
+    with pytest.raises(ValueError, match="a head mask must be boolean"):
+        with masked(model, torch.zeros(layout.num_layers, layout.num_heads)):
+            pass
+    with pytest.raises(ValueError, match=r"a head mask must be \[layers, heads\]"):
+        with masked(model, torch.zeros(3, layout.num_heads, dtype=torch.bool)):
+            pass
+    mask = torch.zeros(layout.num_layers, layout.num_heads, dtype=torch.bool)
+    mask[1, 0] = True
+    scaler = HeadScaler(model, mask=mask)
+    try:
+        assert [p for p in layout.out_projs if p._forward_pre_hooks] == [layout.out_projs[1]]  # only where masked
+    finally:
+        scaler.remove()

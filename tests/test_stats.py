@@ -2,9 +2,11 @@ import pytest
 
 from functional_heads.evaluation.stats import (
     bootstrap_ci,
+    detectable_effect,
     holm,
     items_needed,
     mcnemar,
+    paired_bootstrap_test,
     paired_difference,
     rank_correlation,
 )
@@ -51,3 +53,33 @@ def test_holm_by_hand_and_monotone():
     assert holm([0.04, 0.5, 0.01, 0.02]) == pytest.approx([0.08, 0.5, 0.04, 0.06])
     assert holm([0.03, 0.02]) == pytest.approx([0.04, 0.04])  # never below a smaller p's adjusted value
     assert holm([0.6, 0.7]) == [1.0, 1.0] and holm([]) == []
+
+
+def test_detectable_effect_is_the_reverse_of_items_needed():
+    assert detectable_effect(150) == pytest.approx(0.0497, abs=1e-3)  # items_needed(0.05) == 150
+    for n, rate in [(200, 0.15), (464, 0.15), (40, 0.3), (1000, None), (50, 0.01)]:
+        effect = detectable_effect(n, rate)
+        assert items_needed(effect, rate) <= n + 1  # this effect is detectable at n items
+        assert items_needed(effect * 0.95, rate) > n  # a smaller one is not
+    assert detectable_effect(100, 0.3) > detectable_effect(400, 0.3) and detectable_effect(100, 0.1) < \
+        detectable_effect(100, 0.3)
+    assert detectable_effect(1) <= 1.0
+    with pytest.raises(ValueError):
+        detectable_effect(0)
+
+
+def test_paired_bootstrap_test_agrees_with_its_interval():
+    a = [0.0] * 60
+    b = [1.0] * 12 + [0.0] * 48  # 12 of 60 items worse under b: clearly non-zero
+    strong = paired_bootstrap_test(a, b)
+    assert strong["mean"] == pytest.approx(0.2) and strong["ci"][0] > 0 and strong["p"] < 0.01 and strong["n"] == 60
+    assert strong["p"] >= 1 / 10001  # never 0
+    tie = paired_bootstrap_test([1, 0, 1, 0], [1, 0, 1, 0])
+    assert tie["mean"] == 0 and tie["p"] == 1.0
+    thirds = paired_bootstrap_test([1 / 3, 2 / 3, 1.0, 0.0] * 10, [1 / 3, 2 / 3, 1.0, 0.0] * 10)
+    assert thirds["p"] == 1.0  # rounding in the resampled means does not move a difference of 0
+    weak = paired_bootstrap_test([0, 0, 0, 0, 0, 0], [1, 0, 0, 0, -1, 0])
+    assert weak["p"] > 0.5 and weak["ci"][0] < 0 < weak["ci"][1]
+    for seed in range(3):  # p < 0.05 exactly when the 95% interval leaves out 0 (up to resampling ties)
+        test = paired_bootstrap_test([0] * 30, [1] * 4 + [0] * 26, seed=seed)
+        assert (test["p"] < 0.05) == (test["ci"][0] > 0)

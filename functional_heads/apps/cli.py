@@ -419,6 +419,43 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
 
 
 @app.command()
+@guarded(resumable=True)
+def verify(model: Path = typer.Option(..., help="Local model folder."),
+           heads: Path = typer.Option(..., help="Head map from `fheads calibrate`."),
+           bench: str = typer.Option(..., help=BENCH_HELP),
+           out: Path = typer.Option(..., help="verify.md, verify.json, verify.png, log.txt and the run folders "
+                                              "(runs/, one per condition) go here; rerun to resume."),
+           data: Optional[Path] = typer.Option(None, help="Local copy of the benchmark (as for `fheads eval`)."),
+           split: Optional[str] = typer.Option(None, help="Split to read (default: the benchmark's usual one); "
+                                                          "keep the test split for the final results."),
+           option: list[str] = typer.Option([], help="Benchmark option KEY=VALUE."),
+           limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items."),
+           draws: int = typer.Option(3, min=1, help="Random controls per class."),
+           seed: int = typer.Option(0, help="Seed of the random controls."),
+           alpha: float = typer.Option(0.05, help="Family-wise significance level of the verdicts (Holm)."),
+           batch_size: int = typer.Option(8, min=1),
+           max_new_tokens: int = typer.Option(DEFAULT_MAX_NEW_TOKENS, min=1),
+           dtype: str = typer.Option("auto", help=DTYPE_HELP),
+           device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
+    """Are the heads functional? Masks each class of heads and, as controls, as many random heads of the same
+    layers, on the same items; compares accuracy and the benchmark's failure rates (greedy decoding)."""
+    from ..evaluation.engine import Decoding
+    from ..evaluation.verify import verify as run_verify
+    from ..evaluation.verify import verify_markdown
+    from ..utils import plotting
+
+    check_writable(out)
+    if not plotting.available():
+        _warn(plotting.MISSING)
+    result = run_verify(model, heads, bench, out, data=data, split=split, options=_pairs(option, "--option"),
+                        limit=limit, draws=draws, seed=seed, alpha=alpha, batch_size=batch_size,
+                        decoding=Decoding(max_new_tokens=max_new_tokens), dtype=dtype, device_map=device_map)
+    console.print(verify_markdown(result), soft_wrap=True)
+    console.print(f"wrote {out}/verify.md, verify.json" + (", verify.png" if plotting.available() else "")
+                  + ", log.txt and runs/", soft_wrap=True)
+
+
+@app.command()
 @guarded()
 def report(runs: Path = typer.Argument(Path("runs"), help="Folder of run folders written by `fheads eval`."),
            out: Optional[Path] = typer.Option(None, help="Write report.md, report.json and report.png here."),

@@ -2,7 +2,9 @@
 
 `rescale` does it with forward pre-hooks on every layer's o_proj (static [layers, heads] or per-input
 [batch, layers, heads] gains) and always removes them; `fold` bakes static gains into the o_proj weight
-columns (same outputs, zero cost) and `unfold` restores the original columns exactly.
+columns (same outputs, zero cost) and `unfold` restores the original columns exactly. `masked` silences
+heads through the same hooks (gain 0): masking is an ablation, not rescaling, so its zero gains are made
+here (`mask_gains`) and never pass the check that rescaling gains are > 0.
 """
 
 from __future__ import annotations
@@ -31,10 +33,7 @@ def gains_for(heads: HeadMap | torch.Tensor, layout: ModelLayout, allow_extreme_
     if isinstance(heads, HeadMap):
         heads.check_fits(layout)
         return heads.gains
-    gains = torch.as_tensor(heads, dtype=torch.float32)
-    if gains.dim() not in (2, 3) or tuple(gains.shape[-2:]) != (layout.num_layers, layout.num_heads):
-        raise UserError(f"gains must be [layers, heads] or [batch, layers, heads] with layers={layout.num_layers} "
-                        f"and heads={layout.num_heads}, got {tuple(gains.shape)}.")
+    gains = _shaped(torch.as_tensor(heads, dtype=torch.float32), layout, "gains")
     low, high = GAIN_RANGE
     bad = ~torch.isfinite(gains) | (gains <= 0)
     if not allow_extreme_gains:
@@ -58,6 +57,22 @@ def warn_if_folded_checkpoint(model: nn.Module) -> None:
                       FunctionalHeadsWarning, stacklevel=3)
 
 
+def mask_gains(mask: torch.Tensor, layout: ModelLayout) -> torch.Tensor:
+    """Gains that mask the heads a bool `mask` ([layers, heads] or [batch, layers, heads]) marks: 0 there, 1
+    elsewhere."""
+    mask = torch.as_tensor(mask)
+    if mask.dtype != torch.bool:
+        raise UserError(f"a head mask must be boolean, got {mask.dtype}.")
+    return (~_shaped(mask, layout, "a head mask")).float()
+
+
+def _shaped(values: torch.Tensor, layout: ModelLayout, what: str) -> torch.Tensor:
+    if values.dim() not in (2, 3) or tuple(values.shape[-2:]) != (layout.num_layers, layout.num_heads):
+        raise UserError(f"{what} must be [layers, heads] or [batch, layers, heads] with layers={layout.num_layers} "
+                        f"and heads={layout.num_heads}, got {tuple(values.shape)}.")
+    return values
+
+
 def head_scale(gains: torch.Tensor, head_dim: int, x: torch.Tensor) -> torch.Tensor | None:
     """The multiplier of an o_proj input x [batch, seq, heads*dim] for one layer's gains ([heads] or
     [batch, heads]): each gain repeated over its head's slice, in x's device and dtype; None if all are 1."""
@@ -72,19 +87,24 @@ def head_scale(gains: torch.Tensor, head_dim: int, x: torch.Tensor) -> torch.Ten
 class HeadScaler:
     """Forward pre-hooks on the o_proj of each layer; `set_gains` may change the gains between passes.
 
-    Given fixed gains, only layers with a gain other than 1 get a hook (nothing runs elsewhere); without
-    gains, every layer gets one, ready for `set_gains` and `set_layer_gains`. A hook costs one multiply.
+    Given fixed gains (or a `mask` of heads to silence: gain 0), only layers with a gain other than 1 get a
+    hook (nothing runs elsewhere); without either, every layer gets one, ready for `set_gains` and
+    `set_layer_gains`. A hook costs one multiply.
     """
 
     def __init__(self, model: nn.Module, gains: HeadMap | torch.Tensor | None = None, layout: ModelLayout | None = None,
-                 allow_extreme_gains: bool = False):
+                 allow_extreme_gains: bool = False, *, mask: torch.Tensor | None = None):
         self.layout = layout or locate(model)
         self.allow_extreme_gains = allow_extreme_gains
         self._gains: torch.Tensor | None = None
         self._scales: dict[int, torch.Tensor | None] = {}
+        if gains is not None and mask is not None:
+            raise ValueError("HeadScaler takes gains or a mask, not both.")
         if gains is not None:
             self.set_gains(gains)
-        layers = range(self.layout.num_layers) if gains is None else \
+        elif mask is not None:
+            self._gains = mask_gains(mask, self.layout)
+        layers = range(self.layout.num_layers) if self._gains is None else \
             (self._gains != 1).reshape(-1, *self._gains.shape[-2:]).any(0).any(-1).nonzero().flatten().tolist()
         self._handles = [self.layout.out_projs[layer].register_forward_pre_hook(self._hook(layer)) for layer in layers]
 
@@ -129,6 +149,17 @@ def rescale(model: nn.Module, heads: HeadMap | torch.Tensor, *,
     `allow_extreme_gains` lets a raw gains tensor go outside GAIN_RANGE."""
     warn_if_folded_checkpoint(model)
     scaler = HeadScaler(model, heads, allow_extreme_gains=allow_extreme_gains)
+    try:
+        yield scaler
+    finally:
+        scaler.remove()
+
+
+@contextmanager
+def masked(model: nn.Module, mask: torch.Tensor) -> Iterator[HeadScaler]:
+    """Within the block the heads of a bool `mask` ([layers, heads], or per input) are silenced: their outputs
+    O_h multiplied by 0 before o_proj. The hooks are removed on exit, also on error."""
+    scaler = HeadScaler(model, mask=mask)
     try:
         yield scaler
     finally:

@@ -89,3 +89,36 @@ def accuracy_bars(report: dict, path: Path) -> Path:
         ax.set_ylabel("accuracy, 95% CI" + (f"\n(axis from {bottom:.0%}, not 0)" if bottom > 0.005 else ""))
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return path
+
+
+def verify_bars(result: dict, path: Path) -> Path:
+    """`fheads verify`: per outcome, the change against vanilla (points, 95% CI) of each class's heads masked
+    (solid) beside its random controls of the same layers (hatched: the draws pooled, each draw a dot)."""
+    outcomes = result["outcomes"]
+    classes = [c for c, e in result["classes"].items() if e.get("heads")]
+    bars = [(c, kind) for c in classes for kind in ("class", "random")]
+    width = 0.8 / max(len(bars), 1)
+    with figure(path, (max(5.0, 1.8 * len(outcomes) + 1), 3.8)) as (fig, ax):
+        for k, (head_class, kind) in enumerate(bars):
+            entry = result["classes"][head_class]
+            changes = result["conditions"][entry["condition"]]["vs_vanilla"] if kind == "class" else \
+                entry["random_pooled"]["vs_vanilla"]
+            xs = [i + (k - (len(bars) - 1) / 2) * width for i in range(len(outcomes))]
+            means = [100 * changes[o]["mean"] for o in outcomes]
+            errs = [[max(0.0, m - 100 * changes[o]["ci"][0]) for m, o in zip(means, outcomes)],
+                    [max(0.0, 100 * changes[o]["ci"][1] - m) for m, o in zip(means, outcomes)]]
+            colour = f"C{classes.index(head_class)}"
+            label = f"{head_class} heads masked" if kind == "class" else \
+                f"as many random heads of its layers ({len(entry['draws'])} draws: dots)"
+            ax.bar(xs, means, width, yerr=errs, capsize=2, color=colour, alpha=1.0 if kind == "class" else 0.45,
+                   hatch=None if kind == "class" else "//", edgecolor=colour, label=label)
+            if kind == "random":
+                for x, o in zip(xs, outcomes):
+                    draws = [100 * result["conditions"][d]["vs_vanilla"][o]["mean"] for d in entry["draws"]]
+                    ax.plot([x] * len(draws), draws, "k.", markersize=3)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(outcomes)), [o if o == "accuracy" else f"{o} rate" for o in outcomes])
+        ax.set_ylabel("change against vanilla (points, 95% CI)")
+        ax.set_title(f"Masking each class against random heads of the same layers ({result['items']} items)")
+        ax.legend(fontsize=7)
+    return path

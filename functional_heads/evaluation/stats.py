@@ -53,6 +53,24 @@ def paired_difference(a: Sequence[float], b: Sequence[float], n_resamples: int =
     return {"mean": float(diff.mean()), "ci": (low, high), "n": len(diff)}
 
 
+def paired_bootstrap_test(a: Sequence[float], b: Sequence[float], n_resamples: int = 10000, level: float = 0.95,
+                          seed: int = 0) -> dict:
+    """`paired_difference` (mean of b - a over paired items, percentile bootstrap interval) with the two-sided
+    p that matches the interval: twice the share of resampled means on the far side of 0, counted as
+    (1 + k) / (1 + resamples) so that it is never 0; the interval excludes 0 about when p < 1 - level. For
+    outcomes that need not be 0/1 (e.g. a mean over several runs per item), where McNemar's test does not
+    apply; like any bootstrap, approximate on few items."""
+    diff = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    if len(diff) == 0:
+        return {"mean": float("nan"), "ci": (float("nan"), float("nan")), "p": 1.0, "n": 0}
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (n_resamples, len(diff)))].mean(1)
+    far = min(int(np.sum(means <= 1e-12)), int(np.sum(means >= -1e-12)))  # a mean of 0 counts on both sides
+    tail = (1 - level) / 2
+    return {"mean": float(diff.mean()), "ci": (float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))),
+            "p": min(1.0, 2 * (1 + far) / (1 + n_resamples)), "n": len(diff)}
+
+
 def items_needed(effect: float, change_rate: float | None = None, alpha: float = 0.05, power: float = 0.8) -> int:
     """Paired items a two-sided test at `alpha` needs to detect a gain of `effect` (a share, e.g. 0.05) with
     `power`, when `change_rate` of the items change outcome between the two settings (normal approximation of
@@ -62,6 +80,21 @@ def items_needed(effect: float, change_rate: float | None = None, alpha: float =
     rate = effect if change_rate is None else max(change_rate, effect)
     z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
     return math.ceil(z * z * (rate - effect * effect) / (effect * effect))
+
+
+def detectable_effect(n: int, change_rate: float | None = None, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The reverse of `items_needed`: the smallest difference (a share) that a two-sided test at `alpha` on `n`
+    paired items detects with `power`, when `change_rate` is the mean squared per-item difference (for 0/1
+    outcomes: the share of items that change). Without a rate, the fewest possible: every change in one
+    direction."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}.")
+    z2 = (NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)) ** 2
+    lowest = z2 / (n + z2)  # a rate equal to the effect
+    if change_rate is None or change_rate <= 0:
+        return min(1.0, lowest)
+    effect = math.sqrt(z2 * change_rate / (n + z2))
+    return min(1.0, effect if effect <= change_rate else lowest)
 
 
 def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:

@@ -175,6 +175,46 @@ def build(arch: str, seed: int = 0, attn_implementation: str = "sdpa") -> Tiny:
 
 
 
+LLAVA_WORDS = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "user", "assistant", ":", *"is there a red blue circle "
+               "square in the image ? answer yes or no . how many shapes are".split()]
+LLAVA_TEMPLATE = ("{% for m in messages %}{{ m['role'] }} : {% for c in m['content'] %}{% if c['type'] == 'image' %}"
+                  "<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}</s> {% endfor %}"
+                  "{% if add_generation_prompt %}assistant : {% endif %}")
+
+
+def save_tiny_llava(folder, seed: int = 0):
+    """A random-weight LLaVA (the `llava` sizes of `build`: a CLIP tower on 8x8 images, 16 image tokens, a
+    Llama decoder) with a word-level tokenizer, a PIL CLIP image processor and a chat template, saved as a
+    checkpoint folder that `fh.load_model` / `fh.load_processor` read."""
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from ..models.compat import word_level_tokenizer_class
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {word: i for i, word in enumerate(LLAVA_WORDS)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.add_special_tokens(["<image>"])  # split even when adjacent to other text
+    fast = word_level_tokenizer_class()(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>",
+                                        eos_token="</s>", unk_token="<unk>")
+    text = {**TEXT, "model_type": "llama", "vocab_size": len(vocab), "pad_token_id": 0, "bos_token_id": 1,
+            "eos_token_id": 2}
+    config = tf.LlavaConfig(vision_config={**CLIP, "model_type": "clip_vision_model"}, text_config=text,
+                            image_token_index=vocab["<image>"], vision_feature_select_strategy="default",
+                            vision_feature_layer=-1)
+    torch.manual_seed(seed)
+    tf.LlavaForConditionalGeneration(config).save_pretrained(folder)
+    image_processor = _pil("CLIPImageProcessor")(size={"shortest_edge": CLIP["image_size"]},
+                                                 crop_size={"height": CLIP["image_size"], "width": CLIP["image_size"]})
+    tf.LlavaProcessor(image_processor=image_processor, tokenizer=fast, patch_size=CLIP["patch_size"],
+                      vision_feature_select_strategy="default", chat_template=LLAVA_TEMPLATE,
+                      image_token="<image>", num_additional_image_tokens=1).save_pretrained(folder)
+    return folder
+
+
 # ---------------------------------------------------------------- the baselines' extra models, saved to a folder
 
 def _pil(name: str):

@@ -61,6 +61,7 @@ class Benchmark:
     needs_data: bool = True  # False where items can be made without a local copy (shapes)
     truncation_rule: bool = True  # a chain of thought never closed (token limit) has no final answer
     instruction: str = ""  # appended to every prompt; reported with the results
+    failure_labels: tuple[str, ...] = ()  # the labels `score` gives wrong answers, if it classifies them
 
     def __init__(self, **options: str):
         unknown = set(options) - set(self.option_names)

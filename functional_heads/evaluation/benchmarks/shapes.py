@@ -19,6 +19,7 @@ class Shapes(Benchmark):
     default_split = "test"
     needs_data = False
     truncation_rule = False  # its own scorer labels an output without an answer tag 'malformed'
+    failure_labels = shapes.FAILURES
 
     def examples(self, path=None, split=None):
         if path is not None:
@@ -46,7 +47,7 @@ class Shapes(Benchmark):
 
     def metrics(self, records):
         result = super().metrics(records)
-        for kind in shapes.FAILURES:
+        for kind in self.failure_labels:
             result[f"{kind}_rate"] = mean_or_none(r.get("failure") == kind for r in records)
         with_scene = [r for r in records if (r.get("info") or {}).get("scene")]
         result["right_with_wrong_fact_rate"] = mean_or_none(
