@@ -253,7 +253,7 @@ def test_zero_gains_are_masking_only(tiny):
 
     model = tiny("llava").model
     layout = locate(model)
-    with pytest.raises(ValueError, match="finite and > 0"):  # rescaling never takes a gain of 0
+    with pytest.raises(ValueError, match="must be a finite number > 0"):  # rescaling never takes a gain of 0
         with fh.rescale(model, torch.zeros(layout.num_layers, layout.num_heads)):
             pass
     with pytest.raises(ValueError, match="a head mask must be boolean"):
