@@ -11,7 +11,7 @@ NAME=$(basename "$MODEL")
 OUT=${OUT:-tune/$NAME}
 FIGURES=docs
 [ "$NAME" = shapes-r1-tiny ] || FIGURES=docs/$NAME
-"${PYTHON:-.venv/bin/python}" -m functional_heads.cli tune --model "$MODEL" --bench shapes --split dev \
+"${PYTHON:-.venv/bin/python}" -m functional_heads.apps.cli tune --model "$MODEL" --bench shapes --split dev \
   --calib-split calib --trials "${TRIALS:-200}" --batch-size 64 --max-new-tokens 64 --out "$OUT"
 mkdir -p "$FIGURES"
 cp "$OUT/settings.json" "$OUT/candidate.json" "$OUT/tune.md" "$MODEL/"
