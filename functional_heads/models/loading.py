@@ -17,7 +17,7 @@ from PIL import Image
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-from ..utils.errors import UserError
+from ..utils.errors import UnusableImage, UserError
 from ..utils.progress import library_bars
 from .architectures import ARCHITECTURES
 from .compat import is_unnamed_tokenizer
@@ -373,6 +373,19 @@ def check_context(model, inputs: dict, rows: Sequence[int] | None = None) -> Non
     long = [(row, length) for row, length in zip(rows, lengths) if length > context]
     if long:
         raise PromptTooLong([row for row, _ in long], [length for _, length in long], context)
+
+
+def check_image_input(processor, image: Image.Image, prompt: str) -> None:
+    """Raise `UnusableImage` if the model's processor refuses this image with this prompt on its own (an aspect
+    ratio or a size outside its limits, a shape it cannot read), so that one such item is set aside instead of
+    failing the batch it would be in. A missing package is not the image's fault: it is raised as it is."""
+    try:
+        prompt_inputs(processor, [image], [prompt])
+    except ImportError:
+        raise
+    except (ValueError, TypeError, IndexError, OSError) as err:
+        raise UnusableImage(f"the model's processor refuses it ({type(err).__name__}: {' '.join(str(err).split())})") \
+            from None
 
 
 def to_model_device(inputs: dict, model) -> dict:
