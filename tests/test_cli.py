@@ -434,3 +434,62 @@ def test_version_prints_the_installed_version():
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"functional-heads {version('functional-heads')}"
+
+
+def test_calibrate_skips_images_the_model_cannot_take_with_one_warning_and_counts_them(qwen_folder, calib_file,
+                                                                                      tmp_path, monkeypatch):
+    """A 1x4000 PNG (the processor's aspect-ratio limit) or a header claiming 20000x20000 (Pillow's bomb guard)
+    stopped calibrate for good, naming no file."""
+    import io
+    import zlib
+
+    Image.new("RGB", (1, 4000)).save(tmp_path / "thin.png")
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    bomb = bytearray(buffer.getvalue())
+    bomb[16:24] = (20000).to_bytes(4, "big") * 2
+    bomb[29:33] = zlib.crc32(bytes(bomb[12:29])).to_bytes(4, "big")
+    (tmp_path / "bomb.png").write_bytes(bytes(bomb))
+    good = [json.loads(line) for line in calib_file.read_text().splitlines()]
+    rows = [{**r, "image": str(calib_file.parent / r["image"])} for r in good]
+    rows[1:1] = [{"image": "thin.png", "prompt": "hi"}, {"image": "bomb.png", "prompt": "hi"}]
+    (tmp_path / "mixed.jsonl").write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in rows).encode())
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(tmp_path / "mixed.jsonl"),
+                                 "--out", str(tmp_path / "heads.json"), *SETTINGS])
+    assert result.exit_code == 0, result.output
+    assert fh.HeadMap.load(tmp_path / "heads.json").num_samples == 5  # the usable ones; a BOM is fine
+    assert "skipped 2 of 7 calibration items" in result.output, result.output
+    assert f"mixed.jsonl:2: image {tmp_path / 'thin.png'}: the model's processor refuses it" in result.output
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(tmp_path / "mixed.jsonl"),
+                                 "--limit", "2", "--out", str(tmp_path / "two.json"), *SETTINGS])
+    assert result.exit_code == 0 and fh.HeadMap.load(tmp_path / "two.json").num_samples == 2, result.output
+
+    import functional_heads.core.heads as heads
+
+    monkeypatch.setattr(heads, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    (tmp_path / "mostly_bad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data",
+                                 str(tmp_path / "mostly_bad.jsonl"), *SETTINGS])
+    assert result.exit_code == 2 and "2 of 3 calibration items have no image the model can take" in result.output
+    assert "mostly_bad.jsonl:2" in result.output and "fix or remove them" in result.output
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"image": "a.png", "prompt": "hi"}\n{"image": "b.png", "prompt": "caf\xe9"}\n', "lines.jsonl:2: not UTF-8"),
+    (b'{"image": "a.png", "prompt": "hi"}\n["a.png", "hi"]\n', "lines.jsonl:2: a JSON list, not an object"),
+    (b'{"image": "a.png", "prompt": "hi"}\n{"prompt": "hi"}\n', "lines.jsonl:2: no 'image' path"),
+    (b'{"image": "a.png", "prompt": "hi"}\n{"image": "a.png", \n', "lines.jsonl:2: not valid JSON"),
+])
+def test_calibrate_names_the_line_of_a_prompts_file_it_cannot_read(qwen_folder, tmp_path, content, message):
+    images(1)[0].save(tmp_path / "a.png")  # line 1 is a good row
+    (tmp_path / "lines.jsonl").write_bytes(content)
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(tmp_path / "lines.jsonl"),
+                                 *SETTINGS])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+
+
+def test_calibrate_given_a_folder_says_it_wants_the_file_in_it(qwen_folder, tmp_path):
+    assert runner.invoke(app, ["data", "shapes", "--out", str(tmp_path), "--split", "calib", "--n", "2"]).exit_code == 0
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(tmp_path), *SETTINGS])
+    assert result.exit_code == 2 and f"{tmp_path} is a folder" in result.output, result.output
+    assert str(tmp_path / "calib.jsonl") in result.output and "does not exist" not in result.output
