@@ -167,6 +167,12 @@ def test_answering_into_a_run_streams_the_items_instead_of_holding_them(tmp_path
         def batch_decode(self, tokens, **_):
             return ["<answer>0</answer>"] * len(tokens)
 
+        def apply_chat_template(self, messages, **_):  # the per-image check before each batch
+            return ""
+
+        def __call__(self, **_):
+            return {}
+
     method = Stub(counter)
     run = answer_into_run(Run.open(tmp_path, settings()), HFBackend(None, Decoder()), bench, source, method,
                           batch_size=2, limit=300, progress=False, order="length")
