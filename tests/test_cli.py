@@ -493,3 +493,76 @@ def test_calibrate_given_a_folder_says_it_wants_the_file_in_it(qwen_folder, tmp_
     result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(tmp_path), *SETTINGS])
     assert result.exit_code == 2 and f"{tmp_path} is a folder" in result.output, result.output
     assert str(tmp_path / "calib.jsonl") in result.output and "does not exist" not in result.output
+
+
+def _without(monkeypatch, *packages):
+    """As if these packages were not installed: importing them fails and `is_available` says so."""
+    import sys
+
+    for name in packages:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+@pytest.mark.parametrize("command, packages, message", [
+    ("eval-parquet", ["pyarrow"], "needs pyarrow: pip install 'functional-heads[eval]'"),
+    ("eval-saved", ["datasets"], "needs datasets: pip install 'functional-heads[eval]'"),
+    ("eval-siglip", ["sentencepiece"], "CGD's SigLIP tokenizer needs sentencepiece: pip install "
+                                       "'functional-heads[eval]'"),
+    ("calibrate-spm", ["sentencepiece"], "(a SentencePiece tokenizer.model) needs sentencepiece: pip install "
+                                         "'functional-heads[eval]'"),
+    ("tune-parquet", ["pyarrow"], "needs pyarrow: pip install 'functional-heads[eval]'"),
+    ("tune-optuna", ["optuna"], "fheads tune needs optuna: pip install 'functional-heads[tune]'"),
+])
+def test_a_missing_extra_is_named_before_any_model_loads(qwen_folder, calib_file, tmp_path, monkeypatch, command,
+                                                         packages, message):
+    """`eval` on parquet without pyarrow printed `error: ModuleNotFoundError` (exit 1) after the model loaded."""
+    import transformers
+
+    import functional_heads.core.heads as heads
+    import functional_heads.evaluation.api as api
+    import functional_heads.tuning.study as study
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    for module in (heads, study):
+        monkeypatch.setattr(module, "load_model", loaded)
+    monkeypatch.setattr(api.HFBackend, "load", loaded)
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", loaded)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dev.parquet").write_bytes(b"PAR1")  # never opened: the extra is checked first
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "dataset_dict.json").write_text('{"splits": ["test"]}')
+    transformers.SiglipConfig().save_pretrained(tmp_path / "siglip")
+    spm = _copy_model_files(qwen_folder, tmp_path / "spm", lambda f: f.name != "tokenizer.json")
+    (spm / "tokenizer.model").write_bytes(b"a SentencePiece model")
+    model = ["--model", str(qwen_folder)]
+    args = {"eval-parquet": ["eval", *model, "--bench", "pope", "--data", str(tmp_path / "data")],
+            "eval-saved": ["eval", *model, "--bench", "pope", "--data", str(tmp_path / "saved")],
+            "eval-siglip": ["eval", *model, "--bench", "shapes", "--method", "cgd", "--method-option",
+                            f"clip={tmp_path / 'siglip'}"],
+            "calibrate-spm": ["calibrate", "--model", str(spm), "--data", str(calib_file), *SETTINGS],
+            "tune-parquet": ["tune", *model, "--bench", "pope", "--data", str(tmp_path / "data")],
+            "tune-optuna": ["tune", *model, "--bench", "pope", "--data", str(tmp_path / "data")]}[command]
+    if command == "tune-parquet":
+        pytest.importorskip("optuna", reason="fheads tune needs the tune extra (optuna)")
+    _without(monkeypatch, *packages)
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and result.output.count("error:") == 1, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_tune_says_before_its_work_that_figures_will_be_skipped(monkeypatch, tmp_path):
+    import functional_heads.tuning.study as study
+    from functional_heads.utils import plotting
+    from functional_heads.utils.errors import UserError
+
+    def started(*args, **kwargs):
+        raise UserError("the study started")
+
+    monkeypatch.setattr(plotting, "available", lambda: False)
+    monkeypatch.setattr(study, "tune", started)
+    result = runner.invoke(app, ["tune", "--model", str(tmp_path), "--bench", "shapes", "--out", str(tmp_path)])
+    warning = result.output.find("warning: figures skipped: matplotlib is not installed")
+    assert 0 <= warning < result.output.find("the study started"), result.output

@@ -409,7 +409,10 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
     and write it as settings.json and heads.json (resumable; run it on several workers to share the study)."""
     from ..evaluation.engine import Decoding
     from ..tuning.study import tune as run_study
+    from ..utils import plotting
 
+    if not plotting.available():
+        _warn(plotting.MISSING)
     settings = TuneSettings(trials=trials, confirm_fraction=confirm_fraction, min_effect=min_effect, alpha=alpha,
                             pruner=pruner, min_items=min_items, seed=seed, heartbeat=heartbeat)
     space = {"max_share": max_share, "per_layer_gains": per_layer_gains, "query_tokens": query_tokens,

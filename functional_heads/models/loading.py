@@ -20,6 +20,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_
 from ..utils.errors import UnusableImage, UserError
 from ..utils.files import text_lines
 from ..utils.images import read_image
+from ..utils.imports import requires
 from ..utils.progress import library_bars
 from .architectures import ARCHITECTURES
 from .compat import is_unnamed_tokenizer
@@ -261,6 +262,8 @@ def load_processor(path: str | Path, trust_remote_code: bool = False):
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise UserError(f"{folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): copy the whole checkpoint "
                         "folder, processor files included.")
+    if (folder / "tokenizer.model").is_file() and not (folder / "tokenizer.json").is_file():
+        requires(f"The tokenizer of {folder} (a SentencePiece tokenizer.model)", "sentencepiece", "google.protobuf")
     native = _native_layout(config)
     if native is not None:
         return native.load_processor(folder, trust_remote_code=trust_remote_code)
