@@ -566,3 +566,27 @@ def test_tune_says_before_its_work_that_figures_will_be_skipped(monkeypatch, tmp
     result = runner.invoke(app, ["tune", "--model", str(tmp_path), "--bench", "shapes", "--out", str(tmp_path)])
     warning = result.output.find("warning: figures skipped: matplotlib is not installed")
     assert 0 <= warning < result.output.find("the study started"), result.output
+
+
+def test_eval_refuses_duplicate_ids_before_loading_and_names_what_it_set_aside(tmp_path, monkeypatch):
+    from functional_heads.evaluation.benchmarks import shapes_generator as shapes
+    from functional_heads.testbed.bundled import bundled_model_path
+
+    data = shapes.write_split("dev", tmp_path / "data", n=3)
+    rows = data.read_text().splitlines()
+    thin = json.loads(rows[1])["image"]
+    Image.new("RGB", (4000, 1)).save(tmp_path / "data" / thin)  # beyond the processor's aspect-ratio limit
+    eval_args = ["eval", "--model", str(bundled_model_path()), "--bench", "shapes", "--max-new-tokens", "8",
+                 "--out", str(tmp_path / "runs")]
+    result = runner.invoke(app, [*eval_args, "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "3 items (1 unusable)" in result.output and "warning: 1 unusable items were set aside" in result.output
+    assert f"{data}:2): image {tmp_path / 'data' / thin}: the model's processor refuses it" in result.output
+
+    import functional_heads.evaluation.api as api
+
+    monkeypatch.setattr(api.HFBackend, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    (tmp_path / "twice.jsonl").write_text("\n".join([rows[0], rows[1], rows[0]]) + "\n")
+    result = runner.invoke(app, [*eval_args, "--data", str(tmp_path / "twice.jsonl")])
+    assert result.exit_code == 2, result.output
+    assert "twice.jsonl:3: item id" in result.output and "twice.jsonl:1" in result.output
