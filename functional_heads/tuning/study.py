@@ -176,7 +176,7 @@ def _calibration_inputs(processor, benchmark, data, calib_data, calib_split, cal
     else:
         pool = search if calib_split is None else benchmark.examples(data, calib_split)
         source = {"split": calib_split or "search part"}
-        what = (f"--calib-split {calib_split}" if calib_split else "the search part") + " (items with an image)"
+        what = f"--calib-split {calib_split}" if calib_split else "the search part"
         items = (CalibrationItem(f"item {e.id}" + (f" ({e.source})" if e.source else ""), e.prompt, e.load_image,
                                  e.image_name) for e in pool if isinstance(e, Example) and e.image is not None)
     chosen = usable_calibration(processor, items, calib_items, warn, what)

@@ -156,7 +156,7 @@ def read_rows(path: str | Path, split: str) -> Iterator[tuple[dict, Path]]:
     """Rows of a local dataset copy and the folder its relative image paths start from. Accepts the
     parquet files of a hub repository (a file or a folder; files whose name holds `split` are taken when
     there are several splits), a `datasets.save_to_disk` folder, a JSONL / JSON file, or a folder holding
-    `{split}.jsonl`. A row that is not a JSON object is `{"id", "_malformed": True, "reason"}`."""
+    `{split}.jsonl`. A JSON line or item that is not a JSON object is `{"id", "_malformed": True, "reason"}`."""
     for row, base, _ in located_rows(path, split):
         yield row, base
 
@@ -212,8 +212,8 @@ def _parquet_rows(file: Path) -> Iterator[tuple[dict, str]]:
                 number += 1
                 yield row, f"{file} row {number}"
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-        raise UserError(f"{file} is not a readable parquet file after row {number} ({err}); download it "
-                        "again.") from None
+        where = f" after row {number}" if number else ""
+        raise UserError(f"{file} is not a readable parquet file{where} ({err}); download it again.") from None
 
 
 def _saved_dataset_rows(path: Path, split: str) -> Iterator[tuple[dict, str]]:
