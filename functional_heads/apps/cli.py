@@ -338,7 +338,7 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
     torchrun or accelerate launch: each process answers its share and writes its own results file."""
     from ..evaluation.api import evaluate as evaluate_run
     from ..evaluation.benchmarks import get_benchmark
-    from ..evaluation.engine import Decoding
+    from ..evaluation.engine import LONG_PROMPT, Decoding
     from ..evaluation.judge import Judge
     from ..evaluation.runs import run_records
 
@@ -356,8 +356,8 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
     who = f"{run.shard.label} done; the run holds so far: " if run.shard.label else ""
     console.print(f"{who}{run.folder}: {len(records)} items ({len(records) - len(usable)} unusable); accuracy "
                   f"{summary.get('accuracy') or 0:.1%}", soft_wrap=True)
-    unusable = [r for r in records.values() if r.get("error") is not None]
-    if unusable:
+    unusable = [r for r in records.values() if r.get("error") is not None and LONG_PROMPT not in str(r["error"])]
+    if unusable:  # (prompts longer than the context had their own warning)
         _warn(f"{len(unusable)} unusable items were set aside (their 'error' in the run's results says why), "
               f"e.g. {unusable[0]['error']}")
 
