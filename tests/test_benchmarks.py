@@ -15,6 +15,7 @@ from functional_heads.evaluation.benchmarks import BENCHMARKS, Example, Unusable
 from functional_heads.evaluation.benchmarks import shapes_generator as shapes
 from functional_heads.evaluation.benchmarks.chair import mentioned_objects
 from functional_heads.testbed.bundled import bundled_model_path
+from functional_heads.utils.errors import UnusableImage, UserError
 
 
 def png(colour=(200, 30, 30), size=(24, 24)) -> bytes:
@@ -354,6 +355,70 @@ def test_unusable_rows_are_reported_not_fatal(tmp_path):
         examples[0].load_image()
     with pytest.raises(ValueError, match="does not exist"):
         list(get_benchmark("pope").examples(tmp_path / "nothing.jsonl"))
+
+
+def pope_row(ident, question="Is there a dog?", image="a.png"):
+    return {"id": ident, "question": question, "answer": "yes", "image": image, "category": "random"}
+
+
+def test_duplicate_ids_are_an_error_naming_both_rows_in_every_reader(tmp_path):
+    """Two rows with one id stored one answer over the other ('2 items', one answer lost)."""
+    rows = [pope_row("7", "Is there a dog?"), pope_row("8"), pope_row("7", "Is there a cat?")]
+    (tmp_path / "pope.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "pope.json").write_text(json.dumps(rows))
+    write_parquet(rows, tmp_path / "pq" / "test.parquet")
+    for data, first, second in [("pope.jsonl", "pope.jsonl:1", "pope.jsonl:3"),
+                                ("pope.json", "pope.json item 1", "pope.json item 3"),
+                                ("pq", "test.parquet row 1", "test.parquet row 3")]:
+        with pytest.raises(UserError, match="item id '7'") as caught:
+            list(get_benchmark("pope").examples(tmp_path / data))
+        message = str(caught.value)
+        assert first in message and second in message and "\n" not in message, message
+
+
+def test_text_data_reads_a_bom_and_names_the_line_of_anything_it_cannot_read(tmp_path):
+    lines = [json.dumps(pope_row("a")), json.dumps(["not", "an", "object"]), json.dumps(pope_row("b"))]
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")
+    examples = list(get_benchmark("pope").examples(tmp_path / "bom.jsonl"))
+    assert isinstance(examples[0], Example) and examples[0].id == "a"  # the BOM is not part of the first row
+    assert isinstance(examples[1], Unusable) and f"{tmp_path / 'bom.jsonl'}:2" in examples[1].reason
+    assert "not an object" in examples[1].reason and examples[2].id == "b"
+    (tmp_path / "latin1.jsonl").write_bytes(json.dumps(pope_row("a")).encode() + b"\n" +
+                                            b'{"id": "b", "question": "Is there a caf\xe9?", "answer": "yes"}\n')
+    with pytest.raises(UserError, match=r"latin1\.jsonl:2: not UTF-8 text .*save the file as UTF-8"):
+        list(get_benchmark("pope").examples(tmp_path / "latin1.jsonl"))
+    (tmp_path / "rows.json").write_text('[\n{"id": "a"},\n{"id": "b",\n]')
+    with pytest.raises(UserError, match=r"rows\.json:4: not valid JSON"):
+        list(get_benchmark("pope").examples(tmp_path / "rows.json"))
+    (tmp_path / "rows.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([pope_row("a")]).encode())
+    assert [e.id for e in get_benchmark("pope").examples(tmp_path / "rows.json")] == ["a"]
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    pytest.importorskip("pyarrow", reason="reading parquet needs the eval extra (pyarrow)")
+    with pytest.raises(UserError, match=r"broken\.parquet is not a readable parquet file"):
+        list(get_benchmark("pope").examples(tmp_path / "broken.parquet"))
+
+
+def test_images_are_read_at_their_bit_depth_and_unreadable_ones_are_named(tmp_path):
+    """A 16-bit PNG was read blank by convert("RGB"); a decompression bomb escaped as a crash."""
+    import numpy as np
+
+    gray = np.random.default_rng(0).integers(0, 256, (12, 12), dtype=np.uint8)
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    Image.fromarray(gray).save(tmp_path / "flat.png")
+    header = bytearray((tmp_path / "flat.png").read_bytes())
+    header[16:24] = (20000).to_bytes(4, "big") * 2  # a header that claims 20000x20000
+    import zlib
+
+    header[29:33] = zlib.crc32(bytes(header[12:29])).to_bytes(4, "big")
+    (tmp_path / "bomb.png").write_bytes(bytes(header))
+    rows = [pope_row("deep", image="deep.png"), pope_row("flat", image="flat.png"), pope_row("bomb", image="bomb.png")]
+    (tmp_path / "pope.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    deep, flat, bomb = get_benchmark("pope").examples(tmp_path / "pope.jsonl")
+    assert np.array_equal(np.asarray(deep.load_image()), np.asarray(flat.load_image()))
+    with pytest.raises(UnusableImage, match="decompression bomb") as caught:
+        bomb.load_image()
+    assert str(tmp_path / "bomb.png") in str(caught.value) and bomb.image_name == str(tmp_path / "bomb.png")
+    assert bomb.source == f"{tmp_path / 'pope.jsonl'}:3"
 
 
 def test_shapes_from_generator_and_from_written_files(tmp_path):

@@ -434,3 +434,159 @@ def test_version_prints_the_installed_version():
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"functional-heads {version('functional-heads')}"
+
+
+def test_calibrate_skips_images_the_model_cannot_take_with_one_warning_and_counts_them(qwen_folder, calib_file,
+                                                                                      tmp_path, monkeypatch):
+    """A 1x4000 PNG (the processor's aspect-ratio limit) or a header claiming 20000x20000 (Pillow's bomb guard)
+    stopped calibrate for good, naming no file."""
+    import io
+    import zlib
+
+    Image.new("RGB", (1, 4000)).save(tmp_path / "thin.png")
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    bomb = bytearray(buffer.getvalue())
+    bomb[16:24] = (20000).to_bytes(4, "big") * 2
+    bomb[29:33] = zlib.crc32(bytes(bomb[12:29])).to_bytes(4, "big")
+    (tmp_path / "bomb.png").write_bytes(bytes(bomb))
+    good = [json.loads(line) for line in calib_file.read_text().splitlines()]
+    rows = [{**r, "image": str(calib_file.parent / r["image"])} for r in good]
+    rows[1:1] = [{"image": "thin.png", "prompt": "hi"}, {"image": "bomb.png", "prompt": "hi"}]
+    (tmp_path / "mixed.jsonl").write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in rows).encode())
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(tmp_path / "mixed.jsonl"),
+                                 "--out", str(tmp_path / "heads.json"), *SETTINGS])
+    assert result.exit_code == 0, result.output
+    assert fh.HeadMap.load(tmp_path / "heads.json").num_samples == 5  # the usable ones; a BOM is fine
+    assert "skipped 2 of 7 calibration items" in result.output, result.output
+    assert f"mixed.jsonl:2: image {tmp_path / 'thin.png'}: the model's processor refuses it" in result.output
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(tmp_path / "mixed.jsonl"),
+                                 "--limit", "2", "--out", str(tmp_path / "two.json"), *SETTINGS])
+    assert result.exit_code == 0 and fh.HeadMap.load(tmp_path / "two.json").num_samples == 2, result.output
+
+    import functional_heads.core.heads as heads
+
+    monkeypatch.setattr(heads, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    (tmp_path / "mostly_bad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data",
+                                 str(tmp_path / "mostly_bad.jsonl"), *SETTINGS])
+    assert result.exit_code == 2 and "2 of 3 calibration items have no image the model can take" in result.output
+    assert "mostly_bad.jsonl:2" in result.output and "fix or remove them" in result.output
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"image": "a.png", "prompt": "hi"}\n{"image": "b.png", "prompt": "caf\xe9"}\n', "lines.jsonl:2: not UTF-8"),
+    (b'{"image": "a.png", "prompt": "hi"}\n["a.png", "hi"]\n', "lines.jsonl:2: a JSON list, not an object"),
+    (b'{"image": "a.png", "prompt": "hi"}\n{"prompt": "hi"}\n', "lines.jsonl:2: no 'image' path"),
+    (b'{"image": "a.png", "prompt": "hi"}\n{"image": "a.png", \n', "lines.jsonl:2: not valid JSON"),
+])
+def test_calibrate_names_the_line_of_a_prompts_file_it_cannot_read(qwen_folder, tmp_path, content, message):
+    images(1)[0].save(tmp_path / "a.png")  # line 1 is a good row
+    (tmp_path / "lines.jsonl").write_bytes(content)
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(tmp_path / "lines.jsonl"),
+                                 *SETTINGS])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+
+
+def test_calibrate_given_a_folder_says_it_wants_the_file_in_it(qwen_folder, tmp_path):
+    assert runner.invoke(app, ["data", "shapes", "--out", str(tmp_path), "--split", "calib", "--n", "2"]).exit_code == 0
+    result = runner.invoke(app, ["calibrate", "--model", str(qwen_folder), "--data", str(tmp_path), *SETTINGS])
+    assert result.exit_code == 2 and f"{tmp_path} is a folder" in result.output, result.output
+    assert str(tmp_path / "calib.jsonl") in result.output and "does not exist" not in result.output
+
+
+def _without(monkeypatch, *packages):
+    """As if these packages were not installed: importing them fails and `is_available` says so."""
+    import sys
+
+    for name in packages:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+@pytest.mark.parametrize("command, packages, message", [
+    ("eval-parquet", ["pyarrow"], "needs pyarrow: pip install 'functional-heads[eval]'"),
+    ("eval-saved", ["datasets"], "needs datasets: pip install 'functional-heads[eval]'"),
+    ("eval-siglip", ["sentencepiece"], "CGD's SigLIP tokenizer needs sentencepiece: pip install "
+                                       "'functional-heads[eval]'"),
+    ("calibrate-spm", ["sentencepiece"], "(a SentencePiece tokenizer.model) needs sentencepiece: pip install "
+                                         "'functional-heads[eval]'"),
+    ("tune-parquet", ["pyarrow"], "needs pyarrow: pip install 'functional-heads[eval]'"),
+    ("tune-optuna", ["optuna"], "fheads tune needs optuna: pip install 'functional-heads[tune]'"),
+])
+def test_a_missing_extra_is_named_before_any_model_loads(qwen_folder, calib_file, tmp_path, monkeypatch, command,
+                                                         packages, message):
+    """`eval` on parquet without pyarrow printed `error: ModuleNotFoundError` (exit 1) after the model loaded."""
+    import transformers
+
+    import functional_heads.core.heads as heads
+    import functional_heads.evaluation.api as api
+    import functional_heads.tuning.study as study
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    for module in (heads, study):
+        monkeypatch.setattr(module, "load_model", loaded)
+    monkeypatch.setattr(api.HFBackend, "load", loaded)
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", loaded)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dev.parquet").write_bytes(b"PAR1")  # never opened: the extra is checked first
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "dataset_dict.json").write_text('{"splits": ["test"]}')
+    transformers.SiglipConfig().save_pretrained(tmp_path / "siglip")
+    spm = _copy_model_files(qwen_folder, tmp_path / "spm", lambda f: f.name != "tokenizer.json")
+    (spm / "tokenizer.model").write_bytes(b"a SentencePiece model")
+    model = ["--model", str(qwen_folder)]
+    args = {"eval-parquet": ["eval", *model, "--bench", "pope", "--data", str(tmp_path / "data")],
+            "eval-saved": ["eval", *model, "--bench", "pope", "--data", str(tmp_path / "saved")],
+            "eval-siglip": ["eval", *model, "--bench", "shapes", "--method", "cgd", "--method-option",
+                            f"clip={tmp_path / 'siglip'}"],
+            "calibrate-spm": ["calibrate", "--model", str(spm), "--data", str(calib_file), *SETTINGS],
+            "tune-parquet": ["tune", *model, "--bench", "pope", "--data", str(tmp_path / "data")],
+            "tune-optuna": ["tune", *model, "--bench", "pope", "--data", str(tmp_path / "data")]}[command]
+    if command == "tune-parquet":
+        pytest.importorskip("optuna", reason="fheads tune needs the tune extra (optuna)")
+    _without(monkeypatch, *packages)
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and result.output.count("error:") == 1, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_tune_says_before_its_work_that_figures_will_be_skipped(monkeypatch, tmp_path):
+    import functional_heads.tuning.study as study
+    from functional_heads.utils import plotting
+    from functional_heads.utils.errors import UserError
+
+    def started(*args, **kwargs):
+        raise UserError("the study started")
+
+    monkeypatch.setattr(plotting, "available", lambda: False)
+    monkeypatch.setattr(study, "tune", started)
+    result = runner.invoke(app, ["tune", "--model", str(tmp_path), "--bench", "shapes", "--out", str(tmp_path)])
+    warning = result.output.find("warning: figures skipped: matplotlib is not installed")
+    assert 0 <= warning < result.output.find("the study started"), result.output
+
+
+def test_eval_refuses_duplicate_ids_before_loading_and_names_what_it_set_aside(tmp_path, monkeypatch):
+    from functional_heads.evaluation.benchmarks import shapes_generator as shapes
+    from functional_heads.testbed.bundled import bundled_model_path
+
+    data = shapes.write_split("dev", tmp_path / "data", n=3)
+    rows = data.read_text().splitlines()
+    thin = json.loads(rows[1])["image"]
+    Image.new("RGB", (4000, 1)).save(tmp_path / "data" / thin)  # beyond the processor's aspect-ratio limit
+    eval_args = ["eval", "--model", str(bundled_model_path()), "--bench", "shapes", "--max-new-tokens", "8",
+                 "--out", str(tmp_path / "runs")]
+    result = runner.invoke(app, [*eval_args, "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "3 items (1 unusable)" in result.output and "warning: 1 unusable items were set aside" in result.output
+    assert f"{data}:2): image {tmp_path / 'data' / thin}: the model's processor refuses it" in result.output
+
+    import functional_heads.evaluation.api as api
+
+    monkeypatch.setattr(api.HFBackend, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    (tmp_path / "twice.jsonl").write_text("\n".join([rows[0], rows[1], rows[0]]) + "\n")
+    result = runner.invoke(app, [*eval_args, "--data", str(tmp_path / "twice.jsonl")])
+    assert result.exit_code == 2, result.output
+    assert "twice.jsonl:3: item id" in result.output and "twice.jsonl:1" in result.output

@@ -1,5 +1,6 @@
 """The answering engine: batching, seeds, text-only prompts, scoring, through any backend."""
 
+import json
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -201,3 +202,53 @@ def test_prompts_longer_than_the_context_are_unusable_with_one_warning_and_the_r
     message = str(warned[0].message)
     assert message.startswith("shapes: 2 item(s) with a prompt longer than the model's context were recorded as "
                               "unusable") and "item dev-000006: prompt of 35 tokens" in message
+
+
+def test_an_image_the_model_cannot_take_is_one_unusable_item_naming_it_not_a_failed_batch(bundled_vlm, tmp_path):
+    """A 1x4000 PNG (beyond the processor's aspect-ratio limit) or a PNG whose header claims 20000x20000
+    (Pillow's decompression-bomb guard) failed its whole batch, on every rerun, naming neither item nor file."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    from functional_heads.evaluation.benchmarks import shapes_generator as shapes
+
+    data = shapes.write_split("dev", tmp_path, n=4)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    Image.new("RGB", (1, 4000), "white").save(tmp_path / rows[1]["image"])
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    bomb = bytearray(buffer.getvalue())
+    bomb[16:24] = (20000).to_bytes(4, "big") * 2
+    bomb[29:33] = zlib.crc32(bytes(bomb[12:29])).to_bytes(4, "big")
+    (tmp_path / rows[2]["image"]).write_bytes(bytes(bomb))
+    bench = get_benchmark("shapes")
+    records = answer_all(HFBackend(*bundled_vlm), bench, list(bench.examples(data)), get_method("vanilla"),
+                         Decoding(max_new_tokens=8), batch_size=4)
+    assert [r["id"] for r in records] == [row["id"] for row in rows]
+    assert records[0]["error"] is None and records[3]["error"] is None and records[3]["prediction"]
+    for record, row, line, reason in [(records[1], rows[1], 2, "aspect ratio"), (records[2], rows[2], 3, "bomb")]:
+        assert record["score"] is None and reason in record["error"], record["error"]
+        assert record["error"].startswith(f"item {row['id']} ({data}:{line}): image {tmp_path / row['image']}")
+
+
+def test_the_image_check_sets_aside_what_the_processor_refuses_and_raises_everything_else():
+    from functional_heads.models.loading import check_image_input
+    from functional_heads.utils.errors import MissingDependency, UnusableImage
+
+    class Processor:
+        def __init__(self, error):
+            self.error = error
+
+        def apply_chat_template(self, messages, add_generation_prompt):
+            return "prompt"
+
+        def __call__(self, **kwargs):
+            raise self.error
+
+    with pytest.raises(UnusableImage, match="processor refuses it .ValueError: too wide."):
+        check_image_input(Processor(ValueError("too\nwide")), None, "q")
+    for error in (MissingDependency("torchvision"), RuntimeError("CUDA out of memory")):
+        with pytest.raises(type(error)):
+            check_image_input(Processor(error), None, "q")

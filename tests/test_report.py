@@ -140,3 +140,10 @@ def test_report_figure_keeps_every_legend_entry_and_zooms_to_the_intervals(tmp_p
     bottom, top = ax.get_ylim()
     assert 0.7 < bottom < 0.79 and 0.87 < top <= 0.95  # one point apart shows; the label says it is not from 0
     assert "not 0" in ax.get_ylabel()
+
+
+def test_a_damaged_run_json_is_one_error_naming_it(tmp_path):
+    run = write_run(tmp_path, "vanilla", [1, 0])
+    (run.folder / "run.json").write_text('{"settings": ')
+    with pytest.raises(ValueError, match=r"run\.json:1: not valid JSON .*the run folder is damaged"):
+        build_report(tmp_path)

@@ -167,6 +167,12 @@ def test_answering_into_a_run_streams_the_items_instead_of_holding_them(tmp_path
         def batch_decode(self, tokens, **_):
             return ["<answer>0</answer>"] * len(tokens)
 
+        def apply_chat_template(self, messages, **_):  # the per-image check before each batch
+            return ""
+
+        def __call__(self, **_):
+            return {}
+
     method = Stub(counter)
     run = answer_into_run(Run.open(tmp_path, settings()), HFBackend(None, Decoder()), bench, source, method,
                           batch_size=2, limit=300, progress=False, order="length")
@@ -243,3 +249,27 @@ def test_a_run_that_fails_before_its_first_record_leaves_nothing_but_never_remov
         with Run.open(tmp_path, settings(method="older")).writing():
             raise RuntimeError("failed")
     assert (older.folder / SPEC).is_file()
+
+
+@pytest.mark.parametrize("line, message", [
+    (b'{"score": 1}', "is not a record with an id"),
+    (b'["a", 1]', "is not a record with an id"),
+    (b'{"id": "b", "prediction": "caf\xe9"}', "is not valid JSON"),  # not UTF-8
+])
+def test_a_damaged_results_line_is_one_error_naming_the_file_and_line(tmp_path, line, message):
+    path = tmp_path / RESULTS
+    path.write_bytes(b'\xef\xbb\xbf{"id": "a", "score": 1}\n' + line + b'\n{"id": "c", "score": 0}\n')
+    with pytest.raises(UserError, match=f"{RESULTS}:2 {message}.*remove that line") as caught:
+        read_records(path)
+    assert "\n" not in str(caught.value)
+    path.write_bytes(b'\xef\xbb\xbf{"id": "a", "score": 1}\n')  # a byte-order mark is no damage
+    assert set(read_records(path)) == {"a"}
+
+
+@pytest.mark.parametrize("spec", ['{"settings": {"benchmark": "sha', '[1, 2]'])
+def test_a_damaged_run_json_is_one_error_naming_it(tmp_path, spec):
+    run = Run.open(tmp_path, settings())
+    run.append([{"id": "x", "score": 1.0}])
+    (run.folder / SPEC).write_text(spec)
+    with pytest.raises(UserError, match=r"run\.json(:1: not valid JSON|: holds no 'settings').*restore its run.json"):
+        Run.open(tmp_path, settings())

@@ -230,7 +230,9 @@ def test_test_splits_are_refused_whatever_their_name_unless_asked_for(dev_folder
     (["--storage", "nowhere"], "Cannot open the storage nowhere"),
     (["--pruner", "random"], "pruner must be one of halving, hyperband, none"),
     (["--calib-data", "missing.jsonl"], "missing.jsonl does not exist"),
-    (["--calib-data", "BAD"], r"bad.jsonl:1: expected a JSON object"),
+    (["--calib-data", "BAD"], r"bad.jsonl:1: not valid JSON"),
+    (["--calib-data", "THIN"], r"thin.jsonl: 2 of 2 calibration items have no image the model can take \(first: "
+                               r"\S*thin.jsonl:1: image \S*thin.png: the model's processor refuses it"),
     (["--split", "nosuch"], "Unknown split|holds no items|nosuch"),
     (["--split", "test"], "--split test is shapes's evaluation split .*--allow-test-split"),
     (["--split", "testmini"], "--split testmini is a test split: settings tuned on it make its results look better"),
@@ -241,7 +243,12 @@ def test_bad_tune_requests_fail_in_one_line_before_any_work(dev_folder, tmp_path
     base = ["tune", "--model", str(bundled_model_path()), "--bench", "shapes", "--data", str(dev_folder),
             "--out", str(tmp_path / "out"), "--min-effect", "0.3", "--min-items", "8"]
     (tmp_path / "bad.jsonl").write_text("not json\n")
-    result = runner.invoke(app, base + [str(tmp_path / "bad.jsonl") if a == "BAD" else a for a in args])
+    from PIL import Image
+
+    Image.new("RGB", (4000, 1)).save(tmp_path / "thin.png")  # beyond the processor's aspect-ratio limit
+    (tmp_path / "thin.jsonl").write_text('{"image": "thin.png", "prompt": "hi"}\n' * 2)
+    files = {"BAD": str(tmp_path / "bad.jsonl"), "THIN": str(tmp_path / "thin.jsonl")}
+    result = runner.invoke(app, base + [files.get(a, a) for a in args])
     assert result.exit_code == 2, result.output
     assert result.output.count("error:") == 1 and "Traceback" not in result.output
     assert re.search(message, result.output.replace("\n", " ")), result.output

@@ -144,7 +144,8 @@ SETTING_HELP = {
 @app.command()
 @guarded()
 def calibrate(model: Path = typer.Option(..., help="Local model folder."),
-              data: Path = typer.Option(..., help="JSONL with 'image' (path relative to the file) and 'prompt'."),
+              data: Path = typer.Option(..., help="JSONL with 'image' (path relative to the file) and 'prompt'; "
+                                                 "rows whose image the model cannot take are skipped."),
               out: Path = typer.Option(Path("heads.json"), help="Where to write the head map."),
               preset: Optional[str] = typer.Option(None, help="Named settings, e.g. ocean-r1; flags below override."),
               settings: Optional[Path] = typer.Option(None, help="Settings JSON (a RescaleConfig, a settings.json "
@@ -158,7 +159,8 @@ def calibrate(model: Path = typer.Option(..., help="Local model folder."),
               g_reas: Optional[float] = typer.Option(None, help=SETTING_HELP["g_reas"]),
               allow_extreme_gains: bool = typer.Option(False, help="Accept gains outside 0.1 to 10 (still finite "
                                                                    "and > 0)."),
-              batch_size: int = typer.Option(4, min=1), limit: Optional[int] = typer.Option(None, min=1),
+              batch_size: int = typer.Option(4, min=1),
+              limit: Optional[int] = typer.Option(None, min=1, help="Only the first N usable rows."),
               dtype: str = typer.Option("auto", help=DTYPE_HELP),
               device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0."),
               overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
@@ -336,7 +338,7 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
     torchrun or accelerate launch: each process answers its share and writes its own results file."""
     from ..evaluation.api import evaluate as evaluate_run
     from ..evaluation.benchmarks import get_benchmark
-    from ..evaluation.engine import Decoding
+    from ..evaluation.engine import LONG_PROMPT, Decoding
     from ..evaluation.judge import Judge
     from ..evaluation.runs import run_records
 
@@ -354,6 +356,10 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
     who = f"{run.shard.label} done; the run holds so far: " if run.shard.label else ""
     console.print(f"{who}{run.folder}: {len(records)} items ({len(records) - len(usable)} unusable); accuracy "
                   f"{summary.get('accuracy') or 0:.1%}", soft_wrap=True)
+    unusable = [r for r in records.values() if r.get("error") is not None and LONG_PROMPT not in str(r["error"])]
+    if unusable:  # (prompts longer than the context had their own warning)
+        _warn(f"{len(unusable)} unusable items were set aside (their 'error' in the run's results says why), "
+              f"e.g. {unusable[0]['error']}")
 
 
 @app.command()
@@ -403,7 +409,10 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
     and write it as settings.json and heads.json (resumable; run it on several workers to share the study)."""
     from ..evaluation.engine import Decoding
     from ..tuning.study import tune as run_study
+    from ..utils import plotting
 
+    if not plotting.available():
+        _warn(plotting.MISSING)
     settings = TuneSettings(trials=trials, confirm_fraction=confirm_fraction, min_effect=min_effect, alpha=alpha,
                             pruner=pruner, min_items=min_items, seed=seed, heartbeat=heartbeat)
     space = {"max_share": max_share, "per_layer_gains": per_layer_gains, "query_tokens": query_tokens,

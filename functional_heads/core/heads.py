@@ -6,14 +6,24 @@ import json
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
+from PIL import Image
 
 from ..models.architectures import ModelLayout, attention_layer_count, locate
-from ..models.loading import load_model, load_processor, prompt_batches, read_config, read_prompts, to_model_device
-from ..utils.errors import FunctionalHeadsWarning, UserError
+from ..models.loading import (
+    check_image_input,
+    load_model,
+    load_processor,
+    prompt_batches,
+    read_config,
+    read_prompts,
+    to_model_device,
+)
+from ..utils.errors import FunctionalHeadsWarning, UnusableImage, UserError
 from ..utils.files import atomic_write_text, read_json
+from ..utils.images import read_image
 from ..utils.progress import progress as progress_lines
 from .config import RescaleConfig
 from .ratios import visual_attention_ratios
@@ -21,6 +31,7 @@ from .ratios import visual_attention_ratios
 FORMAT_VERSION = 1
 PAPER_BEST_SHARE = 0.064  # of all heads (METHOD.md: about 6.4% best, 18% degrades)
 UNUSUAL_SHARE = 2 * PAPER_BEST_SHARE  # more than this deserves a second look at the thresholds
+MIN_USABLE_SHARE = 0.5  # calibration refuses when fewer of the items it looked at have an image the model takes
 
 
 class UnusualShareWarning(FunctionalHeadsWarning):
@@ -254,21 +265,80 @@ def calibrate(model, batches: Iterable[dict], config: RescaleConfig, progress: b
     return heads
 
 
+@dataclass(frozen=True)
+class CalibrationItem:
+    """One calibration prompt: where it comes from (file:line or a benchmark item, for messages), its text, and
+    how to read its image (`image()`, raising `UnusableImage` naming it)."""
+
+    where: str
+    prompt: str
+    image: Callable[[], Image.Image]
+    image_name: str
+
+
+def file_calibration_items(path: str | Path) -> list[CalibrationItem]:
+    """The rows of a prompts file (`read_prompts`: JSONL of {"image", "prompt"}) as calibration items."""
+    return [CalibrationItem(row["where"], row["prompt"], lambda image=row["image"]: read_image(image),
+                            str(row["image"])) for row in read_prompts(path)]
+
+
+def usable_calibration(processor, items: Iterable[CalibrationItem], limit: int | None = None,
+                       warn: Callable[[str], None] | None = None, what: str = "calibration data"
+                       ) -> list[CalibrationItem]:
+    """The first `limit` items (all, without one) whose image can be read and that the model's processor takes
+    with its prompt. The others are skipped and counted, with one warning (`warn`; by default a
+    `FunctionalHeadsWarning`, which the CLI prints as one `warning:` line);
+    if none is usable, or fewer than MIN_USABLE_SHARE of those looked at, it refuses: something is wrong with
+    the data as a whole (a wrong folder, another format), not with one image."""
+    usable, skipped = [], []
+    for item in items:
+        if limit is not None and len(usable) == limit:
+            break
+        try:
+            image = item.image()
+        except UnusableImage as err:
+            skipped.append(f"{item.where}: {err}")
+            continue
+        try:
+            check_image_input(processor, image, item.prompt)
+        except UnusableImage as err:
+            skipped.append(f"{item.where}: image {item.image_name}: {err}")
+            continue
+        usable.append(item)
+    looked = len(usable) + len(skipped)
+    if not usable or len(usable) < MIN_USABLE_SHARE * looked:
+        raise UserError(f"{what}: {len(skipped)} of {looked} calibration items have no image the model can take "
+                        f"(first: {skipped[0]}); fix or remove them." if skipped else
+                        f"{what} holds no calibration item with an image: give other calibration data.")
+    if skipped:
+        message = (f"{what}: skipped {len(skipped)} of {looked} calibration items whose image the model cannot "
+                   f"take (first: {skipped[0]}).")
+        if warn is not None:
+            warn(message)
+        else:
+            warnings.warn(message, FunctionalHeadsWarning, stacklevel=3)
+    return usable
+
+
 def calibrate_from_file(model_path: str | Path, data: str | Path, config: RescaleConfig, batch_size: int = 4,
                         limit: int | None = None, dtype: str = "auto", device_map: str | None = None,
-                        progress: bool = True, allow_folded: bool = False) -> HeadMap:
+                        progress: bool = True, allow_folded: bool = False,
+                        warn: Callable[[str], None] | None = None) -> HeadMap:
     """`calibrate` on the prompts of a JSONL file ({"image", "prompt"} per line) with the model of a local
-    folder; every row and the layer bounds are checked before the first batch runs. A folder that
-    `export_folded` wrote is refused unless `allow_folded` (its heads already carry gains). Warns
-    (`FunctionalHeadsWarning`) when the map changes nothing."""
+    folder, on its first `limit` usable rows. Every row, every image (read, and taken by the processor with its
+    prompt) and the layer bounds are checked before the model loads; rows whose image the model cannot take
+    are skipped with a warning (`usable_calibration`). A folder that `export_folded` wrote is refused unless
+    `allow_folded` (its heads already carry gains). Warns (`FunctionalHeadsWarning`) when the map changes
+    nothing."""
     check_not_folded(model_path, allow_folded, "calibrating it")
-    rows = read_prompts(data)[:limit]
+    items = file_calibration_items(data)
     processor = load_processor(model_path)
+    chosen = usable_calibration(processor, items, limit, warn, str(data))
     model = load_model(model_path, dtype=dtype, device_map=device_map)
     config.check_layers(locate(model).num_layers)
-    batches = prompt_batches(processor, [r["image"] for r in rows], [r["prompt"] for r in rows], batch_size)
+    batches = prompt_batches(processor, [item.image for item in chosen], [item.prompt for item in chosen], batch_size)
     heads = calibrate(model, (to_model_device(b, model) for b in batches), config, progress=progress,
-                      total=-(-len(rows) // batch_size))
+                      total=-(-len(chosen) // batch_size))
     warn_if_inert(heads.inert_warning())
     return heads
 

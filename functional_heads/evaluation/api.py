@@ -4,12 +4,14 @@
     run = evaluate("models/Ocean-R1-7B", "mathvista", "static", data="data/MathVista", heads="heads.json")
     result = report("runs", out="report")
 
-Every request is checked before the model loads (benchmark, data, method, head map against the model's
-config, output folder), so a bad one fails in a second and leaves nothing behind.
+Every request is checked before the model loads (benchmark, data and the extras reading it needs, every row
+read once, method, head map against the model's config, output folder), so a bad one fails in seconds and
+leaves nothing behind.
 """
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 from ..core.config import RescaleConfig
@@ -56,6 +58,10 @@ def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str
     warn_if_inert(chosen.inert_warning())
     check_writable(out)
     check_order(order)
+    # every row read once before the model loads: a missing extra (pyarrow, datasets), unreadable data and
+    # duplicate ids fail here, in a second, instead of after the load
+    if sum(1 for _ in islice(benchmark.examples(data, split), limit)) == 0:
+        raise UserError(f"{bench}: the data holds no items (check --data and --split).")
     shard = shard or Shard.from_environment()
     device_map, max_memory = device_map_for(shard, device_map, gpus_per_process)
     run = open_run(out, model, benchmark, chosen, data, split, dtype, decoding, judge, HFBackend.name, shard)

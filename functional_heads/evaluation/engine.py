@@ -21,7 +21,7 @@ from itertools import islice
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from ..utils.errors import FunctionalHeadsWarning, UserError
+from ..utils.errors import FunctionalHeadsWarning, UnusableImage, UserError
 from ..utils.progress import progress as progress_lines
 from .benchmarks import Benchmark, Example, Unusable
 from .seeding import seeded, text_seed
@@ -75,7 +75,10 @@ class NonFiniteLogits(UserError):
 
 class Backend(Protocol):
     """What generates: `answer` one batch of prompts with a method. `name` enters the run identity (two
-    backends may decode differently, so their runs are kept apart)."""
+    backends may decode differently, so their runs are kept apart). A backend may also have
+    `check_image(image, prompt)`, raising `UnusableImage` when the model cannot take that image (its
+    processor's limits): the engine asks it of each item before the batch, so such an item is recorded as
+    unusable instead of failing its batch on every rerun."""
 
     name: ClassVar[str]
 
@@ -114,6 +117,12 @@ class HFBackend:
             out = method.generate(self.model, self.processor, images, list(prompts), **kwargs)
         texts = self.processor.batch_decode(out.tokens[:, out.prompt_length:], skip_special_tokens=True)
         return [Answer(text, share) for text, share in zip(texts, out.heads_rescaled)]
+
+    def check_image(self, image, prompt: str) -> None:
+        """`UnusableImage` if the processor refuses this image with this prompt (see `check_image_input`)."""
+        from ..models.loading import check_image_input  # here: the engine's names load without torch
+
+        check_image_input(self.processor, image, prompt)
 
 
 @contextmanager
@@ -227,16 +236,22 @@ def _answer_batch(backend: Backend, benchmark, batch, method, decoding: Decoding
     batch of their own (`images=None`); both parts draw from the batch's seed."""
     decoding = decoding.for_batch(batch[0].id)
     records, groups = {}, {True: ([], []), False: ([], [])}
+    check = getattr(backend, "check_image", None)
     for example in batch:
         if isinstance(example, Unusable):
             records[example.id] = {"id": example.id, "error": example.reason, "score": None}
             continue
         try:
             image = example.load_image()
-        except (OSError, ValueError) as err:
-            records[example.id] = {"id": example.id, "gold": example.gold, "error": f"unusable image: {err}",
-                                   "score": None, "category": example.category}
+        except (OSError, ValueError) as err:  # UnusableImage (a ValueError) names the image
+            records[example.id] = _unusable(example, str(err))
             continue
+        if image is not None and check is not None:
+            try:
+                check(image, example.prompt)
+            except UnusableImage as err:
+                records[example.id] = _unusable(example, f"image {example.image_name}: {err}")
+                continue
         groups[image is not None][0].append(example)
         groups[image is not None][1].append(image)
     for with_image, (ready, images) in groups.items():
@@ -248,6 +263,13 @@ def _answer_batch(backend: Backend, benchmark, batch, method, decoding: Decoding
 
 
 LONG_PROMPT = "longer than the model's context"  # in the error of every record of such an item
+
+
+def _unusable(example: Example, reason: str) -> dict:
+    """The record of an item whose image cannot be used: recorded with its reason, naming the item and its row."""
+    where = f" ({example.source})" if example.source else ""
+    return {"id": example.id, "gold": example.gold, "error": f"item {example.id}{where}: {reason}", "score": None,
+            "category": example.category}
 
 
 def _scored_group(backend: Backend, benchmark, ready, images, method, decoding: Decoding, judge) -> list[dict]:

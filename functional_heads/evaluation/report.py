@@ -20,7 +20,7 @@ from ..utils.errors import UserError
 from . import figures
 from .benchmarks import get_benchmark
 from .methods import method_names
-from .runs import SPEC, run_records
+from .runs import SPEC, read_settings, run_records
 from .stats import holm, mcnemar
 
 # beside the latency column: the times are one run's each, on whatever else the machine was doing
@@ -39,8 +39,7 @@ def load_runs(folder: str | Path) -> list[dict]:
     for spec in specs:
         records = run_records(spec.parent)  # every rank's results file
         if records:  # a run killed before its first batch holds nothing to compare
-            runs.append({"folder": spec.parent, "settings": json.loads(spec.read_text())["settings"],
-                         "records": records})
+            runs.append({"folder": spec.parent, "settings": read_settings(spec), "records": records})
     if not runs:
         raise UserError(f"No run folders with results under {folder}: run `fheads eval --out {folder}` first.")
     return runs

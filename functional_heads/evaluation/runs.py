@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..models.identity import model_fingerprint
 from ..utils.errors import UserError
-from ..utils.files import atomic_write_text
+from ..utils.files import atomic_write_text, read_json_named
 from .benchmarks import Benchmark
 from .distributed import Shard
 from .engine import Decoding, HFBackend
@@ -85,7 +85,7 @@ class Run:
         folder = Path(out) / f"{settings['benchmark']}-{settings['method']}-{settings_hash(settings)}"
         spec = folder / SPEC
         if spec.is_file():
-            if json.loads(spec.read_text())["settings"] != json.loads(json.dumps(settings, default=str)):
+            if read_settings(spec) != json.loads(json.dumps(settings, default=str)):
                 raise UserError(f"{spec} holds other settings than this run's; move that folder away.")
         records = run_records(folder, repair=f"results{shard.suffix}.jsonl")
         return cls(folder, settings, {key: _summary(r) for key, r in records.items()}, shard, dict(about or {}))
@@ -146,6 +146,15 @@ class Run:
             os.fsync(f.fileno())
 
 
+def read_settings(spec: Path) -> dict:
+    """The settings of a run.json; a damaged one is one line naming it and what to do."""
+    fix = "the run folder is damaged: restore its run.json, or move the folder away to start the run afresh."
+    data = read_json_named(spec, fix)
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+        raise UserError(f"{spec}: holds no 'settings' object; {fix}")
+    return data["settings"]
+
+
 def _summary(record: dict) -> dict:
     return {key: record[key] for key in SUMMARY_FIELDS if key in record}
 
@@ -173,11 +182,15 @@ def read_records(path: Path, repair: bool = False) -> dict[str, dict]:
             good_bytes += len(line) + (0 if last else 1)
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
+            record = json.loads(line)  # bytes: a byte-order mark is read as such
+        except ValueError as err:  # not JSON, or not UTF-8
             if number >= len(lines) - 2 and (last or not any(x.strip() for x in lines[number + 1:])):
                 break  # torn last line
-            raise UserError(f"{path}:{number + 1} is not valid JSON; the run folder is damaged.") from err
+            raise UserError(f"{path}:{number + 1} is not valid JSON ({err}); the run folder is damaged: remove that "
+                            "line (its item is answered again on the next run).") from None
+        if not isinstance(record, dict) or record.get("id") is None:
+            raise UserError(f"{path}:{number + 1} is not a record with an id; the run folder is damaged: remove that "
+                            "line (its item is answered again on the next run).")
         if last:  # valid JSON but no newline yet: keep it and end the line
             records[record["id"]] = record
             if repair:

@@ -18,13 +18,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmms_eval.api.model import lmms
-
 from ..core.config import RescaleConfig
 from ..core.heads import HeadMap
 from ..evaluation.engine import DEFAULT_MAX_NEW_TOKENS, Decoding, HFBackend
 from ..evaluation.methods import get_method
-from ..utils.errors import UserError
+from ..utils.errors import MissingDependency, UserError
+from ..utils.images import to_rgb
+from ..utils.imports import install_hint
+
+try:
+    from lmms_eval.api.model import lmms
+except ImportError as err:
+    raise MissingDependency(f"{__name__} needs lmms_eval: {install_hint('lmms_eval')}.") from err
 
 
 def manifests():
@@ -77,7 +82,7 @@ class FunctionalHeads(lmms):
             if len(visuals) != 1:
                 raise UserError(f"{task}: functional_heads answers one image per question, got {len(visuals)}.")
             contexts.append(context)
-            images.append(visuals[0].convert("RGB"))
+            images.append(to_rgb(visuals[0]))  # any mode, scaled to 8 bits
         gen_kwargs = requests[0].args[1]
         _, _, _, doc_id, task, split = requests[0].args
         decoding = task_decoding(gen_kwargs).for_batch(f"{task}/{split}/{doc_id}")

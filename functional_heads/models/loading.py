@@ -17,7 +17,10 @@ from PIL import Image
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-from ..utils.errors import UserError
+from ..utils.errors import UnusableImage, UserError
+from ..utils.files import text_lines
+from ..utils.images import read_image
+from ..utils.imports import requires
 from ..utils.progress import library_bars
 from .architectures import ARCHITECTURES
 from .compat import is_unnamed_tokenizer
@@ -259,6 +262,8 @@ def load_processor(path: str | Path, trust_remote_code: bool = False):
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise UserError(f"{folder} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): copy the whole checkpoint "
                         "folder, processor files included.")
+    if (folder / "tokenizer.model").is_file() and not (folder / "tokenizer.json").is_file():
+        requires(f"The tokenizer of {folder} (a SentencePiece tokenizer.model)", "sentencepiece", "google.protobuf")
     native = _native_layout(config)
     if native is not None:
         return native.load_processor(folder, trust_remote_code=trust_remote_code)
@@ -375,6 +380,19 @@ def check_context(model, inputs: dict, rows: Sequence[int] | None = None) -> Non
         raise PromptTooLong([row for row, _ in long], [length for _, length in long], context)
 
 
+def check_image_input(processor, image: Image.Image, prompt: str) -> None:
+    """Raise `UnusableImage` if the model's processor refuses this image with this prompt on its own (an aspect
+    ratio or a size outside its limits, a shape it cannot read), so that one such item is set aside instead of
+    failing the batch it would be in. A missing package is not the image's fault: it is raised as it is."""
+    try:
+        prompt_inputs(processor, [image], [prompt])
+    except ImportError:
+        raise
+    except (ValueError, TypeError, IndexError, OSError) as err:
+        raise UnusableImage(f"the model's processor refuses it ({type(err).__name__}: {' '.join(str(err).split())})") \
+            from None
+
+
 def to_model_device(inputs: dict, model) -> dict:
     """Processor inputs on the device of the model's first weights, where its embeddings read them."""
     device, dtype = model.device, model.dtype
@@ -384,38 +402,43 @@ def to_model_device(inputs: dict, model) -> dict:
 
 
 def read_prompts(path: str | Path) -> list[dict]:
-    """Rows of a JSONL file with `image` (a path, relative to the file) and `prompt` (or `question`)."""
+    """Rows of a JSONL file with `image` (a path, relative to the file) and `prompt` (or `question`), each with
+    `where` it is (file:line). A byte-order mark is accepted; a line that is not UTF-8, not a JSON object, or
+    without an image path or prompt text is an error naming the file and line. The images are read later, each
+    on its own (`core.heads.usable_calibration`), so that one bad image is skipped, not fatal."""
     path = Path(path)
+    if path.is_dir():
+        files = sorted(f.name for f in path.glob("*.jsonl"))
+        raise UserError(f"{path} is a folder: give a JSONL file of {{'image', 'prompt'}} rows" +
+                        (f", e.g. {path / files[0]} (it holds {', '.join(files)})." if files else "."))
     if not path.is_file():
         raise UserError(f"{path} does not exist: give a JSONL file with one {{'image', 'prompt'}} per line.")
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in text_lines(path):
         if not line.strip():
             continue
+        where = f"{path}:{number}"
         try:
             row = json.loads(line)
-            image = (path.parent / row["image"]).resolve()
-            prompt = row.get("prompt", row.get("question"))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise UserError(f"{path}:{number}: expected a JSON object with 'image' and 'prompt' ({err}).") from err
-        if not isinstance(prompt, str) or not image.is_file():
-            raise UserError(f"{path}:{number}: " + ("no 'prompt' text" if not isinstance(prompt, str)
-                                                     else f"image {image} does not exist"))
-        try:
-            with Image.open(image) as opened:
-                opened.verify()
-        except (OSError, SyntaxError) as err:
-            raise UserError(f"{path}:{number}: {image} is not a readable image ({err}).") from err
-        rows.append({"image": image, "prompt": prompt})
+        except json.JSONDecodeError as err:
+            raise UserError(f"{where}: not valid JSON ({err.msg}); give one object with 'image' and 'prompt' per "
+                            "line.") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: a JSON {type(row).__name__}, not an object with 'image' and 'prompt'.")
+        image, prompt = row.get("image"), row.get("prompt", row.get("question"))
+        if not isinstance(image, str) or not image:
+            raise UserError(f"{where}: no 'image' path (a path relative to the file).")
+        if not isinstance(prompt, str):
+            raise UserError(f"{where}: no 'prompt' text.")
+        rows.append({"image": (path.parent / image).resolve(), "prompt": prompt, "where": where})
     if not rows:
         raise UserError(f"{path} holds no rows: one JSON object with 'image' and 'prompt' per line.")
     return rows
 
 
 def prompt_batches(processor, images: Sequence, prompts: Sequence[str], batch_size: int):
-    """`prompt_inputs` for (image, prompt) pairs, `batch_size` at a time; an image may be a PIL image or a
-    path, opened only when its batch comes."""
+    """`prompt_inputs` for (image, prompt) pairs, `batch_size` at a time; an image may be a PIL image, a path
+    or a function returning the image, read (`utils.images.read_image`) only when its batch comes."""
     for first in range(0, len(prompts), batch_size):
-        chunk = [image if isinstance(image, Image.Image) else Image.open(image).convert("RGB")
-                 for image in images[first:first + batch_size]]
+        chunk = [image() if callable(image) else read_image(image) for image in images[first:first + batch_size]]
         yield prompt_inputs(processor, chunk, prompts[first:first + batch_size])

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from itertools import islice
 from pathlib import Path
 
 import torch
 
 from ..core.config import RescaleConfig
-from ..core.heads import calibrate
+from ..core.heads import CalibrationItem, calibrate, file_calibration_items, usable_calibration
 from ..evaluation.benchmarks import Example, get_benchmark
 from ..evaluation.benchmarks.base import ALL_SPLITS
 from ..evaluation.engine import Decoding, HFBackend
@@ -34,7 +33,7 @@ from ..evaluation.seeding import text_seed
 from ..evaluation.stats import items_needed
 from ..models.architectures import attention_layer_count, locate
 from ..models.identity import model_fingerprint
-from ..models.loading import load_model, load_processor, prompt_batches, read_config, read_prompts, to_model_device
+from ..models.loading import load_model, load_processor, prompt_batches, read_config, to_model_device
 from ..utils.errors import UserError
 from ..utils.files import check_writable
 from ..utils.imports import requires
@@ -118,7 +117,9 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
     config = read_config(model)
     text = config.get("text_config") or config
     space = SearchSpace(num_layers=attention_layer_count(text) or 1, **(space_options or {}))
-    calibration, images, prompts = _calibration_inputs(benchmark, data, calib_data, calib_split, calib_items, search)
+    processor, notes = load_processor(model), []  # calibration images are checked against it before any work
+    calibration, images, prompts = _calibration_inputs(processor, benchmark, data, calib_data, calib_split,
+                                                       calib_items, search, notes.append)
     identity = {"model": model_fingerprint(model), "backend": HFBackend.name, "benchmark": bench,
                 "data": str(Path(data).resolve()) if data else None, "split": split, "options": dict(benchmark.options),
                 "items": len(dev), "confirm_fraction": settings.confirm_fraction, "seed": settings.seed,
@@ -130,9 +131,11 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
         study, heartbeats = join_study(storage_url, study_name, identity, settings, len(search))
     log = file_logger(out / "log.txt", progress)
     log(f"study '{study_name}' in {storage_url}: {len(search)} search items, {len(confirm)} confirmation items")
+    for note in notes:
+        log(f"warning: {note}")
     started = time.perf_counter()
     with torch.no_grad(), quiet_optuna():
-        processor, vlm = load_processor(model), load_model(model, dtype=dtype, device_map=device_map)
+        vlm = load_model(model, dtype=dtype, device_map=device_map)
         layout = locate(vlm)
         scorer = Scorer(HFBackend(vlm, processor), benchmark, decoding, batch_size)
         ratios = torch.tensor(cached(study, "ratios", lambda: _calibrated(vlm, processor, images, prompts, space,
@@ -161,23 +164,23 @@ def _usable(examples, what: str) -> list[Example]:
     return usable
 
 
-def _calibration_inputs(benchmark, data, calib_data, calib_split, calib_items: int, search: list):
+def _calibration_inputs(processor, benchmark, data, calib_data, calib_split, calib_items: int, search: list, warn):
     """(what the study records as its calibration, images, prompts), read and checked before the study opens,
-    from a prompts file, a split of the benchmark, or the search part."""
+    from a prompts file, a split of the benchmark, or the search part: the first `calib_items` whose image the
+    model takes (`usable_calibration`; others are skipped with a warning). Images are functions that read them."""
     if calib_data is not None and calib_split is not None:
         raise UserError("Give --calib-data or --calib-split, not both.")
     if calib_data is not None:
-        rows = read_prompts(calib_data)[:calib_items]
-        source, images, prompts = {"data": str(Path(calib_data).resolve())}, [r["image"] for r in rows], \
-            [r["prompt"] for r in rows]
+        source, what = {"data": str(Path(calib_data).resolve())}, str(calib_data)
+        items = file_calibration_items(calib_data)
     else:
         pool = search if calib_split is None else benchmark.examples(data, calib_split)
-        chosen = list(islice((e for e in pool if isinstance(e, Example) and e.image is not None), calib_items))
-        source, images, prompts = {"split": calib_split or "search part"}, [e.load_image() for e in chosen], \
-            [e.prompt for e in chosen]
-    if not prompts:
-        raise UserError("No calibration item with an image: give --calib-data or --calib-split.")
-    return {**source, "items": len(prompts)}, images, prompts
+        source = {"split": calib_split or "search part"}
+        what = f"--calib-split {calib_split}" if calib_split else "the search part"
+        items = (CalibrationItem(f"item {e.id}" + (f" ({e.source})" if e.source else ""), e.prompt, e.load_image,
+                                 e.image_name) for e in pool if isinstance(e, Example) and e.image is not None)
+    chosen = usable_calibration(processor, items, calib_items, warn, what)
+    return {**source, "items": len(chosen)}, [item.image for item in chosen], [item.prompt for item in chosen]
 
 
 def _calibrated(model, processor, images, prompts, space: SearchSpace, batch_size: int, log) -> list:

@@ -19,3 +19,8 @@ class MissingDependency(UserError, ImportError):
 class FunctionalHeadsWarning(UserWarning):
     """Something the user should know that does not stop the work (e.g. a head map that changes nothing);
     the CLI prints it as one `warning:` line."""
+
+
+class UnusableImage(UserError):
+    """One item's image cannot be used (unreadable, a mode with no known scale, refused by the model's
+    processor): the item is recorded as unusable with this reason, or skipped, and the run goes on."""

@@ -1,5 +1,6 @@
 """Files and folders written whole or not at all: a reader, a crash or a full disk never leaves half a file
-or a folder mixing old and new files; nothing the user had is replaced unless they said so (`overwrite`)."""
+or a folder mixing old and new files; nothing the user had is replaced unless they said so (`overwrite`).
+Text files are read so that a bad one is an error naming its file and line."""
 
 from __future__ import annotations
 
@@ -144,4 +145,42 @@ def read_json(path: str | Path) -> Any:
     def refuse(literal: str):
         raise ValueError(f"it holds {literal}, which is not a number JSON allows: write a finite number")
 
-    return json.loads(Path(path).read_text(), parse_constant=refuse)
+    return json.loads(read_text(path), parse_constant=refuse)
+
+
+def read_json_named(path: str | Path, fix: str) -> Any:
+    """`read_json`, with a damaged file (not UTF-8, not valid JSON, NaN or Infinity) one error naming the file
+    and line, and `fix` (what to do) after it."""
+    try:
+        return read_json(path)
+    except UserError:
+        raise
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); {fix}") from None
+    except ValueError as err:
+        raise UserError(f"{path}: {err}; {fix}") from None
+
+
+def _not_utf8(path: Path, line: int, err: UnicodeDecodeError) -> UserError:
+    byte = err.object[err.start:err.start + 1].hex()
+    return UserError(f"{path}:{line}: not UTF-8 text (byte 0x{byte}); save the file as UTF-8.")
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file (a byte-order mark is accepted); other bytes are an error naming the file and line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise _not_utf8(Path(path), data[:err.start].count(b"\n") + 1, err) from None
+
+
+def text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(number from 1, text) of each line of a UTF-8 text file (a byte-order mark is accepted), read one at a
+    time; a line that is not UTF-8 is an error naming the file and line."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                yield number, line.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise _not_utf8(Path(path), number, err) from None

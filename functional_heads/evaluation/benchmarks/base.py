@@ -8,7 +8,6 @@ image files) is shared here.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from typing import Any, Iterator
 from PIL import Image
 
 from ...utils.errors import UserError
+from ...utils.files import read_json_named, text_lines
+from ...utils.images import image_name, read_image
 from ...utils.imports import requires
 from ..stats import bootstrap_ci
 from . import answers
@@ -34,10 +35,17 @@ class Example:
     category: str = ""
     info: dict = field(default_factory=dict)  # what scoring and metrics need beyond the gold answer
     base: Path | None = None  # folder that relative image paths start from
+    source: str = ""  # where its row is (file:line, file row N), for messages
 
     def load_image(self) -> Image.Image | None:
-        """The image, or None for a question asked without one."""
+        """The image as 8-bit RGB, or None for a question asked without one; `UnusableImage` (naming the
+        image) if it cannot be read."""
         return None if self.image is None else open_image(self.image, self.base)
+
+    @property
+    def image_name(self) -> str:
+        """The image's file (or what it is) as messages name it."""
+        return image_name(_single(self.image), self.base)
 
 
 @dataclass
@@ -102,18 +110,31 @@ class Benchmark:
         return result
 
     def examples(self, path: str | Path, split: str | None = None) -> Iterator[Example | Unusable]:
-        for index, (row, base) in enumerate(read_rows(path, split or self.default_split)):
-            if row.get("_malformed"):
-                yield Unusable(row["id"], "malformed row: not valid JSON")
+        """The rows of a local copy as examples, in order; a row that cannot be asked is an `Unusable` with
+        its reason. Two rows with one id would store one answer over the other: that is an error naming both."""
+        seen: dict[str, str] = {}
+        for index, (row, base, where) in enumerate(located_rows(path, split or self.default_split)):
+            item = self._item(row, index, base, where)
+            if item is None:
                 continue
-            try:
-                example = self.example(row, index)
-            except (KeyError, TypeError, ValueError, IndexError) as err:
-                yield Unusable(str(_row_id(row, index)), f"malformed row: {type(err).__name__}: {err}")
-                continue
-            if example is not None:
-                example.base = base
-                yield example
+            if item.id in seen:
+                raise UserError(f"{where}: item id '{item.id}' is also the id of {seen[item.id]}; answers are "
+                                "stored by id, so each row needs its own: fix or remove one of the two rows.")
+            seen[item.id] = where
+            yield item
+
+    def _item(self, row: dict, index: int, base: Path, where: str) -> Example | Unusable | None:
+        if row.get("_malformed"):
+            return Unusable(row["id"], f"malformed row ({where}): {row.get('reason', 'not valid JSON')}")
+        try:
+            example = self.example(row, index)
+        except UserError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            return Unusable(str(_row_id(row, index)), f"malformed row ({where}): {type(err).__name__}: {err}")
+        if example is not None:
+            example.base, example.source = base, where
+        return example
 
 
 def mean_or_none(values) -> float | None:
@@ -135,23 +156,31 @@ def read_rows(path: str | Path, split: str) -> Iterator[tuple[dict, Path]]:
     """Rows of a local dataset copy and the folder its relative image paths start from. Accepts the
     parquet files of a hub repository (a file or a folder; files whose name holds `split` are taken when
     there are several splits), a `datasets.save_to_disk` folder, a JSONL / JSON file, or a folder holding
-    `{split}.jsonl`."""
+    `{split}.jsonl`. A JSON line or item that is not a JSON object is `{"id", "_malformed": True, "reason"}`."""
+    for row, base, _ in located_rows(path, split):
+        yield row, base
+
+
+def located_rows(path: str | Path, split: str) -> Iterator[tuple[dict, Path, str]]:
+    """`read_rows` with where each row is (file:line, file row N, ...), for messages."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"Data path {path} does not exist.")
     if path.is_dir() and (path / f"{split}.jsonl").is_file():  # a folder `fheads data shapes` wrote
-        yield from ((row, path) for row in _json_rows(path / f"{split}.jsonl"))
+        yield from ((row, path, where) for row, where in _jsonl_rows(path / f"{split}.jsonl"))
     elif path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
-        yield from ((row, path) for row in _saved_dataset_rows(path, split))
+        yield from ((row, path, where) for row, where in _saved_dataset_rows(path, split))
     elif path.suffix == ".parquet" or (path.is_dir() and any(path.rglob("*.parquet"))):
         for file in _parquet_files(path, split):
-            yield from ((row, file.parent) for row in _parquet_rows(file))
-    elif path.suffix in (".jsonl", ".json"):
-        yield from ((row, path.parent) for row in _json_rows(path))
+            yield from ((row, file.parent, where) for row, where in _parquet_rows(file))
+    elif path.suffix == ".jsonl" and path.is_file():
+        yield from ((row, path.parent, where) for row, where in _jsonl_rows(path))
+    elif path.suffix == ".json" and path.is_file():
+        yield from ((row, path.parent, where) for row, where in _json_file_rows(path))
     elif path.is_dir() and (splits := sorted(f.stem for f in path.glob("*.jsonl"))):
         raise UserError(f"{path} holds the splits {', '.join(splits)}, not '{split}': pass one of them as --split.")
     elif path.is_dir() and (images := sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)):
-        yield from (({"id": f.stem, "image": f.name}, path) for f in images)  # a folder of images (captioning)
+        yield from (({"id": f.stem, "image": f.name}, path, str(f)) for f in images)  # a folder of images
     else:
         raise UserError(f"Cannot read {path}: give the dataset's parquet files (a file or folder), a "
                         "datasets.save_to_disk folder, a .jsonl file with image paths, or a folder of images.")
@@ -172,60 +201,79 @@ def _parquet_files(path: Path, split: str) -> list[Path]:
     return chosen or files
 
 
-def _parquet_rows(file: Path) -> Iterator[dict]:
+def _parquet_rows(file: Path) -> Iterator[tuple[dict, str]]:
     requires(f"Reading {file}", "pyarrow")
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(file).iter_batches(batch_size=64):
-        yield from batch.to_pylist()
+    number = 0
+    try:
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=64):
+            for row in batch.to_pylist():
+                number += 1
+                yield row, f"{file} row {number}"
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        where = f" after row {number}" if number else ""
+        raise UserError(f"{file} is not a readable parquet file{where} ({err}); download it again.") from None
 
 
-def _saved_dataset_rows(path: Path, split: str) -> Iterator[dict]:
+def _saved_dataset_rows(path: Path, split: str) -> Iterator[tuple[dict, str]]:
     requires(f"Reading {path} (a datasets.save_to_disk folder)", "datasets")
     import datasets
 
-    data = datasets.load_from_disk(str(path))
-    if isinstance(data, datasets.DatasetDict) and split == ALL_SPLITS:
-        for name in data:
-            yield from data[name]
-        return
+    try:
+        data = datasets.load_from_disk(str(path))
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"{path} is not a readable datasets.save_to_disk folder ({err}); save it again.") from None
     if isinstance(data, datasets.DatasetDict):
-        if split not in data:
+        if split != ALL_SPLITS and split not in data:
             raise UserError(f"{path} has splits {', '.join(data)}, not '{split}': pass --split.")
-        data = data[split]
-    yield from data
-
-
-def _json_rows(path: Path) -> Iterator[dict]:
-    if path.suffix == ".json":
-        rows = json.loads(path.read_text())
-        yield from (rows if isinstance(rows, list) else rows.values())
+        for name in (data if split == ALL_SPLITS else [split]):
+            yield from ((row, f"{path} split {name} row {n}") for n, row in enumerate(data[name], 1))
         return
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    yield {"id": f"line-{number}", "_malformed": True}
+    yield from ((row, f"{path} row {n}") for n, row in enumerate(data, 1))
+
+
+def _malformed(ident: str, reason: str) -> dict:
+    return {"id": ident, "_malformed": True, "reason": reason}
+
+
+def _object_or_malformed(row: Any, ident: str) -> dict:
+    """The row if it is a JSON object, else a malformed row saying what it is."""
+    if isinstance(row, dict):
+        return row
+    return _malformed(ident, f"a JSON {type(row).__name__.replace('dict', 'object')}, not an object of the "
+                             "row's fields")
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[dict, str]]:
+    for number, line in text_lines(path):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                row = _malformed(f"line-{number}", f"not valid JSON ({err.msg})")
+            yield _object_or_malformed(row, f"line-{number}"), f"{path}:{number}"
+
+
+def _json_file_rows(path: Path) -> Iterator[tuple[dict, str]]:
+    data = read_json_named(path, "fix the file, or give a JSONL file with one row per line.")
+    if isinstance(data, list):
+        yield from ((_object_or_malformed(row, f"item-{n}"), f"{path} item {n}") for n, row in enumerate(data, 1))
+    elif isinstance(data, dict):
+        yield from ((_object_or_malformed(row, f"entry-{key}"), f"{path} entry '{key}'") for key, row in data.items())
+    else:
+        raise UserError(f"{path} holds a JSON {type(data).__name__}, not a list of rows (or an object of them); "
+                        "give the dataset's rows.")
+
+
+def _single(value: Any) -> Any:
+    return value[0] if isinstance(value, list) and value else value  # SEED-Bench stores a list with one image
 
 
 def open_image(value: Any, base: Path | None = None) -> Image.Image:
-    """A PIL image from whatever the dataset stores: an image, encoded bytes, or a path."""
-    if isinstance(value, list) and value:  # SEED-Bench stores a list with one image
-        value = value[0]
-    if isinstance(value, Image.Image):
-        return value.convert("RGB")
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return Image.open(io.BytesIO(value["bytes"])).convert("RGB")
-        value = value.get("path")
-    if isinstance(value, (str, Path)) and value:
-        file = Path(value) if base is None or Path(value).is_absolute() else base / value
-        if not file.is_file():
-            raise ValueError(f"image {file} does not exist")
-        return Image.open(file).convert("RGB")
-    raise ValueError("row has no image")
+    """An 8-bit RGB image from whatever the dataset stores: an image, encoded bytes, or a path (see
+    `utils.images.read_image`); `UnusableImage` naming the image if it cannot be read."""
+    return read_image(_single(value), base)
 
 
 def first_present(row: dict, *keys: str) -> Any:

@@ -61,12 +61,12 @@ class ImageTextSimilarity:
     def __init__(self, path: str | Path):
         folder = local_folder(path)
         self.model_type = AutoConfig.from_pretrained(folder).model_type
+        if self.model_type == "siglip":  # its tokenizer is a sentencepiece model: checked before the load
+            requires("CGD's SigLIP tokenizer", "sentencepiece", "google.protobuf")
         self.model = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
         if not (hasattr(self.model, "get_image_features") and hasattr(self.model, "get_text_features")):
             raise UserError(f"CGD's clip must be a CLIP-style dual encoder (CLIP, SigLIP); {path} holds a "
                             f"'{self.model_type}' model without image and text features.")
-        if self.model_type == "siglip":  # its tokenizer is a sentencepiece model
-            requires("CGD's SigLIP tokenizer", "sentencepiece", "google.protobuf")
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.image_processor = AutoImageProcessor.from_pretrained(folder)
 
