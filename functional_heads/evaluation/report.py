@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..utils import plotting
 from ..utils.errors import UserError
+from ..utils.files import atomic_write_text
 from . import figures
 from .benchmarks import get_benchmark
 from .methods import method_names
@@ -188,8 +189,8 @@ def report_markdown(report: dict) -> str:
 def write_report(report: dict, out: Path) -> list[Path]:
     """report.md, report.json and (with matplotlib) report.png in `out`; returns what was written."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(report_markdown(report))
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    atomic_write_text(out / "report.md", report_markdown(report))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1, default=str))
     written = [out / "report.md", out / "report.json"]
     if plotting.available():
         written.append(figures.accuracy_bars(report, out / "report.png"))

@@ -52,8 +52,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -69,6 +67,7 @@ from ..models.loading import read_config
 from ..utils import plotting
 from ..utils.errors import UserError
 from ..utils.files import atomic_write_text, check_writable
+from ..utils.progress import file_logger
 from . import figures
 from .answering import answer_into_run
 from .benchmarks import Benchmark, get_benchmark
@@ -410,7 +409,7 @@ def verify(model: str | Path, heads: HeadMap | str | Path, bench: str, out: str 
     out = Path(out)
     examples = list(islice(benchmark.examples(data, split), limit))
     out.mkdir(parents=True, exist_ok=True)
-    log = _logger(out / "log.txt", progress)
+    log = file_logger(out / "log.txt", progress)
     split_name = split or benchmark.default_split
     log(f"verify {model} with {heads if not isinstance(heads, HeadMap) else 'a head map'} on {bench} "
         f"({split_name}, {len(examples)} items, {draws} random draws, seed {seed})")
@@ -422,16 +421,6 @@ def verify(model: str | Path, heads: HeadMap | str | Path, bench: str, out: str 
     for path in write_verify(result, out):
         log(f"wrote {path}")
     return result
-
-
-def _logger(path: Path, echo: bool) -> Callable[[str], None]:
-    def log(message: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {message}"
-        with open(path, "a") as f:
-            f.write(line + "\n")
-        if echo:
-            print(line, file=sys.stderr, flush=True)
-    return log
 
 
 def write_verify(result: dict, out: Path) -> list[Path]:

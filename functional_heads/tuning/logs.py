@@ -1,25 +1,11 @@
-"""What a study says while it runs: timed lines to log.txt (and stderr), one line per finished trial, and
-Optuna's own lines kept quiet inside the study."""
+"""What a study says while it runs: one line per finished trial (to the timed log of
+`utils.progress.file_logger`), and Optuna's own lines kept quiet inside the study."""
 
 from __future__ import annotations
 
-import sys
-import time
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Callable, Iterator
-
-
-def file_logger(path: Path, echo: bool) -> Callable[[str], None]:
-    """A log function: each message timed, appended to `path`, and printed to stderr when `echo`."""
-    def log(message: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {message}"
-        with open(path, "a") as f:
-            f.write(line + "\n")
-        if echo:
-            print(line, file=sys.stderr, flush=True)
-    return log
+from typing import Iterator
 
 
 def trial_line(trial) -> str:

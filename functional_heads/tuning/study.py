@@ -37,9 +37,10 @@ from ..models.loading import load_model, load_processor, prompt_batches, read_co
 from ..utils.errors import UserError
 from ..utils.files import check_writable
 from ..utils.imports import requires
+from ..utils.progress import file_logger
 from ..utils.progress import progress as progress_lines
 from . import report
-from .logs import file_logger, quiet_optuna
+from .logs import quiet_optuna
 from .objective import Scorer, StudyWorker, run_trials
 from .settings import TuneSettings
 from .space import SearchSpace

@@ -21,6 +21,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 LINE_EVERY_S = 30.0
 
 
+def file_logger(path: Path, echo: bool) -> Callable[[str], None]:
+    """A log function: each message timed, appended to `path`, and printed to stderr when `echo`."""
+    def log(message: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        with open(path, "a") as f:
+            f.write(line + "\n")
+        if echo:
+            print(line, file=sys.stderr, flush=True)
+    return log
+
+
 class _Lines:
     """Plain progress lines to a stream and/or a log file."""
 
