@@ -72,6 +72,20 @@ def test_generate_until_answers_like_fheads(wrapper, batch_size):
         model.loglikelihood([])
 
 
+def test_a_prompt_longer_than_the_context_gets_an_empty_answer_and_the_rest_are_answered(wrapper):
+    from functional_heads.utils.errors import FunctionalHeadsWarning
+
+    items = list(shapes.items("dev", n=4))
+    model = wrapper.FunctionalHeads(pretrained=str(bundled_model_path()), method="vanilla", batch_size=4)
+    model.task_dict = {"shapes": {"dev": {i: {"image": it.scene.render()} for i, it in enumerate(items)}}}
+    requests = requests_for(items, [{"max_new_tokens": 64, "until": ["<|im_end|>"]}])
+    whole = model.generate_until(requests)
+    requests[2].args = (" ".join(["how many"] * 600),) + requests[2].args[1:]  # past 1024 positions
+    with pytest.warns(FunctionalHeadsWarning, match="1 prompt"):
+        got = model.generate_until(requests)
+    assert got[2] == "" and [got[i] for i in (0, 1, 3)] == [whole[i] for i in (0, 1, 3)]
+
+
 def test_requests_with_other_generation_arguments_are_not_batched_together(wrapper, monkeypatch):
     items = list(shapes.items("dev", n=4))
     model = wrapper.FunctionalHeads(pretrained=str(bundled_model_path()), method="vanilla", batch_size=4)

@@ -16,13 +16,15 @@ paper's benchmarks are all generative); log-likelihood tasks raise a clear error
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ..core.config import RescaleConfig
 from ..core.heads import HeadMap
 from ..evaluation.engine import DEFAULT_MAX_NEW_TOKENS, Decoding, HFBackend
 from ..evaluation.methods import get_method
-from ..utils.errors import MissingDependency, UserError
+from ..models.loading import PromptTooLong
+from ..utils.errors import FunctionalHeadsWarning, MissingDependency, UserError
 from ..utils.images import to_rgb
 from ..utils.imports import install_hint
 
@@ -87,14 +89,27 @@ class FunctionalHeads(lmms):
         _, _, _, doc_id, task, split = requests[0].args
         decoding = task_decoding(gen_kwargs).for_batch(f"{task}/{split}/{doc_id}")
         texts = []
-        for context, answer in zip(contexts, self.backend.answer(contexts, images, self.method, decoding)):
-            text = answer.text
+        for context, text in zip(contexts, self._answers(contexts, images, decoding)):
             for stop in gen_kwargs.get("until", []) or []:
                 if stop and stop in text:
                     text = text.split(stop)[0]
             texts.append(text)
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
         return texts
+
+    def _answers(self, contexts: list[str], images: list, decoding) -> list[str]:
+        """The backend's answers. A prompt longer than the model's context is not answered (positions it was
+        never trained on): lmms-eval needs one answer per request, so it gets an empty one, with a warning,
+        and the rest of the batch is answered."""
+        try:
+            return [answer.text for answer in self.backend.answer(contexts, images, self.method, decoding)]
+        except PromptTooLong as err:
+            warnings.warn(f"{len(err.rows)} prompt(s) longer than the model's context ({err.context} tokens) get an "
+                          "empty answer.", FunctionalHeadsWarning, stacklevel=2)
+            rest = [i for i in range(len(contexts)) if i not in err.rows]
+            answered = self._answers([contexts[i] for i in rest], [images[i] for i in rest], decoding) if rest else []
+            by_row = dict(zip(rest, answered))
+            return [by_row.get(i, "") for i in range(len(contexts))]
 
     def loglikelihood(self, requests):
         raise NotImplementedError("functional_heads supports generative tasks (generate_until) only.")
