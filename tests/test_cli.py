@@ -506,10 +506,10 @@ def _without(monkeypatch, *packages):
 @pytest.mark.parametrize("command, packages, message", [
     ("eval-parquet", ["pyarrow"], "needs pyarrow: pip install 'functional-heads[eval]'"),
     ("eval-saved", ["datasets"], "needs datasets: pip install 'functional-heads[eval]'"),
-    ("eval-siglip", ["sentencepiece"], "CGD's SigLIP tokenizer needs sentencepiece: pip install "
-                                       "'functional-heads[eval]'"),
-    ("calibrate-spm", ["sentencepiece"], "(a SentencePiece tokenizer.model) needs sentencepiece: pip install "
-                                         "'functional-heads[eval]'"),
+    ("eval-siglip", ["sentencepiece", "google.protobuf"], "CGD's SigLIP tokenizer needs sentencepiece, "
+                                                          "google.protobuf: pip install 'functional-heads[eval]'"),
+    ("calibrate-spm", ["sentencepiece", "google.protobuf"], "(a SentencePiece tokenizer.model) needs sentencepiece, "
+                                                            "google.protobuf: pip install 'functional-heads[eval]'"),
     ("tune-parquet", ["pyarrow"], "needs pyarrow: pip install 'functional-heads[eval]'"),
     ("tune-optuna", ["optuna"], "fheads tune needs optuna: pip install 'functional-heads[tune]'"),
 ])
