@@ -13,8 +13,10 @@ from typer.testing import CliRunner
 import functional_heads as fh
 from functional_heads.apps.cli import app
 from functional_heads.core.check import check_checkpoint, check_image
+from functional_heads.models.architectures import vision_side
 from functional_heads.models.kimi_vl import KimiVLImageProcessor, KimiVLProcessor, native_config
 from functional_heads.models.loading import to_model_device
+from functional_heads.models.parts import copy_vision_side
 from functional_heads.testbed.tiny_models import save_tiny_kimi_vl
 
 pytestmark = pytest.mark.skipif(not hasattr(transformers, "Kimi_K25Config"), reason="needs the native Kimi-K2.5 classes")
@@ -138,3 +140,16 @@ def test_comparison_script_against_saved_remote_outputs(kimi, tmp_path):
     result = json.loads((tmp_path / "comparison.json").read_text())
     assert result["logits_max_abs_diff"] == 0 and result["top1_agreement"] == 1
     assert result["processor_same_input_ids"] and result["processor_pixel_max_abs_diff"] == 0
+
+
+def test_its_vision_side_swaps_between_two_copies(kimi):
+    folder, _ = kimi
+    into, donor = fh.load_model(folder, dtype=torch.float32), fh.load_model(folder, dtype=torch.float32)
+    sides = vision_side(donor)
+    assert set(sides) == {"model.vision_tower", "model.mm_projector"}
+    with torch.no_grad():
+        for weight in sides["model.mm_projector"].parameters():
+            weight.mul_(2)
+    copy_vision_side(into, donor)
+    assert all(torch.equal(a, b) for a, b in zip(vision_side(into)["model.mm_projector"].state_dict().values(),
+                                                 sides["model.mm_projector"].state_dict().values()))

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterator, TypeVar
 
+import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -85,3 +86,29 @@ class ScopedAttention(Generic[State]):
                 yield scope
         finally:
             self._scope.reset(token)
+
+
+def eager_attention_with(edit: Callable[[torch.Tensor], torch.Tensor], query, key, value, attention_mask,
+                         scaling=None, softcap=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention whose pre-mask logits [batch, heads, q_len, kv_len] (float32) pass through `edit`:
+    (output [batch, q_len, heads, dim], weights). Grouped-query keys are shared as `repeat_kv` does."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
+    scores = torch.matmul(query, key.transpose(2, 3)).float() * (scaling or query.shape[-1] ** -0.5)
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = edit(scores)
+    if attention_mask is not None:
+        mask = attention_mask[..., :scores.shape[-1]]
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    weights = torch.softmax(scores, -1).to(value.dtype)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def key_columns(mask: torch.Tensor, kv_len: int) -> torch.Tensor:
+    """A [batch, prompt_len] key mask widened (False) or cut to `kv_len` keys: decode steps add keys after
+    the prompt, which the mask never marks."""
+    out = torch.zeros(mask.shape[0], kv_len, dtype=torch.bool, device=mask.device)
+    width = min(mask.shape[1], kv_len)
+    out[:, :width] = mask[:, :width]
+    return out

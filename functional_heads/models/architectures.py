@@ -29,24 +29,29 @@ class ArchSpec:
     out_proj: str = "o_proj"
     image_token: tuple[str, ...] = ("image_token_id", "image_token_index")
     video_token: tuple[str, ...] = ("video_token_id", "video_token_index")
+    # dotted paths from the top model to the vision side: the encoder and what maps its output into the decoder
+    vision: tuple[str, ...] = ("model.vision_tower", "model.multi_modal_projector")
 
 
 GENERIC = ArchSpec()
+QWEN_VL = ArchSpec(vision=("model.visual",))  # the merger lives inside `visual`
 
 # Keyed by `model.config.model_type`. Most HF vision-language models follow the generic layout.
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "qwen2_vl": GENERIC,
-    "qwen2_5_vl": GENERIC,
-    "qwen3_vl": GENERIC,
+    "qwen2_vl": QWEN_VL,
+    "qwen2_5_vl": QWEN_VL,
+    "qwen3_vl": QWEN_VL,
     "llava": GENERIC,
     "llava_next": GENERIC,
     "llava_onevision": GENERIC,
-    "idefics3": ArchSpec(decoder="model.text_model"),
-    "smolvlm": ArchSpec(decoder="model.text_model"),
+    "idefics3": ArchSpec(decoder="model.text_model", vision=("model.vision_model", "model.connector")),
+    "smolvlm": ArchSpec(decoder="model.text_model", vision=("model.vision_model", "model.connector")),
     "gemma3": GENERIC,
     # Kimi-VL (trust_remote_code): DeepSeek-V3 decoder under `language_model.model`; its attention is MLA,
     # whose o_proj input is [..., heads * v_head_dim], so rescaling works as for any other entry.
-    "kimi_vl": ArchSpec(decoder="language_model.model", image_token=("media_placeholder_token_id",)),
+    "kimi_vl": ArchSpec(decoder="language_model.model", image_token=("media_placeholder_token_id",),
+                        vision=("vision_tower", "multi_modal_projector")),
+    "kimi_k25": ArchSpec(vision=("model.vision_tower", "model.mm_projector")),  # the native classes Kimi-VL loads into
     # Llama 4: get_decoder() is the causal LM, whose decoder is one level further in.
     "llama4": ArchSpec(decoder="language_model.model"),
 }
@@ -133,3 +138,15 @@ def locate(model: nn.Module) -> ModelLayout:
     return ModelLayout(model_type, attentions, out_projs, num_heads, in_features // num_heads,
                        list(configs.values()), image_token_id, config_token_id(model.config, spec.video_token), model,
                        decoder_layers)
+
+
+def vision_side(model: nn.Module) -> dict[str, nn.Module]:
+    """The modules of `model`'s vision side (encoder and projector into the decoder) by their dotted path."""
+    model_type = getattr(model.config, "model_type", type(model).__name__)
+    spec = ARCHITECTURES.get(model_type, GENERIC)
+    try:
+        return {path: _get(model, path) for path in spec.vision}
+    except AttributeError as err:
+        raise UserError(f"Could not find the vision side of model_type '{model_type}' at {', '.join(spec.vision)} "
+                        f"({err}); name its modules in the `vision` field of its ArchSpec in "
+                        "functional_heads.models.architectures.ARCHITECTURES.") from err

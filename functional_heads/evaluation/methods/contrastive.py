@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import torch
 from transformers import LogitsProcessor
 
-from ...core.attention import ScopedAttention
+from ...core.attention import ScopedAttention, eager_attention_with, key_columns
 from ...core.ratios import visual_token_mask
 from ...models.architectures import locate
 from ...models.compat import CACHE_ARGUMENT, returned_cache
@@ -157,21 +157,14 @@ def pai_attention_step(module, query, key, value, attention_mask, scaling=None, 
     if state.paused or layer not in state.layers:
         return scope.kernel(module)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                     softcap=softcap, **kwargs)
-    groups = query.shape[1] // key.shape[1]
-    key, value = key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1)
-    scores = torch.matmul(query, key.transpose(2, 3)).float() * (scaling or query.shape[-1] ** -0.5)
-    if softcap:
-        scores = torch.tanh(scores / softcap) * softcap
-    visual = torch.zeros(scores.shape[0], scores.shape[-1], dtype=torch.bool, device=scores.device)
-    width = min(state.visual.shape[1], visual.shape[1])
-    visual[:, :width] = state.visual[:, :width].to(scores.device)
-    last = scores[:, :, -1, :]
-    scores[:, :, -1, :] = torch.where(visual[:, None, :], last + state.alpha * last.abs(), last)
-    if attention_mask is not None:
-        mask = attention_mask[..., :scores.shape[-1]]
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
-    weights = torch.softmax(scores, -1).to(value.dtype)
-    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+    def boost_last_row(scores):
+        visual = key_columns(state.visual.to(scores.device), scores.shape[-1])
+        last = scores[:, :, -1, :]
+        scores[:, :, -1, :] = torch.where(visual[:, None, :], last + state.alpha * last.abs(), last)
+        return scores
+
+    return eager_attention_with(boost_last_row, query, key, value, attention_mask, scaling, softcap)
 
 
 PAI_SCOPE: ScopedAttention[PAIState] = ScopedAttention(PAI_ATTENTION, pai_attention_step, inside="`pai_attention`")
