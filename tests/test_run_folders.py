@@ -243,6 +243,16 @@ def test_a_run_that_fails_before_its_first_record_leaves_nothing_but_never_remov
         with fresh.writing():
             raise RuntimeError("the model failed to load")
     assert not fresh.folder.exists()
+    nested = Run.open(tmp_path / "new" / "out", settings(method="fresh"))  # a new --out, and a folder above it
+    with pytest.raises(RuntimeError):
+        with nested.writing():
+            raise RuntimeError("the model failed to load")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # an --out that was there stays, even empty
+    with pytest.raises(RuntimeError):
+        with Run.open(tmp_path / "kept", settings(method="fresh")).writing():
+            raise RuntimeError("failed")
+    assert (tmp_path / "kept").is_dir() and not any((tmp_path / "kept").iterdir())
     older = Run.open(tmp_path, settings(method="older"))
     older.start()  # a folder that was there before this launch (e.g. made by a launch still starting)
     with pytest.raises(RuntimeError):

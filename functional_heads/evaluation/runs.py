@@ -116,9 +116,10 @@ class Run:
         """Within the block this process holds its results file; a second process given the same rank of the
         same run (two launches at once) is refused instead of interleaving lines, and leaves the folder alone.
         If the block fails before the run holds any record, a folder this process made is removed again
-        (while it still holds the lock), so a failed one-process run leaves nothing behind; under a launcher
-        another rank may be writing, so the folder stays."""
-        made = not self.folder.exists()
+        (while it still holds the lock), with the folders above it that it made and that are still empty
+        (e.g. a new `--out`), so a failed one-process run leaves nothing behind; under a launcher another
+        rank may be writing, so the folder stays."""
+        made = [folder for folder in (self.folder, *self.folder.parents) if not folder.exists()]  # deepest first
         self.start()
         with open(self.results_file, "a") as handle:
             try:
@@ -132,6 +133,11 @@ class Run:
                 if made and self.shard.world_size == 1 and not self.records \
                         and not any(f.stat().st_size for f in self.folder.glob(RESULTS_FILES)):
                     shutil.rmtree(self.folder, ignore_errors=True)
+                    for parent in made[1:]:
+                        try:
+                            parent.rmdir()  # only while empty: another run may have started beside it
+                        except OSError:
+                            break
                 raise
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
