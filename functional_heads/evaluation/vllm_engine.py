@@ -104,9 +104,17 @@ class GainsWorker:
         """Reload these checkpoint tensors ([key, dtype, shape, bytes]) in place."""
         self.reload_weights(weights_iterator=iter([(key, _tensor(*rest)) for key, *rest in weights]))
 
-    def fheads_parameter(self, name: str) -> bytes:
-        """The bytes of one of the running model's parameters (this worker's shard), as its kernels hold it."""
-        return _encoded(dict(self.model_runner.get_model().named_parameters())[name].detach())[2]
+    def fheads_probe(self, name: str) -> bytes:
+        """The bytes of what the running model's linear layer `name` outputs for a fixed input: its kernels'
+        weights, seen through them (on a CPU they are packed away from the parameter, which is left empty)."""
+        import torch
+
+        module = self.model_runner.get_model().get_submodule(name)
+        generator = torch.Generator().manual_seed(0)
+        probe = torch.randn(3, module.input_size_per_partition, generator=generator)
+        with torch.inference_mode():
+            out = module(probe.to(module.params_dtype).to(next(iter(module.parameters())).device))
+        return _encoded(out[0] if isinstance(out, tuple) else out)[2]
 
 
 def _encoded(tensor) -> list:
@@ -261,9 +269,10 @@ class VLLMBackend:
         self.llm.reset_mm_cache()
         self.llm.reset_prefix_cache()
 
-    def parameter_bytes(self, name: str) -> list[bytes]:
-        """A parameter of the running model as each worker's kernels hold it (tests check bit-equality)."""
-        return self.llm.collective_rpc("fheads_parameter", args=(name,))
+    def probe(self, name: str) -> list[bytes]:
+        """Each worker's output of the running model's linear layer `name` (vLLM's module name) for a fixed
+        input (`GainsWorker.fheads_probe`): equal bytes, equal weights in its kernels (tests)."""
+        return self.llm.collective_rpc("fheads_probe", args=(name,))
 
     def close(self) -> None:
         """Stop the engine (a later `load` starts a new one)."""
