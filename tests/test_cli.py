@@ -412,7 +412,7 @@ def test_eval_warns_once_about_prompts_longer_than_the_context_and_records_them_
 def test_the_command_line_and_the_package_import_without_torch_or_transformers():
     """`fheads --help` reads only light modules: each command imports what it runs."""
     code = ("import sys, functional_heads, functional_heads.apps.cli; "
-            "print(sorted(m for m in ('torch', 'transformers', 'optuna') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'transformers', 'optuna', 'vllm') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
     help_text = subprocess.run([sys.executable, "-m", "functional_heads.apps.cli", "eval", "--help"],

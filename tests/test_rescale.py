@@ -269,3 +269,28 @@ def test_zero_gains_are_masking_only(tiny):
         assert [p for p in layout.out_projs if p._forward_pre_hooks] == [layout.out_projs[1]]  # only where masked
     finally:
         scaler.remove()
+
+
+
+def test_folded_weight_is_the_weight_fold_writes(tiny):
+    """What an engine that takes weights (vLLM) gets: bit-equal to the columns `fold` writes in place, the
+    input left as it was, heads with gain 1 untouched."""
+    from functional_heads.core.rescale import fold, folded_weight, unfold
+
+    model = tiny("qwen2_5_vl").model
+    layout = locate(model)
+    gains = torch.ones(layout.num_layers, layout.num_heads)
+    gains[1, 0], gains[1, 2] = 1.7, 0.3
+    original = layout.out_projs[1].weight.detach().clone()
+    folded = folded_weight(original, gains[1], layout.head_dim)
+    assert torch.equal(original, layout.out_projs[1].weight)
+    by_head = folded.view(folded.shape[0], layout.num_heads, layout.head_dim)
+    before = original.view_as(by_head)
+    assert torch.equal(by_head[:, 1], before[:, 1]) and not torch.equal(by_head[:, 0], before[:, 0])
+    fold(model, gains)
+    try:
+        assert torch.equal(layout.out_projs[1].weight, folded)
+    finally:
+        unfold(model)
+    bf16 = folded_weight(original.to(torch.bfloat16), gains[1], layout.head_dim)
+    assert bf16.dtype == torch.bfloat16

@@ -44,6 +44,9 @@ BENCH_HELP = f"{', '.join(BENCHMARKS)}, or a benchmark a package registers."
 # (tests/test_cli.py keeps this equal to the registry).
 BUILTIN_METHODS = ("vanilla", "static", "dynamic", "perception-only", "reasoning-only", "vcd", "pai", "agla", "cgd")
 METHOD_HELP = f"{', '.join(BUILTIN_METHODS)}, or a method a package registers."
+# The vLLM options `--vllm-option` passes on (tests/test_vllm_engine.py keeps this equal to VLLMOptions' fields)
+VLLM_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "kv_cache_memory_bytes", "max_model_len",
+                "max_num_seqs", "enforce_eager")
 
 
 def _debug_from_environment() -> bool:
@@ -333,9 +336,15 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
                                                             "r*K..r*K+K-1."),
              order: str = typer.Option("length", help="length: batch prompts of similar length together; file: "
                                                       "the data's order."),
-             allow_folded: bool = typer.Option(False, help=ALLOW_FOLDED_HELP)):
+             allow_folded: bool = typer.Option(False, help=ALLOW_FOLDED_HELP),
+             engine: str = typer.Option("hf", help="hf: transformers' generate; vllm: a vLLM engine (the methods "
+                                                   "that fold into the weights: vanilla, static, perception-only, "
+                                                   "reasoning-only). Their runs are kept apart."),
+             vllm_option: list[str] = typer.Option([], help="vLLM engine setting KEY=VALUE (--engine vllm): "
+                                                            f"{', '.join(VLLM_OPTIONS)}.")):
     """Run one method on one benchmark; resumable (rerun the same command to continue). Data-parallel under
-    torchrun or accelerate launch: each process answers its share and writes its own results file."""
+    torchrun or accelerate launch: each process answers its share and writes its own results file
+    (--engine hf; a vLLM engine spreads over GPUs itself, with --vllm-option tensor_parallel_size=N)."""
     from ..evaluation.api import evaluate as evaluate_run
     from ..evaluation.benchmarks import get_benchmark
     from ..evaluation.engine import LONG_PROMPT, Decoding
@@ -349,7 +358,8 @@ def evaluate(model: Path = typer.Option(..., help="Local model folder."),
                        limit=limit, batch_size=batch_size,
                        decoding=Decoding(max_new_tokens, sample, temperature, seed),
                        judge=Judge(judge_url, judge_model) if judge_url else None, dtype=dtype, device_map=device_map,
-                       gpus_per_process=gpus_per_process, order=order, allow_folded=allow_folded)
+                       gpus_per_process=gpus_per_process, order=order, allow_folded=allow_folded, engine=engine,
+                       vllm_options=_pairs(vllm_option, "--vllm-option"))
     records = run_records(run.folder)  # every process's, as written so far
     usable = [r for r in records.values() if r.get("error") is None]
     summary = get_benchmark(bench, **_pairs(option, "--option")).metrics(usable)

@@ -204,8 +204,21 @@ def _fold_layer(proj: nn.Linear, gains: torch.Tensor, head_dim: int) -> None:
     heads = (gains != 1).nonzero().flatten().tolist()
     columns = proj.weight.view(proj.out_features, -1, head_dim)  # [out, heads, head_dim]
     original = columns[:, heads].clone()
-    columns[:, heads] = (original.float() * gains[heads].to(original.device)[None, :, None]).to(original.dtype)
+    columns[:, heads] = _scaled(original, gains[heads])
     setattr(proj, _FOLD_ATTR, _Fold(gains.clone(), heads, original))
+
+
+def _scaled(columns: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+    """Weight columns [out, heads, head_dim] times each head's gain, computed in float32, in their own dtype."""
+    return (columns.float() * gains.to(columns.device)[None, :, None]).to(columns.dtype)
+
+
+@torch.no_grad()
+def folded_weight(weight: torch.Tensor, gains: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """A new o_proj weight [out, heads * head_dim] with each head's columns times its gain ([heads]), exactly as
+    `fold` computes them in place: for an engine that takes weights rather than hooks (vLLM). Gains of 1 leave
+    their columns bit-equal."""
+    return _scaled(weight.reshape(weight.shape[0], -1, head_dim), gains).reshape(weight.shape)
 
 
 @torch.no_grad()

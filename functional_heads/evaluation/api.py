@@ -22,9 +22,10 @@ from ..utils.files import check_writable
 from .answering import answer_into_run
 from .benchmarks import get_benchmark
 from .distributed import Shard, device_map_for
-from .engine import Decoding, HFBackend, check_order
+from .engine import Decoding, HFBackend, check_engine, check_order
 from .methods import get_method
 from .runs import Run, open_run
+from .vllm_engine import VLLMBackend, VLLMOptions, require_vllm
 
 
 def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str | Path = "runs",
@@ -33,7 +34,8 @@ def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str
              method_options: dict[str, str] | None = None, limit: int | None = None, batch_size: int = 8,
              decoding: Decoding = Decoding(), judge=None, dtype: str = "auto", device_map: str | None = None,
              progress: bool = True, order: str = "length", shard: Shard | None = None,
-             gpus_per_process: int | None = None, allow_folded: bool = False) -> Run:
+             gpus_per_process: int | None = None, allow_folded: bool = False, engine: str = "hf",
+             vllm_options: dict[str, str] | VLLMOptions | None = None) -> Run:
     """Run `method` on benchmark `bench` into its run folder under `out` (resumable: call again to
     continue), and return the run. `fheads eval` is this function behind option parsing.
 
@@ -41,7 +43,10 @@ def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str
     answers its share of the items on its own device (`distributed.device_map_for`); the run folder is the
     same for every world size. `order="length"` batches prompts of similar length together. A rescaling
     method on a folder `export_folded` wrote is refused unless `allow_folded` (the gains would compound);
-    one whose settings change nothing is warned about (`FunctionalHeadsWarning`)."""
+    one whose settings change nothing is warned about (`FunctionalHeadsWarning`).
+
+    `engine="vllm"` answers on a vLLM engine (`vllm_engine.VLLMBackend`, with `vllm_options`, its own settings)
+    for the methods that fold into the weights; its runs are apart from transformers' ("hf")."""
     benchmark = get_benchmark(bench, **(options or {}))
     if data is None and benchmark.needs_data:
         raise UserError(f"{bench} needs --data: a local copy of the dataset (see the README).")
@@ -58,17 +63,39 @@ def evaluate(model: str | Path, bench: str, method: str = "vanilla", *, out: str
     warn_if_inert(chosen.inert_warning())
     check_writable(out)
     check_order(order)
+    check_engine(engine)
+    if engine != "vllm" and vllm_options:
+        raise UserError("--vllm-option is for --engine vllm.")
     # every row read once before the model loads: a missing extra (pyarrow, datasets), unreadable data and
     # duplicate ids fail here, in a second, instead of after the load
     if sum(1 for _ in islice(benchmark.examples(data, split), limit)) == 0:
         raise UserError(f"{bench}: the data holds no items (check --data and --split).")
     shard = shard or Shard.from_environment()
-    device_map, max_memory = device_map_for(shard, device_map, gpus_per_process)
-    run = open_run(out, model, benchmark, chosen, data, split, dtype, decoding, judge, HFBackend.name, shard)
-    backend = HFBackend.load(model, dtype=dtype, device_map=device_map,
-                             **({"max_memory": max_memory} if max_memory else {}))
+    if engine == "vllm":
+        options = vllm_engine_options(chosen, vllm_options, device_map, gpus_per_process, shard)
+        run = open_run(out, model, benchmark, chosen, data, split, dtype, decoding, judge, VLLMBackend.name, shard)
+        backend = VLLMBackend.load(model, dtype=dtype, options=options)
+    else:
+        device_map, max_memory = device_map_for(shard, device_map, gpus_per_process)
+        run = open_run(out, model, benchmark, chosen, data, split, dtype, decoding, judge, HFBackend.name, shard)
+        backend = HFBackend.load(model, dtype=dtype, device_map=device_map,
+                                 **({"max_memory": max_memory} if max_memory else {}))
     return answer_into_run(run, backend, benchmark, lambda: benchmark.examples(data, split), chosen, decoding,
                            batch_size, limit, judge, progress, order)
+
+
+def vllm_engine_options(method, options, device_map, gpus_per_process, shard: Shard) -> VLLMOptions:
+    """The vLLM options of a request, checked with what else it asks before anything loads: vLLM installed,
+    a method that folds into the weights, no transformers placement, one process."""
+    require_vllm()
+    method.static_gains()  # NotFoldable: one line, before the engine starts
+    if device_map is not None or gpus_per_process is not None:
+        raise UserError("--device-map and --gpus-per-process place transformers' model; vLLM places its own: use "
+                        "--vllm-option tensor_parallel_size=N.")
+    if shard.world_size > 1:
+        raise UserError("--engine vllm runs as one process (vLLM spreads over GPUs itself: --vllm-option "
+                        "tensor_parallel_size=N); launch it without torchrun or accelerate launch.")
+    return options if isinstance(options, VLLMOptions) else VLLMOptions.parse(options)
 
 
 def report(runs: str | Path = "runs", out: str | Path | None = None, common_items: bool = False) -> dict:

@@ -28,6 +28,7 @@ from .seeding import seeded, text_seed
 
 DEFAULT_MAX_NEW_TOKENS = 1024  # the one default of the CLI, the Python API, tuning and the lmms-eval wrapper
 ORDERS = ("length", "file")
+ENGINES = ("hf", "vllm")  # `--engine`: transformers' generate (`HFBackend`), or vLLM (`vllm_engine.VLLMBackend`)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,11 @@ def length_sorted(examples: Iterable, window: int) -> Iterator:
     iterator = iter(examples)
     while chunk := list(islice(iterator, window)):
         yield from sorted(chunk, key=key)
+
+
+def check_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise UserError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
 
 
 def check_order(order: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +23,7 @@ from ..utils.files import text_lines
 from ..utils.images import read_image
 from ..utils.imports import requires
 from ..utils.progress import library_bars
-from .architectures import ARCHITECTURES
+from .architectures import ARCHITECTURES, locate
 from .compat import is_unnamed_tokenizer
 from .dtypes import DTYPES
 
@@ -336,17 +337,25 @@ def prompt_inputs(processor, images: Sequence[Image.Image] | None, prompts: Sequ
     left-padded so that batched generation continues every row from its last token. images=None gives the
     same prompts without their image; `replies` puts that text at the start of each assistant turn (to score
     a forced continuation)."""
-    texts = []
-    for row, prompt in enumerate(prompts):
-        messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
-        content = ([] if images is None else [{"type": "image"}]) + [{"type": "text", "text": prompt}]
-        messages.append({"role": "user", "content": content})
-        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True)
-                     + (replies[row] if replies is not None else ""))
+    texts = prompt_texts(processor, prompts, images is not None, system, replies)
     if images is None:
         return dict(processor(text=texts, return_tensors="pt", padding=True, padding_side="left"))
     nested = [[image] for image in images]  # one list per prompt: the layout every processor accepts
     return dict(processor(images=nested, text=texts, return_tensors="pt", padding=True, padding_side="left"))
+
+
+def prompt_texts(processor, prompts: Sequence[str], with_image: bool, system: str | None = None,
+                 replies: Sequence[str] | None = None) -> list[str]:
+    """The text of each prompt through the model's chat template, an image placeholder first if `with_image`:
+    what `prompt_inputs` tokenizes, and what another engine (vLLM) is given beside the image."""
+    texts = []
+    for row, prompt in enumerate(prompts):
+        messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": prompt}]
+        messages.append({"role": "user", "content": content})
+        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True)
+                     + (replies[row] if replies is not None else ""))
+    return texts
 
 
 def context_length(model) -> int | None:
@@ -442,3 +451,89 @@ def prompt_batches(processor, images: Sequence, prompts: Sequence[str], batch_si
     for first in range(0, len(prompts), batch_size):
         chunk = [image() if callable(image) else read_image(image) for image in images[first:first + batch_size]]
         yield prompt_inputs(processor, chunk, prompts[first:first + batch_size])
+
+
+# ---------------------------------------------------------------- checkpoint tensors, for engines that load by name
+
+@dataclass(frozen=True)
+class OutProjWeights:
+    """Where a checkpoint keeps each attention layer's o_proj weight (the layer numbering of `locate`), with
+    the head count and size that split its input columns: what an engine that loads checkpoint tensors by
+    name (vLLM) needs to fold gains into them."""
+
+    files: dict[str, Path]  # checkpoint key of each layer's o_proj weight -> the safetensors file holding it
+    keys: list[str]  # per attention layer
+    num_heads: int
+    head_dim: int
+
+    def read(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The original weights by key, in `dtype` (the engine's), as loading them would give."""
+        from safetensors import safe_open
+
+        tensors = {}
+        for file in sorted(set(self.files.values())):
+            with safe_open(str(file), framework="pt") as handle:
+                tensors.update({key: handle.get_tensor(key).to(dtype) for key in self.keys if self.files[key] == file})
+        return {key: tensors[key] for key in self.keys}
+
+
+def out_proj_weights(path: str | Path) -> OutProjWeights:
+    """The checkpoint keys of the decoder's o_proj weights. The layout comes from `locate` on the model built
+    on the meta device (no weight is read); each module's name is matched with the checkpoint's keys by its
+    part from the layer number on (`layers.3.self_attn.o_proj.weight`), since checkpoints written by other
+    transformers versions name the decoder differently. Refused in one line when a layer has no such key or
+    several (a quantized checkpoint keeps no plain weight)."""
+
+    folder = local_folder(path)
+    files = _safetensors_keys(folder)
+    config = transformers.AutoConfig.from_pretrained(folder)
+    with torch.device("meta"), library_bars():
+        skeleton = transformers.AutoModelForImageTextToText.from_config(config)
+    layout = locate(skeleton)
+    names = {id(module): name for name, module in skeleton.named_modules()}
+    keys = []
+    for layer, proj in enumerate(layout.out_projs):
+        name = f"{names[id(proj)]}.weight"
+        parts = name.split(".")
+        number = max(i for i, part in enumerate(parts) if part.isdigit()) if any(p.isdigit() for p in parts) else 0
+        tail = ".".join(parts[max(0, number - 1):])
+        found = [name] if name in files else [key for key in files if key == tail or key.endswith("." + tail)]
+        if len(found) != 1:
+            raise UserError(f"{folder}: cannot tell which checkpoint tensor is layer {layer}'s o_proj weight "
+                            f"({len(found)} keys end with {tail}; a quantized checkpoint has none), so gains cannot "
+                            "be folded into it: use --engine hf.")
+        keys.append(found[0])
+    return OutProjWeights({key: files[key] for key in keys}, keys, layout.num_heads, layout.head_dim)
+
+
+def _safetensors_keys(folder: Path) -> dict[str, Path]:
+    """Every tensor key of the folder's safetensors files -> its file (read from the headers)."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise UserError(f"{folder} holds no *.safetensors weights: gains can be folded into those only "
+                        "(convert the checkpoint, or use --engine hf).")
+    keys = {}
+    for file in files:
+        with open(file, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        keys.update({key: file for key in header if key != "__metadata__"})
+    return keys
+
+
+def checkpoint_dtype(path: str | Path) -> str:
+    """The dtype `dtype="auto"` loads a folder in, as transformers picks it: the config's (`dtype`, or the older
+    `torch_dtype`, at the top or in the text config), else the first floating weight's in the checkpoint."""
+    folder = local_folder(path)
+    config = read_config(folder)
+    for where in (config, config.get("text_config") or {}):
+        for name in ("dtype", "torch_dtype"):
+            if isinstance(where.get(name), str) and where[name] in DTYPES[1:]:
+                return where[name]
+    names = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+    for file in sorted(folder.glob("*.safetensors")):
+        with open(file, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        for key, entry in header.items():
+            if key != "__metadata__" and entry.get("dtype") in names:
+                return names[entry["dtype"]]
+    return "float32"

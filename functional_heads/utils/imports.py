@@ -12,7 +12,8 @@ from .errors import MissingDependency
 
 # import name -> the extra of functional-heads that installs it
 EXTRAS = {"optuna": "tune", "matplotlib": "plot", "datasets": "eval", "pyarrow": "eval", "sentencepiece": "eval",
-          "google.protobuf": "eval", "lmms_eval": "lmms-eval", "pytest": "test"}
+          "google.protobuf": "eval", "lmms_eval": "lmms-eval", "pytest": "test",
+          "vllm": "vllm"}
 
 
 def is_available(name: str) -> bool:

@@ -6,11 +6,12 @@ from .registry import (
                        METHODS,
                        Generation,
                        Method,
+                       NotFoldable,
                        get_method,
                        load_plugins,
                        method_names,
                        register_method,
 )
 
-__all__ = ["ENTRY_POINT_GROUP", "METHODS", "Generation", "Method", "get_method", "load_plugins", "method_names",
+__all__ = ["ENTRY_POINT_GROUP", "METHODS", "Generation", "Method", "NotFoldable", "get_method", "load_plugins", "method_names",
            "register_method"]

@@ -46,6 +46,9 @@ class Static(Method):
     def inert_warning(self):
         return self.static.inert_warning(f"method {self.name}'s head map")
 
+    def static_gains(self) -> torch.Tensor:
+        return self.static.gains
+
     def context(self, model):
         return rescale(model, self.static)
 

@@ -92,6 +92,14 @@ class Method:
         """One line if the method, as set up, changes nothing against vanilla (e.g. gains of 1), else None."""
         return None
 
+    def static_gains(self) -> torch.Tensor | None:
+        """The fixed [layers, heads] gains this method amounts to, for an engine that can only change the
+        model's weights (vLLM, where they are folded into o_proj): None for plain decoding. A method that does
+        more (per-input heads, its own decoding or hooks) cannot be folded: `NotFoldable`, naming the method."""
+        if all(getattr(type(self), name) is getattr(Method, name) for name in ("context", "decode", "generate")):
+            return None
+        raise NotFoldable(self.name)
+
     def context(self, model):
         """What surrounds `generate()`; what it yields goes to `heads_rescaled`."""
         return nullcontext()
@@ -115,6 +123,15 @@ class Method:
         with self.context(model) as handle:
             tokens = self.decode(model, processor, inputs, images, prompts, **generate_kwargs)
             return Generation(tokens, inputs["input_ids"].shape[1], self.heads_rescaled(handle, len(prompts)))
+
+
+class NotFoldable(UserError):
+    """A method that does more than fixed head gains, so it cannot run on an engine that only takes weights."""
+
+    def __init__(self, name: str):
+        self.method = name
+        super().__init__(f"Method '{name}' changes more than fixed head gains (per-input heads, or decoding of its "
+                         "own), which cannot be folded into the weights of a vLLM engine: run it with --engine hf.")
 
 
 METHODS: Registry[type[Method]] = Registry("method", Method, ENTRY_POINT_GROUP)
