@@ -1,5 +1,6 @@
 """What differs between transformers versions: folder keys 4.57 reads, tokenizers, attention switching."""
 
+import inspect
 import json
 import shutil
 
@@ -62,3 +63,19 @@ def test_attention_switch_touches_only_the_text_decoder_and_always_restores(bund
     with pytest.raises(RuntimeError, match="boom"), attention_switched(model, [text], PROBE):
         raise RuntimeError("boom")
     assert (attention_implementation(text), attention_implementation(vision)) == before
+
+
+def test_the_cache_keyword_is_read_from_each_models_forward(tiny):
+    from functional_heads.models.compat import cache_argument
+
+    class Old(torch.nn.Module):  # 4.x, early 5.x (5.19) and remote code
+        def forward(self, input_ids, past_key_values=None, use_cache=None):
+            return input_ids
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids, cache=None, use_cache=None):
+            return input_ids
+
+    assert cache_argument(Old()) == "past_key_values" and cache_argument(New()) == "cache"
+    model = tiny("qwen2_5_vl").model
+    assert cache_argument(model) in inspect.signature(model.forward).parameters

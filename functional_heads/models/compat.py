@@ -6,6 +6,7 @@ Code elsewhere asks these instead of reading `transformers.__version__` or a pri
 
 from __future__ import annotations
 
+import inspect
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +20,13 @@ IS_TRANSFORMERS_5 = TRANSFORMERS_VERSION.major >= 5
 
 # ---------------------------------------------------------------- KV caches
 
-# generate() and forward() take the KV cache as `cache` in 5.x, as `past_key_values` before
-CACHE_ARGUMENT = "cache" if IS_TRANSFORMERS_5 else "past_key_values"
 CACHE_KEYS = ("cache", "past_key_values")
+
+
+def cache_argument(model) -> str:
+    """The keyword `model`'s forward (and so generate()) takes its KV cache by: `cache` in recent 5.x, and
+    `past_key_values` in 4.x, early 5.x (5.19 still) and remote code written for those."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def passed_cache(kwargs: dict):

@@ -13,5 +13,5 @@ from .registry import (
                        register_method,
 )
 
-__all__ = ["ENTRY_POINT_GROUP", "METHODS", "Generation", "Method", "NotFoldable", "get_method", "load_plugins", "method_names",
-           "register_method"]
+__all__ = ["ENTRY_POINT_GROUP", "METHODS", "Generation", "Method", "NotFoldable", "get_method", "load_plugins",
+           "method_names", "register_method"]

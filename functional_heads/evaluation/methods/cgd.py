@@ -160,7 +160,7 @@ def sentence_sampler(model, tokenizer, rows: dict, cfg: CGDConfig, terminal_ids:
         n = rows["input_ids"].shape[0]
         inputs = with_generated(rows, torch.tensor([prefix] * n, dtype=torch.long).view(n, len(prefix)))
         start = inputs["input_ids"].shape[1]
-        out = model.generate(**continuing(inputs, copy.deepcopy(prompt_cache)), do_sample=True, top_k=cfg.top_k,
+        out = model.generate(**continuing(model, inputs, copy.deepcopy(prompt_cache)), do_sample=True, top_k=cfg.top_k,
                              top_p=1.0, temperature=cfg.temperature, max_new_tokens=budget,
                              stopping_criteria=[SentenceEnd(terminal_ids)], output_logits=True,
                              return_dict_in_generate=True)

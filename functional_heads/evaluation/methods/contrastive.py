@@ -22,7 +22,7 @@ from transformers import LogitsProcessor
 from ...core.attention import ScopedAttention, eager_attention_with, key_columns
 from ...core.ratios import visual_token_mask
 from ...models.architectures import locate
-from ...models.compat import CACHE_ARGUMENT, returned_cache
+from ...models.compat import cache_argument, returned_cache
 from ...utils.errors import UserError
 
 
@@ -100,7 +100,7 @@ class ContrastiveLogits(LogitsProcessor):
             self.prompt_length = input_ids.shape[1]
         inputs = with_generated(self.second, input_ids[:, self.prompt_length:])
         if self.cache is not None:
-            inputs = continuing(inputs, self.cache)
+            inputs = continuing(self.model, inputs, self.cache)
         main_offsets = [m.rope_deltas for m in self.stateful]
         if self.second_offsets is not None:
             for module, offsets in zip(self.stateful, self.second_offsets):
@@ -119,9 +119,11 @@ class ContrastiveLogits(LogitsProcessor):
 
 
 SEQUENCE_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
-def continuing(inputs: dict, cache) -> dict:
-    """`generate()` inputs that continue `cache`: what runs along the sequence (the image is in the cache)."""
-    return {**{k: v for k, v in inputs.items() if k in SEQUENCE_INPUTS}, CACHE_ARGUMENT: cache}
+
+
+def continuing(model, inputs: dict, cache) -> dict:
+    """`model.generate()` inputs that continue `cache`: what runs along the sequence (the image is in the cache)."""
+    return {**{k: v for k, v in inputs.items() if k in SEQUENCE_INPUTS}, cache_argument(model): cache}
 
 
 def with_generated(inputs: dict, generated: torch.Tensor) -> dict:
