@@ -2,6 +2,7 @@
 several workers on one storage, and a killed worker's study resumed; with --engine vllm (skipped without vLLM:
 the vllm extra), the same trial values as transformers' and two workers on one storage."""
 
+import json
 import os
 import re
 import signal
@@ -250,6 +251,9 @@ def test_study_on_the_bundled_model_writes_a_result_every_reader_takes(dev_folde
         conf = summary["confirmation"]
         assert conf["items"] == conf["plan"]["items"] <= 24 and "Its power: at" in summary["verdict"]
         assert 0 < conf["detectable_gain"] <= 1 and 0 < conf["power_for_detect"] < 1
+        tuned_on = json.loads((tmp_path / "settings.json").read_text())["tuned_on"]
+        assert tuned_on.endswith(f"confirmed on {conf['items']} of its 24 held-out items (as many as --detect needs)"
+                                 if conf["items"] < 24 else "confirmed on its held-out part (24 items)")
     # a rerun of the same command finds the study finished and evaluates nothing again
     again = tune(bundled_model_path(), "shapes", out=tmp_path, data=dev_folder, split="dev", calib_split="calib",
                  settings=FAST, batch_size=24, progress=False)
@@ -465,7 +469,8 @@ def test_an_hf_study_and_a_vllm_study_do_not_share_a_storage(dev_folder, tmp_pat
 ])
 def test_bad_engine_requests_to_tune_fail_in_one_line_before_any_work(dev_folder, tmp_path, args, message):
     result = runner.invoke(app, ["tune", "--model", str(bundled_model_path()), "--bench", "shapes", "--data",
-                                 str(dev_folder), "--out", str(tmp_path / "out"), "--min-effect", "0.3", *args])
+                                 str(dev_folder), "--out", str(tmp_path / "out"), "--min-effect", "0.3", "--min-items", "8",
+                                 *args])
     assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
     assert not (tmp_path / "out").exists()
 

@@ -28,8 +28,8 @@ def write(summary: dict, out: Path, ratios: torch.Tensor, model_type: str | None
     heads.num_samples = summary["calibration"]["items"]
     settings = {"config": summary["result"], "confirmed": summary["confirmed"], "verdict": summary["verdict"],
                 "candidate": (summary["candidate"] or {}).get("config"), "confirmation": summary["confirmation"],
-                "tuned_on": f"{summary['split']} search part ({summary['search_items']} items), confirmed on its "
-                            f"held-out part ({summary['confirm_items']} items)",
+                "tuned_on": f"{summary['split']} search part ({summary['search_items']} items), confirmed on "
+                            + _confirmed_on(summary),
                 "calibrated_on": summary["calibration"], "study": summary["study"]}
     written = [atomic_write_text(out / "tune.json", json.dumps(summary, indent=1, default=str) + "\n"),
                atomic_write_text(out / "settings.json", json.dumps(settings, indent=1) + "\n")]
@@ -53,6 +53,14 @@ def write(summary: dict, out: Path, ratios: torch.Tensor, model_type: str | None
         text += f"\n{plotting.MISSING}\n"
     written.append(atomic_write_text(out / "tune.md", text))
     return written + drawn
+
+
+def _confirmed_on(summary: dict) -> str:
+    """The held-out items the confirmation answered: all of the part, or as many as its size plan needed."""
+    used, held_out = (summary["confirmation"] or {}).get("items"), summary["confirm_items"]
+    if used is not None and used < held_out:
+        return f"{used} of its {held_out} held-out items (as many as --detect needs)"
+    return f"its held-out part ({held_out} items)"
 
 
 def _calibration_text(calibration: dict) -> str:

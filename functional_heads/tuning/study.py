@@ -127,7 +127,7 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
     `allow_test_split`. `engine="vllm"` answers on a vLLM engine (with `vllm_options`, its own settings)."""
 
     requires("fheads tune", "optuna")
-    engine_options = check_tune_engine(engine, vllm_options, model)
+    check_engine(engine)
     out = Path(out)
     benchmark = get_benchmark(bench, **(options or {}))
     refuse_test_split(benchmark, {"--split": split, "--calib-split": calib_split}, allow_test_split)
@@ -137,6 +137,7 @@ def tune(model: str | Path, bench: str, *, out: str | Path, data: str | Path | N
     dev = _usable(benchmark.examples(data, split), f"{bench}: split '{split}'")
     search, confirm = divide(dev, settings.confirm_fraction, settings.seed)
     check_sizes(len(search), len(confirm), settings)
+    engine_options = check_tune_engine(engine, vllm_options, model)
     config = read_config(model)
     text = config.get("text_config") or config
     space = SearchSpace(num_layers=attention_layer_count(text) or 1, **(space_options or {}))
