@@ -8,6 +8,7 @@ from functional_heads.evaluation.stats import (
     mcnemar,
     paired_bootstrap_test,
     paired_difference,
+    power_at,
     rank_correlation,
 )
 
@@ -66,6 +67,18 @@ def test_detectable_effect_is_the_reverse_of_items_needed():
     assert detectable_effect(1) <= 1.0
     with pytest.raises(ValueError):
         detectable_effect(0)
+
+
+def test_power_at_is_what_items_needed_and_detectable_effect_promise():
+    for effect, rate in [(0.05, None), (0.05, 0.15), (0.02, 0.035), (0.02, 0.01)]:
+        n = items_needed(effect, rate)
+        assert 0.8 <= power_at(n, effect, rate) < power_at(n + 50, effect, rate)
+        assert power_at(n - 1, effect, rate) < 0.8  # the fewest items that reach it
+    assert power_at(200, detectable_effect(200, 0.1), 0.1) == pytest.approx(0.8, abs=1e-6)
+    assert power_at(200, 0.02, 0.035) == pytest.approx(0.330, abs=1e-3)  # Phi(sqrt(200*.02^2/(.035-.02^2)) - 1.96)
+    assert power_at(200, 0.02, 0.3) < power_at(200, 0.02, 0.035)  # more changed answers, more noise
+    with pytest.raises(ValueError):
+        power_at(0, 0.05)
 
 
 def test_paired_bootstrap_test_agrees_with_its_interval():

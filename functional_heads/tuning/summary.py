@@ -15,8 +15,10 @@ from .storage import is_finished
 
 
 def summarize(worker: StudyWorker, confirm_items: list, identity: dict, storage_url: str, study_name: str,
-              log: Callable[[str], None]) -> dict:
-    """The study's summary: the candidate (best complete trial), its confirmation and every trial."""
+              log: Callable[[str], None], warn: Callable[[str], None] | None = None,
+              plan_before_search: dict | None = None) -> dict:
+    """The study's summary: the candidate (best complete trial), its confirmation (sized as
+    `confirmation.plan` says; `warn` gets its warning when the held-out part is short) and every trial."""
     study = worker.study
     stored = study.get_trials(deepcopy=False)
     trials = [trial_row(t) for t in stored if not t.user_attrs.get("surplus")]
@@ -27,14 +29,15 @@ def summarize(worker: StudyWorker, confirm_items: list, identity: dict, storage_
                "search_items": len(worker.search), "confirm_items": len(confirm_items),
                "counts": {state: sum(t["state"] == state for t in trials)
                           for state in ("complete", "pruned", "fail", "running")},
-               "finished": len(finished), "evaluated_maps": len({t["heads_key"] for t in trials if t.get("items")}),
+               "plan_before_search": plan_before_search, "finished": len(finished),
+               "evaluated_maps": len({t["heads_key"] for t in trials if t.get("items")}),
                "items_evaluated": sum(t.get("items") or 0 for t in trials if not t.get("same_as")),
                "candidate": candidate, "confirmation": None, "confirmed": False, "trials": trials,
                "importances": importances(study), "trials_seconds": trial_span(finished)}
     if candidate is None or candidate["value"] <= 0:
         summary["verdict"] = "no setting beat vanilla on the search part: the result is vanilla (gains of 1)"
     else:
-        summary["confirmation"] = confirm(worker, candidate, confirm_items, log)
+        summary["confirmation"] = confirm(worker, candidate, confirm_items, log, warn)
         summary["confirmed"] = summary["confirmation"]["confirmed"]
         summary["verdict"] = summary["confirmation"]["verdict"]
     result = RescaleConfig.from_dict(candidate["config"]) if candidate else None
