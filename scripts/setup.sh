@@ -106,7 +106,7 @@ case "$JOB" in
     status=0
     "$VENV/bin/python" -m pytest "$@" || status=$?
     if [ "${FHEADS_VLLM:-}" != none ]; then
-      install_vllm "${VLLM_VENV:-.venv-vllm}" "test,plot,eval"
+      install_vllm "${VLLM_VENV:-.venv-vllm}" "test,plot,eval,tune"
       "${VLLM_VENV:-.venv-vllm}/bin/python" -m pytest tests/test_vllm_engine.py tests/test_vllm_serve.py tests/test_tuning.py -k vllm || status=$?
     fi
     exit $status ;;
