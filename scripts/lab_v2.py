@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import functional_heads as fh  # noqa: E402
 from functional_heads.core.image_bias import bias_matching, image_key_bias, mean_sv_under_bias  # noqa: E402
+from functional_heads.core.ratios import query_positions  # noqa: E402
 from functional_heads.evaluation import premise  # noqa: E402
 from functional_heads.evaluation.benchmarks import get_benchmark  # noqa: E402
 from functional_heads.evaluation.benchmarks import shapes_generator as shapes  # noqa: E402
@@ -340,8 +341,8 @@ def normalised_sv_at_i_star(model, batches: list[dict]) -> torch.Tensor:
     total, count = None, 0
     for inputs in batches:
         ratios = fh.visual_attention_ratios(model, inputs)  # [batch, layers, heads]
-        mask = inputs["attention_mask"].bool()
-        share = ((inputs["input_ids"] == image_token) & mask).sum(-1) / mask.sum(-1)
+        i_star = query_positions(inputs["attention_mask"], inputs["input_ids"])[:, None]
+        share = premise.image_share(inputs["input_ids"], inputs["attention_mask"], i_star, image_token)[:, 0]
         normalised = (ratios / share[:, None, None]).sum(0)
         total = normalised if total is None else total + normalised
         count += len(ratios)
