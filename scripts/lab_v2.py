@@ -32,7 +32,7 @@ from functional_heads.evaluation.engine import Decoding, HFBackend, answer_all  
 from functional_heads.evaluation.methods import get_method  # noqa: E402
 from functional_heads.evaluation.methods.registry import Method  # noqa: E402
 from functional_heads.evaluation.probe import image_token_states, linear_probe  # noqa: E402
-from functional_heads.evaluation.stats import detectable_effect, holm, mcnemar, paired_difference  # noqa: E402
+from functional_heads.evaluation.stats import detectable_effect, holm  # noqa: E402
 from functional_heads.models.architectures import locate  # noqa: E402
 from functional_heads.models.loading import prompt_inputs  # noqa: E402
 from functional_heads.models.parts import copy_vision_side  # noqa: E402
@@ -116,12 +116,16 @@ def rate(records: list[dict], kind: str) -> float:
     return sum(r.get("failure") == kind for r in records) / len(records)
 
 
+def paired_event(a: list[dict], b: list[dict], event) -> dict:
+    """`premise.paired_rate` of `event` in b against a, with both rates and the share of items that changed."""
+    x, y = [event(r) for r in a], [event(r) for r in b]
+    return {**premise.paired_rate(a, b, event), "base": sum(x) / len(x), "tuned": sum(y) / len(y),
+            "change_rate": sum(p != q for p, q in zip(x, y)) / len(x)}
+
+
 def perceptual_test(a: list[dict], b: list[dict]) -> dict:
     """Perceptual errors of b against a on the same items: difference with its CI, McNemar."""
-    x, y = [r.get("failure") == "perceptual" for r in a], [r.get("failure") == "perceptual" for r in b]
-    changed = sum(p != q for p, q in zip(x, y)) / len(x)
-    return {**paired_difference([float(v) for v in x], [float(v) for v in y]), "mcnemar": mcnemar(x, y),
-            "change_rate": changed}
+    return paired_event(a, b, lambda r: r.get("failure") == "perceptual")
 
 
 def closure(base: float, tuned: float, changed: float) -> float | None:
@@ -183,11 +187,9 @@ def _rates(base: list[dict], tuned: list[dict], family: int) -> dict:
     out = {}
     for key in ("accuracy", *shapes.FAILURES):
         event = (lambda r: bool(r["score"])) if key == "accuracy" else (lambda r, k=key: r.get("failure") == k)
-        a, b = [event(r) for r in base], [event(r) for r in tuned]
-        out[key] = {**paired_difference([float(v) for v in a], [float(v) for v in b]), "mcnemar": mcnemar(a, b),
-                    "base": sum(a) / len(a), "tuned": sum(b) / len(b),
-                    "detectable_at_holm_level": detectable_effect(len(a), sum(x != y for x, y in zip(a, b)) / len(a),
-                                                                  alpha=0.01 / family)}
+        test = paired_event(base, tuned, event)
+        out[key] = {**test, "detectable_at_holm_level": detectable_effect(len(base), test["change_rate"],
+                                                                          alpha=0.01 / family)}
     return out
 
 

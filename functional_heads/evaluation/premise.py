@@ -116,9 +116,9 @@ def compare(base: tuple[Sequence[dict], AlongAnswers], tuned: tuple[Sequence[dic
     (a_records, a_along), (b_records, b_along) = base, tuned
     if [r["id"] for r in a_records] != [r["id"] for r in b_records]:
         raise ValueError("the two models' records are not the same items in the same order")
-    out = {"accuracy": _paired_rate(a_records, b_records, lambda r: bool(r["score"]))}
+    out = {"accuracy": paired_rate(a_records, b_records, lambda r: bool(r["score"]))}
     for kind in FAILURES:
-        out[kind] = _paired_rate(a_records, b_records, lambda r, k=kind: r.get("failure") == k)
+        out[kind] = paired_rate(a_records, b_records, lambda r, k=kind: r.get("failure") == k)
     rates = [out[key]["mcnemar"] for key in ("accuracy", *FAILURES)]  # the family of the rate tests
     for test, adjusted in zip(rates, holm([t["p"] for t in rates])):
         test["p_holm"] = adjusted
@@ -132,7 +132,9 @@ def compare(base: tuple[Sequence[dict], AlongAnswers], tuned: tuple[Sequence[dic
     return out
 
 
-def _paired_rate(a_records, b_records, event) -> dict:
+def paired_rate(a_records, b_records, event) -> dict:
+    """How often `event(record)` holds in b against a, item by item: the paired difference with its interval,
+    and McNemar's test."""
     a, b = [event(r) for r in a_records], [event(r) for r in b_records]
     return {**paired_difference([float(x) for x in a], [float(x) for x in b]), "mcnemar": mcnemar(a, b)}
 
