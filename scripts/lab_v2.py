@@ -5,6 +5,9 @@ resumes and the experiments share the models' vanilla answers.
     python scripts/lab_v2.py e1 --base DIR --tuned DIR [--tuned DIR ...] [--out lab-v2]   # premise
     python scripts/lab_v2.py e2 --base DIR --tuned DIR ...                                   # part swap, probe
     python scripts/lab_v2.py e3 --base DIR --tuned DIR ...                                   # restore S_v
+    python scripts/lab_v2.py e5 --base DIR --tuned DIR ... [--methods OUT/methods]           # the method
+
+E5 reads each seed's run folders, made by `bash scripts/lab_v2_method.sh SEED_DIR OUT/methods/SEED_NAME`.
 
 Each writes OUT/eN/eN.json and eN.md and prints the markdown.
 """
@@ -32,6 +35,7 @@ from functional_heads.evaluation.engine import Decoding, HFBackend, answer_all  
 from functional_heads.evaluation.methods import get_method  # noqa: E402
 from functional_heads.evaluation.methods.registry import Method  # noqa: E402
 from functional_heads.evaluation.probe import image_token_states, linear_probe  # noqa: E402
+from functional_heads.evaluation.report import load_runs  # noqa: E402
 from functional_heads.evaluation.stats import detectable_effect, holm  # noqa: E402
 from functional_heads.models.architectures import locate  # noqa: E402
 from functional_heads.models.loading import prompt_inputs  # noqa: E402
@@ -58,8 +62,9 @@ class Plan:
 
 
 class Lab:
-    def __init__(self, out: Path, base: Path, tuned: list[Path], plan: Plan):
+    def __init__(self, out: Path, base: Path, tuned: list[Path], plan: Plan, methods: Path | None = None):
         self.out, self.base, self.tuned, self.plan = out, base, tuned, plan
+        self.methods = methods or out / "methods"  # E5: one folder per seed, named as the seed's model folder
         self.bench = get_benchmark("shapes")
         self._examples = {}
 
@@ -425,12 +430,110 @@ def e3_markdown(result: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+# ---------------------------------------------------------------- E5: the method, tuned on dev2, on test2
+
+E5_METHODS = ("static", "dynamic", "perception-only", "reasoning-only", "vcd", "pai")
+
+
+def method_records(folder: Path, split: str) -> dict[str, list[dict]]:
+    """Each method's records in the run folders under `folder` on `split`, in item order."""
+    out = {}
+    for run in load_runs(folder):
+        settings = run["settings"]
+        if settings.get("split") not in (None, split):
+            continue
+        if settings["method"] in out:
+            raise SystemExit(f"{folder}: two runs of {settings['method']} on {split}; keep one")
+        out[settings["method"]] = [run["records"][key] for key in sorted(run["records"])]
+    return out
+
+
+def e5(lab: Lab) -> None:
+    base = {r["id"]: r for r in lab.records("base", loader(lab.base))}  # E1's cached answers
+    per_seed, accuracy_tests, goal_tests = {}, [], []
+    for path in lab.tuned:
+        label = path.name
+        folder = lab.methods / label
+        runs = method_records(folder / "runs", lab.plan.split)
+        missing = [m for m in ("vanilla", *E5_METHODS) if m not in runs]
+        if missing:
+            raise SystemExit(f"{folder / 'runs'} has no run of {', '.join(missing)} on {lab.plan.split}: run "
+                             f"`bash scripts/lab_v2_method.sh {path} {folder}` first")
+        vanilla = runs["vanilla"]
+        ids = [r["id"] for r in vanilla]
+        if any([r["id"] for r in runs[m]] != ids for m in E5_METHODS) or set(ids) - set(base):
+            raise SystemExit(f"{folder / 'runs'}: the methods' runs are not all on the same items as the base's")
+        base_same = [base[i] for i in ids]
+        methods = {}
+        for method in E5_METHODS:
+            test = paired_event(vanilla, runs[method], lambda r: bool(r["score"]))
+            methods[method] = {"accuracy": test, "perceptual": rate(runs[method], "perceptual")}
+            accuracy_tests.append(test["mcnemar"])
+        goal = perceptual_test(vanilla, runs["static"])
+        goal["detectable_at_holm_level"] = detectable_effect(len(ids), goal["change_rate"], alpha=0.01 / 3)
+        goal_tests.append(goal["mcnemar"])
+        tune = json.loads((folder / "tune" / "tune.json").read_text())
+        confirmation = tune.get("confirmation") or {}
+        per_seed[label] = {
+            "items": len(ids), "methods": methods, "goal_test": goal,
+            "perceptual": {"base": rate(base_same, "perceptual"), "vanilla": rate(vanilla, "perceptual"),
+                           "static": rate(runs["static"], "perceptual")},
+            "accuracy": {"base": _accuracy(base_same), "vanilla": _accuracy(vanilla)},
+            "recovered": closure(rate(base_same, "perceptual"), rate(vanilla, "perceptual"),
+                                 rate(runs["static"], "perceptual")),
+            "tune": {"candidate": (tune.get("candidate") or {}).get("config"),
+                     "confirmed": confirmation.get("confirmed"), "verdict": confirmation.get("verdict")}}
+    for test, adjusted in zip(accuracy_tests, holm([t["p"] for t in accuracy_tests])):
+        test["p_holm"] = adjusted
+    for test, adjusted in zip(goal_tests, holm([t["p"] for t in goal_tests])):
+        test["p_holm"] = adjusted
+    holds = {label: s["recovered"] is not None and s["recovered"] >= 0.5 and s["goal_test"]["mean"] < 0
+             and s["goal_test"]["mcnemar"]["p_holm"] < 0.01 for label, s in per_seed.items()}
+    result = {"split": lab.plan.split, "per_seed": per_seed, "goal_holds": holds,
+              "goal_met": sum(holds.values()) >= 2,
+              "accuracy_family": f"{len(accuracy_tests)} accuracy tests ({len(E5_METHODS)} methods against vanilla x "
+                                 f"{len(per_seed)} seeds), Holm",
+              "goal_family": f"{len(goal_tests)} tests (perceptual errors, static against vanilla, one per seed), Holm"}
+    write(lab.out, "e5", result, e5_markdown(result))
+
+
+def e5_markdown(result: dict) -> str:
+    seeds = list(result["per_seed"])
+    rows = [f"# E5, the method tuned on dev2, on {result['split']}", "",
+            f"Accuracy against vanilla (difference [95% CI], Holm p); family: {result['accuracy_family']}:", "",
+            "| method | " + " | ".join(seeds) + " |", "|---" * (1 + len(seeds)) + "|",
+            "| vanilla | " + " | ".join(pct(result["per_seed"][s]["accuracy"]["vanilla"]) for s in seeds) + " |"]
+    for method in E5_METHODS:
+        cells = []
+        for seed in seeds:
+            t = result["per_seed"][seed]["methods"][method]["accuracy"]
+            cells.append(f"{pct(t['tuned'])} ({t['mean']:+.1%} [{t['ci'][0]:+.1%}, {t['ci'][1]:+.1%}], "
+                         f"Holm p={t['mcnemar']['p_holm']:.2g})")
+        rows.append(f"| {method} | " + " | ".join(cells) + " |")
+    rows += ["", f"The goal: static recovers at least half of the perception gap, Holm p < 0.01 (family: "
+             f"{result['goal_family']}), in at least two of three seeds.", "",
+             "| seed | perceptual: base | vanilla | static | share of the gap recovered | static vs vanilla [95% CI], "
+             "p, Holm p | detectable (power 0.8, 0.01/3) | goal holds | tune verdict |", "|---" * 9 + "|"]
+    for seed in seeds:
+        s = result["per_seed"][seed]
+        p, g, r = s["perceptual"], s["goal_test"], s["recovered"]
+        rows.append(f"| {seed} | {pct(p['base'])} | {pct(p['vanilla'])} | {pct(p['static'])} | "
+                    f"{'n/a' if r is None else f'{r:.0%}'} | {g['mean']:+.1%} [{g['ci'][0]:+.1%}, {g['ci'][1]:+.1%}], "
+                    f"p={g['mcnemar']['p']:.2g}, Holm p={g['mcnemar']['p_holm']:.2g} | "
+                    f"{g['detectable_at_holm_level']:.1%} | {'yes' if result['goal_holds'][seed] else 'no'} | "
+                    f"{s['tune']['verdict'] or 'no confirmation'} |")
+    rows += ["", f"Goal met: **{'yes' if result['goal_met'] else 'no'}** (in {sum(result['goal_holds'].values())} of "
+             f"{len(seeds)} seeds)."]
+    return "\n".join(rows) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiment", choices=("e1", "e2", "e3"))
+    parser.add_argument("experiment", choices=("e1", "e2", "e3", "e5"))
     parser.add_argument("--base", type=Path, required=True)
     parser.add_argument("--tuned", type=Path, action="append", required=True, help="a reasoning-tuned seed's folder")
     parser.add_argument("--out", type=Path, default=Path("lab-v2"))
+    parser.add_argument("--methods", type=Path, help="E5: the seeds' method folders (default OUT/methods)")
     defaults = Plan()
     for name in ("split", "items", "sv_items", "choose", "search_items", "probe_train", "probe_test"):
         value = getattr(defaults, name)
@@ -444,7 +547,7 @@ def main() -> None:
         parser.error("the tuned models' folders need distinct names, none of them 'base'")
     torch.set_grad_enabled(False)
     plan = Plan(**{name: getattr(args, name) for name in Plan.__dataclass_fields__})
-    {"e1": e1, "e2": e2, "e3": e3}[args.experiment](Lab(args.out, args.base, args.tuned, plan))
+    {"e1": e1, "e2": e2, "e3": e3, "e5": e5}[args.experiment](Lab(args.out, args.base, args.tuned, plan, args.methods))
 
 
 if __name__ == "__main__":
