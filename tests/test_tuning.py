@@ -558,3 +558,25 @@ def test_tune_md_states_the_power_beside_the_verdict(tmp_path):
     assert f"| gains of {conf['detectable_gain']:+.1%} or more |" in text  # the confirmation's row
     assert "needs about 385 held-out items at the change rate of trial 3" in text
     assert "it answered 200 of the 200 held-out items" in text
+
+
+def test_a_trial_with_the_head_map_of_a_pruned_one_is_pruned_too_not_given_its_partial_gain():
+    """Optuna keeps a pruned trial's last rung gain as its value; a later trial with the same head map must not
+    turn it into a complete trial's gain (that one would be a candidate chosen on a few items)."""
+    from types import SimpleNamespace
+
+    from functional_heads.tuning.objective import StudyWorker
+
+    study = optuna.create_study(direction="maximize")
+    baseline = [1.0] * 100
+    scorer = SimpleNamespace(scores=lambda heads, items: [0.0] * len(items))  # every answer lost: pruned at once
+    worker = StudyWorker(study, SearchSpace(num_layers=8), TuneSettings(trials=2), scorer, list(range(100)),
+                         ratios(), "qwen2_5_vl", baseline, log=lambda message: None)
+    params = {"perc_last_layer": 2, "reas_first_layer": 5, "perc_share": 0.05, "reas_share": 0.05, "g_perc": 1.5,
+              "g_reas": 1.2}
+    study.enqueue_trial(params)
+    study.enqueue_trial(params)
+    study.optimize(worker.objective, n_trials=2)
+    first, second = study.trials
+    assert first.state == TrialState.PRUNED and first.value is not None  # Optuna's last intermediate value
+    assert second.user_attrs["same_as"] == 0 and second.state == TrialState.PRUNED

@@ -87,7 +87,9 @@ class StudyWorker:
         same = self._same_map(key, trial.number, trials)
         if same is not None:
             trial.set_user_attr("same_as", same.number)
-            if same.value is None:
+            # a pruned trial keeps its last rung's gain as its value: only a complete trial's gain, measured
+            # on the whole search part, may be reused as another complete trial's
+            if same.state != optuna.trial.TrialState.COMPLETE:
                 raise optuna.TrialPruned(f"the same head map as pruned trial {same.number}")
             return same.value
         return self._evaluate(trial, heads)
