@@ -33,6 +33,10 @@ loaded beforehand (loading images and scoring answers are the same work for eith
 their order. `fheads eval --engine vllm` hands vLLM --batch-size items per call; --vllm-batch-size 0 (the default)
 hands it all of them, which is `fheads eval --engine vllm --batch-size N` with N at least the number of items.
 
+Threads on a CPU: transformers uses --threads (default: torch's, every core); vLLM's worker binds its own
+(VLLM_CPU_OMP_THREADS_BIND=auto: one thread per physical core, less one core kept for vLLM's scheduler process, so
+one thread on a 2-core machine). Each engine runs as it sets itself up by default; the JSON records both settings.
+
 Answers are compared as token ids (their first L_i tokens): identical or not, and for those that differ the position
 of the first different token. In float32 they should all agree (tests/test_vllm_engine.py); in bfloat16 the two
 engines' kernels round differently and greedy choices between near-equal logits (common with random weights) part.

@@ -2,7 +2,7 @@
 (same model, data, search and confirmation parts, trials, pruner, seed, decoding), in one run, each study in its own
 temporary folder and its own process.
 
-    python benchmarks/tune_throughput.py [--trials 30] [--items 200] [--pruner halving] [--batch-size 64]
+    python benchmarks/tune_throughput.py [--trials 30] [--items 200] [--pruner halving] [--detect 5] [--batch-size 64]
         [--max-new-tokens 64] [--dtype float32] [--model PATH] [--score parity|shapes] [--threads T]
         [--vllm-option KEY=VALUE ...] [--out tune_throughput.json]
 
@@ -74,7 +74,7 @@ def one_study(config: dict) -> dict:
         torch.set_num_threads(config["threads"])
     bench = register_parity() if config["score"] == "parity" else "shapes"
     settings = TuneSettings(trials=config["trials"], pruner=config["pruner"], min_items=config["min_items"],
-                            seed=config["seed"])
+                            seed=config["seed"], min_effect=config["detect"] / 100)
     began, start = datetime.now(), time.perf_counter()
     summary = tune(config["model"], bench, out=config["out"], data=config["data"], split="dev", calib_split="calib",
                    calib_items=CALIBRATION_ITEMS, settings=settings, batch_size=config["batch_size"],
@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pruner", default="halving")
     parser.add_argument("--min-items", type=int, default=25, help="the first rung (fheads tune's --min-items)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--detect", type=float, default=5.0, help="fheads tune's --detect (points)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="float32")
@@ -181,7 +182,7 @@ def run(args, work: Path) -> dict:
         model = save_tiny_qwen2_5_vl(work / "model", head_dim=32, init_std=0.1)  # answers that vary with the item
     score = args.score or ("parity" if args.model is None else "shapes")
     settings = {"model": str(model), "data": str(data), "trials": args.trials, "pruner": args.pruner,
-                "min_items": args.min_items, "seed": args.seed, "batch_size": args.batch_size,
+                "min_items": args.min_items, "seed": args.seed, "detect": args.detect, "batch_size": args.batch_size,
                 "max_new_tokens": args.max_new_tokens, "dtype": args.dtype, "score": score, "threads": args.threads}
     result = {"settings": {**settings, "items": args.items, "calibration_items": CALIBRATION_ITEMS,
                            "model": str(args.model) if args.model else "testbed tiny Qwen2.5-VL, heads of 32"},
