@@ -308,7 +308,8 @@ def test_a_killed_workers_study_resumes_and_reruns_its_trial(dev_folder, tmp_pat
         except Exception:  # the study is not made yet
             continue
         done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-        running = next((t for t in trials if t.state == TrialState.RUNNING and done >= 2), None)
+        # a trial is RUNNING before it draws its settings: kill it only once it has them
+        running = next((t for t in trials if t.state == TrialState.RUNNING and t.params and done >= 2), None)
     assert running is not None, "the worker never reached its third trial"
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
